@@ -1,0 +1,1 @@
+"""Chunk encoders: zarr's own CPU codecs and the nvCOMP GPU codecs."""

@@ -1,0 +1,159 @@
+"""One dataset's write: its source iterator, target array, unit grid, encoder and sink.
+
+This is the unit of work every engine receives. Reading a region, splitting it into
+units and storing them are methods here so that threads, processes and the GPU
+engine all share one definition of "write this region".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from functools import cached_property
+
+import numpy as np
+import zarr
+from hdmf.data_utils import AbstractDataChunkIterator, DataChunk, GenericDataChunkIterator
+
+from .assemble import UnitAssembler
+from .codecs.cpu import ZarrUnitEncoder
+from .errors import ChunkWriteError
+from .plan import Coords, Region, UnitGrid, region_size
+from .sink import ChunkSink
+
+
+class DatasetWriter:
+    """Writes the data of one ``AbstractDataChunkIterator`` into one zarr array."""
+
+    def __init__(self, array: zarr.Array, iterator: AbstractDataChunkIterator) -> None:
+        self.array = array
+        self.iterator = iterator
+        self.name = array.path or array.name or "<root>"
+        self.dtype = np.dtype(array.dtype)
+        self.unit_shape: tuple[int, ...] = tuple(array.shards or array.chunks)
+
+    # -- geometry -------------------------------------------------------------------
+    @property
+    def random_access(self) -> bool:
+        """Whether regions can be read in any order (else the iterator is consumed in order)."""
+        return isinstance(self.iterator, GenericDataChunkIterator)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.random_access:
+            return tuple(min(a, m) for a, m in zip(self.array.shape, self.iterator.maxshape, strict=True))
+        return tuple(self.array.shape)
+
+    @cached_property
+    def grid(self) -> UnitGrid:
+        return UnitGrid(self.shape, self.unit_shape)
+
+    @property
+    def unit_nbytes(self) -> int:
+        return math.prod(self.unit_shape) * self.dtype.itemsize
+
+    @property
+    def buffer_shape(self) -> tuple[int, ...] | None:
+        return tuple(self.iterator.buffer_shape) if self.random_access else None
+
+    def region_nbytes(self, region: Region) -> int:
+        return region_size(region) * self.dtype.itemsize
+
+    # -- stages ---------------------------------------------------------------------
+    @cached_property
+    def encoder(self) -> ZarrUnitEncoder:
+        return ZarrUnitEncoder(self.array)
+
+    @cached_property
+    def sink(self) -> ChunkSink:
+        return ChunkSink(self.array)
+
+    def read(self, region: Region) -> np.ndarray:
+        """Read one region from a random-access iterator."""
+        try:
+            data = self.iterator._get_data(selection=region)
+            return np.asarray(data, dtype=self.dtype)
+        except Exception as exc:
+            raise ChunkWriteError(self.name, None, f"reading region {_fmt(region)}", repr(exc)) from exc
+
+    def split(self, region: Region, data: np.ndarray) -> Iterator[tuple[Coords, np.ndarray]]:
+        """The units of a unit-aligned region, as views into its data."""
+        for coords in self.grid.units_overlapping(region):
+            unit = self.grid.unit_region(coords)
+            yield coords, data[tuple(slice(u.start - r.start, u.stop - r.start) for u, r in zip(unit, region))]
+
+    def store_unit(self, coords: Coords, data: np.ndarray) -> None:
+        """Encode one whole unit and store it under its key."""
+        try:
+            encoded = self.encoder.encode(data)
+        except Exception as exc:
+            raise ChunkWriteError(self.name, coords, "encoding", repr(exc)) from exc
+        try:
+            self.sink.put(coords, encoded)
+        except Exception as exc:
+            raise ChunkWriteError(self.name, coords, f"storing key '{self.sink.key(coords)}'", repr(exc)) from exc
+
+    def write_region(self, region: Region) -> int:
+        """Read, encode and store one unit-aligned region; returns its size in bytes."""
+        data = self.read(region)
+        for coords, unit in self.split(region, data):
+            self.store_unit(coords, unit)
+        return self.region_nbytes(region)
+
+    # -- sequential iterators -------------------------------------------------------
+    def assembler(self) -> UnitAssembler:
+        maxshape = getattr(self.iterator, "maxshape", None) or (None,) * len(self.shape)
+        bounds = tuple(
+            None if m is None else int(a) for a, m in zip(self.array.shape, maxshape, strict=True)
+        )
+        return UnitAssembler(self.unit_shape, self.dtype, self.array.metadata.fill_value, bounds)
+
+    def chunks(self) -> Iterator[tuple[Region, np.ndarray]]:
+        """The buffers of a sequential iterator as (region, data) pairs."""
+        iterator = iter(self.iterator)
+        while True:
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise ChunkWriteError(self.name, None, "reading from the iterator", repr(exc)) from exc
+            if chunk is None or chunk.data is None:
+                continue
+            yield self._normalize(chunk)
+
+    def _normalize(self, chunk: DataChunk) -> tuple[Region, np.ndarray]:
+        data = np.asarray(chunk.data, dtype=self.dtype)
+        selection = chunk.selection if isinstance(chunk.selection, tuple) else (chunk.selection,)
+        region = []
+        for axis in range(len(self.shape)):
+            sel = selection[axis] if axis < len(selection) else slice(None)
+            if isinstance(sel, (int, np.integer)):
+                sel = slice(int(sel), int(sel) + 1)
+            if not isinstance(sel, slice) or sel.step not in (None, 1):
+                raise ChunkWriteError(
+                    self.name, None, "reading from the iterator", f"unsupported selection {chunk.selection!r}"
+                )
+            start = sel.start or 0
+            stop = sel.stop if sel.stop is not None else start + (data.shape[axis] if axis < data.ndim else 1)
+            region.append(slice(start, stop))
+        region = tuple(region)
+        return region, data.reshape(tuple(r.stop - r.start for r in region))
+
+    def grow_to(self, shape: tuple[int, ...]) -> None:
+        """Resize the array when a sequential iterator delivered more than it announced."""
+        if any(s > a for s, a in zip(shape, self.array.shape, strict=True)):
+            new_shape = tuple(max(s, a) for s, a in zip(shape, self.array.shape, strict=True))
+            self.array.resize(new_shape)
+            self.__dict__.pop("grid", None)
+
+    # -- pickling for process pools -------------------------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for derived in ("encoder", "sink", "grid"):
+            state.pop(derived, None)
+        return state
+
+
+def _fmt(region: Region) -> str:
+    return "[" + ", ".join(f"{r.start}:{r.stop}" for r in region) + "]"

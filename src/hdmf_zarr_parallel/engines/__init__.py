@@ -1,0 +1,45 @@
+"""Engines and the choice of one: ``auto`` prefers the GPU, else a CPU thread pool."""
+
+from __future__ import annotations
+
+import logging
+
+from ..options import WriteOptions
+from .base import Engine
+from .processes import ProcessEngine
+from .serial import SerialEngine
+from .threads import ThreadEngine
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Engine", "ProcessEngine", "SerialEngine", "ThreadEngine", "choose_auto_engine", "make_engine"]
+
+
+def choose_auto_engine() -> tuple[str, str]:
+    """The engine ``auto`` picks on this machine, and why."""
+    from ..gpu_support import gpu_status
+
+    status = gpu_status()
+    if status.available:
+        return "gpu", f"GPU engine: {status.device_name} with nvCOMP {status.nvcomp_version}"
+    return "threads", f"CPU thread pool: no usable GPU ({status.reason})"
+
+
+def make_engine(options: WriteOptions) -> Engine:
+    name = options.engine
+    if name == "auto":
+        name, reason = choose_auto_engine()
+        logger.info("engine='auto' chose %s", reason)
+    if name == "serial":
+        return SerialEngine()
+    if name == "threads":
+        return ThreadEngine(options.workers)
+    if name == "processes":
+        return ProcessEngine(options.workers, options.mp_context, options.max_threads_per_process)
+    if name == "gpu":
+        from .gpu import GpuEngine
+
+        return GpuEngine.create(options)
+    if name == "dask":
+        raise NotImplementedError("engine='dask' is not available yet; use 'threads' or 'processes'")
+    raise ValueError(f"unknown engine {name!r}")

@@ -1,0 +1,51 @@
+"""The engine seam: every engine runs the same two kinds of task.
+
+Like ``concurrent.futures``, one small interface with interchangeable
+implementations. The pipeline (``pipeline.py``) decides *what* to write, in which
+order and under which memory bound; an engine decides *where* the work runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+import numpy as np
+
+from ..dataset import DatasetWriter
+from ..plan import Coords, Region
+
+
+def write_units(writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
+    """Encode and store already assembled units; returns their in-memory size."""
+    for coords, data in units:
+        writer.store_unit(coords, data)
+    return sum(data.nbytes for _, data in units)
+
+
+class Engine(ABC):
+    """Runs region tasks (read + encode + store) and unit tasks (encode + store)."""
+
+    name: str = "engine"
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+
+    def start(self, writers: Sequence[DatasetWriter]) -> None:  # noqa: B027 - optional hook
+        """Called once per queue exhaustion, before any task, with every dataset to write."""
+
+    @abstractmethod
+    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
+        """Read, encode and store one unit-aligned region of a random-access dataset."""
+
+    @abstractmethod
+    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
+        """Encode and store whole units assembled from a sequential iterator."""
+
+    @abstractmethod
+    def shutdown(self, cancel: bool = False) -> None:
+        """Release every worker; with ``cancel`` drop queued tasks first."""
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.max_workers} workers)"

@@ -1,0 +1,37 @@
+"""One chunk at a time in the calling thread: stock hdmf-zarr's behaviour, for baselines and debugging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+import numpy as np
+
+from ..dataset import DatasetWriter
+from ..plan import Coords, Region
+from .base import Engine, write_units
+
+
+def _run_now(fn: Callable[..., int], *args) -> Future[int]:
+    future: Future[int] = Future()
+    try:
+        future.set_result(fn(*args))
+    except BaseException as exc:  # the pipeline re-raises it in the caller
+        future.set_exception(exc)
+    return future
+
+
+class SerialEngine(Engine):
+    name = "serial"
+
+    def __init__(self, max_workers: int = 1) -> None:
+        super().__init__(1)
+
+    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
+        return _run_now(writer.write_region, region)
+
+    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
+        return _run_now(write_units, writer, units)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        pass

@@ -1,0 +1,37 @@
+"""A thread pool: no pickling, any store, and real parallelism because zarr's codecs release the GIL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from ..dataset import DatasetWriter
+from ..plan import Coords, Region
+from .base import Engine, write_units
+
+
+class ThreadEngine(Engine):
+    name = "threads"
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers)
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hzp-writer")
+        return self._pool
+
+    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
+        return self.pool.submit(writer.write_region, region)
+
+    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
+        return self.pool.submit(write_units, writer, units)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None

@@ -1,0 +1,82 @@
+"""``ParallelZarrIO`` and ``NWBParallelZarrIO``: hdmf-zarr's IO classes with a parallel write queue.
+
+The integration is deliberately thin. hdmf-zarr assigns its write queue to the
+private attribute ``_ZarrIO__dci_queue`` in ``write()``, ``export()`` and
+``write_dataset()``; a property of that name intercepts each assignment and puts
+our queue in its place, carrying over hdmf-zarr's ``number_of_jobs``,
+``max_threads_per_process`` and ``multiprocessing_context``. Everything else is
+stock hdmf-zarr. ``tests/test_io.py`` fails loudly if upstream renames the attribute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hdmf_zarr import NWBZarrIO, ZarrIO
+from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
+
+from .engines import make_engine
+from .options import DEFAULT_MAX_INFLIGHT_BYTES, WriteOptions
+from .pipeline import WriteReport
+from .queue import ParallelDataChunkIteratorQueue
+
+
+class _ParallelWriteMixin:
+    """Adds the parallel-write keyword arguments and swaps in the parallel queue."""
+
+    def __init__(
+        self,
+        *args: Any,
+        engine: str = "auto",
+        max_workers: int | None = None,
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+        progress: bool | dict[str, Any] = False,
+        **kwargs: Any,
+    ) -> None:
+        self.write_options = WriteOptions(
+            engine=engine, max_workers=max_workers, max_inflight_bytes=max_inflight_bytes, progress=progress
+        )
+        self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
+        self._parallel_queue: ParallelDataChunkIteratorQueue | None = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def _ZarrIO__dci_queue(self) -> ParallelDataChunkIteratorQueue | None:
+        return self._parallel_queue
+
+    @_ZarrIO__dci_queue.setter
+    def _ZarrIO__dci_queue(self, queue: ZarrIODataChunkIteratorQueue | None) -> None:
+        if queue is None or isinstance(queue, ParallelDataChunkIteratorQueue):
+            self._parallel_queue = queue
+            return
+        options = self.write_options.with_stock_arguments(
+            queue.number_of_jobs, queue.max_threads_per_process, queue.multiprocessing_context
+        )
+        engine = self._engine if options == self.write_options else make_engine(options)
+        self._parallel_queue = ParallelDataChunkIteratorQueue(options, engine)
+
+    @property
+    def last_write_report(self) -> WriteReport | None:
+        """What the most recent queue exhaustion did (engine, bytes, peak bytes in flight)."""
+        return self._parallel_queue.last_report if self._parallel_queue is not None else None
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        """hdmf-zarr's ``write``; by default every DataChunkIterator dataset is written concurrently
+        at the end (``exhaust_dci=False``) instead of one dataset after another."""
+        kwargs.setdefault("exhaust_dci", False)
+        return super().write(*args, **kwargs)
+
+    def export(self, *args: Any, **kwargs: Any) -> None:
+        """hdmf-zarr's ``export``, with the same concurrent default as :meth:`write`."""
+        write_args = dict(kwargs.get("write_args") or {})
+        write_args.setdefault("exhaust_dci", False)
+        kwargs["write_args"] = write_args
+        return super().export(*args, **kwargs)
+
+
+class ParallelZarrIO(_ParallelWriteMixin, ZarrIO):
+    """``hdmf_zarr.ZarrIO`` whose DataChunkIterator writes run in parallel."""
+
+
+class NWBParallelZarrIO(_ParallelWriteMixin, NWBZarrIO):
+    """``hdmf_zarr.NWBZarrIO`` whose DataChunkIterator writes run in parallel."""

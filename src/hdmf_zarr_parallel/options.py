@@ -1,0 +1,72 @@
+"""The user-facing write settings, validated once before any data moves."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+ENGINES = ("auto", "threads", "processes", "serial", "gpu", "dask")
+DEFAULT_MAX_INFLIGHT_BYTES = 1 << 30  # 1 GiB: a few hundred chunks in flight, far below a workstation's RAM
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How a write runs. ``max_workers=None`` means one worker per CPU core."""
+
+    engine: str = "auto"
+    max_workers: int | None = None
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    progress: bool | dict[str, Any] = False
+    mp_context: str | None = None
+    max_threads_per_process: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.engine, str):
+            raise TypeError(f"engine must be a string, one of {ENGINES}; got {type(self.engine).__name__}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        _check_positive_int("max_workers", self.max_workers, allow_none=True)
+        _check_positive_int("max_inflight_bytes", self.max_inflight_bytes)
+        _check_positive_int("max_threads_per_process", self.max_threads_per_process, allow_none=True)
+        if not isinstance(self.progress, (bool, dict)):
+            raise TypeError(f"progress must be a bool or a dict of tqdm options, got {type(self.progress).__name__}")
+        if self.mp_context not in (None, "fork", "spawn", "forkserver"):
+            raise ValueError(f"multiprocessing_context must be None, 'fork', 'spawn' or 'forkserver'; got {self.mp_context!r}")
+
+    @property
+    def workers(self) -> int:
+        return self.max_workers or default_workers()
+
+    def with_stock_arguments(
+        self, number_of_jobs: int, max_threads_per_process: int | None, multiprocessing_context: str | None
+    ) -> WriteOptions:
+        """Map hdmf-zarr's own write arguments onto ours.
+
+        ``number_of_jobs > 1`` asks for that many workers (and, with ``engine="auto"``,
+        for worker processes, as stock hdmf-zarr uses); the other two configure the
+        processes engine exactly as they configure stock hdmf-zarr's process pool.
+        """
+        _check_positive_int("number_of_jobs", number_of_jobs)
+        changes: dict[str, Any] = {
+            "max_threads_per_process": max_threads_per_process or self.max_threads_per_process,
+            "mp_context": multiprocessing_context or self.mp_context,
+        }
+        if number_of_jobs > 1:
+            changes["max_workers"] = number_of_jobs
+            if self.engine == "auto":
+                changes["engine"] = "processes"
+        return replace(self, **changes)
+
+
+def _check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")

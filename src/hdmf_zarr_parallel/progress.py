@@ -1,0 +1,39 @@
+"""One progress bar per write: bytes written across all datasets, with throughput."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class Progress:
+    """A thread-safe byte counter that drives a tqdm bar when asked to."""
+
+    def __init__(self, enabled: bool | dict[str, Any], total: int | None, desc: str) -> None:
+        self.written = 0
+        self._lock = threading.Lock()
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            options = dict(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=True)
+            if isinstance(enabled, dict):
+                options.update(enabled)
+            self._bar = tqdm(**options)
+
+    def add_total(self, nbytes: int) -> None:
+        """A sequential iterator of unknown length reported more data than announced."""
+        if self._bar is not None:
+            with self._lock:
+                self._bar.total = (self._bar.total or 0) + nbytes
+                self._bar.refresh()
+
+    def update(self, nbytes: int) -> None:
+        with self._lock:
+            self.written += nbytes
+            if self._bar is not None:
+                self._bar.update(nbytes)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,34 @@
+"""Store encoded write units under their zarr keys through the zarr store API."""
+
+from __future__ import annotations
+
+import zarr
+from zarr.abc.store import _store_supports_sync_io
+from zarr.core.buffer import Buffer
+from zarr.core.sync import sync
+
+from .plan import Coords
+
+
+class ChunkSink:
+    """Puts encoded units of one array into its store; ``None`` deletes the key as zarr does."""
+
+    def __init__(self, array: zarr.Array) -> None:
+        self._store_path = array._async_array.store_path
+        self._metadata = array.metadata
+        self._sync_io = _store_supports_sync_io(self._store_path.store)
+
+    def key(self, coords: Coords) -> str:
+        return self._metadata.encode_chunk_key(coords)
+
+    def put(self, coords: Coords, encoded: Buffer | None) -> None:
+        target = self._store_path / self.key(coords)
+        if self._sync_io:
+            if encoded is None:
+                target.delete_sync()
+            else:
+                target.set_sync(encoded)
+        elif encoded is None:
+            sync(target.delete())
+        else:
+            sync(target.set(encoded))
