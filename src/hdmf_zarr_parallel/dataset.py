@@ -80,7 +80,10 @@ class DatasetWriter:
         """The units of a unit-aligned region, as views into its data."""
         for coords in self.grid.units_overlapping(region):
             unit = self.grid.unit_region(coords)
-            yield coords, data[tuple(slice(u.start - r.start, u.stop - r.start) for u, r in zip(unit, region))]
+            yield (
+                coords,
+                data[tuple(slice(u.start - r.start, u.stop - r.start) for u, r in zip(unit, region, strict=True))],
+            )
 
     def store_unit(self, coords: Coords, data: np.ndarray) -> None:
         """Encode one whole unit and store it under its key."""
@@ -103,9 +106,7 @@ class DatasetWriter:
     # -- sequential iterators -------------------------------------------------------
     def assembler(self) -> UnitAssembler:
         maxshape = getattr(self.iterator, "maxshape", None) or (None,) * len(self.shape)
-        bounds = tuple(
-            None if m is None else int(a) for a, m in zip(self.array.shape, maxshape, strict=True)
-        )
+        bounds = tuple(None if m is None else int(a) for a, m in zip(self.array.shape, maxshape, strict=True))
         return UnitAssembler(self.unit_shape, self.dtype, self.array.metadata.fill_value, bounds)
 
     def chunks(self) -> Iterator[tuple[Region, np.ndarray]]:

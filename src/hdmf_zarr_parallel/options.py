@@ -36,7 +36,9 @@ class WriteOptions:
         if not isinstance(self.progress, (bool, dict)):
             raise TypeError(f"progress must be a bool or a dict of tqdm options, got {type(self.progress).__name__}")
         if self.mp_context not in (None, "fork", "spawn", "forkserver"):
-            raise ValueError(f"multiprocessing_context must be None, 'fork', 'spawn' or 'forkserver'; got {self.mp_context!r}")
+            raise ValueError(
+                f"multiprocessing_context must be None, 'fork', 'spawn' or 'forkserver'; got {self.mp_context!r}"
+            )
 
     @property
     def workers(self) -> int:

@@ -40,8 +40,7 @@ class UnitGrid:
     def unit_region(self, coords: Coords) -> Region:
         """The in-bounds region of one unit (smaller than ``unit_shape`` at the edges)."""
         return tuple(
-            slice(c * u, min((c + 1) * u, s))
-            for c, u, s in zip(coords, self.unit_shape, self.shape, strict=True)
+            slice(c * u, min((c + 1) * u, s)) for c, u, s in zip(coords, self.unit_shape, self.shape, strict=True)
         )
 
     def all_units(self) -> Iterator[Coords]:
@@ -49,9 +48,7 @@ class UnitGrid:
 
     def units_overlapping(self, region: Region) -> Iterator[Coords]:
         """Units that overlap ``region`` (for a unit-aligned region: the units it holds)."""
-        ranges = (
-            range(r.start // u, math.ceil(r.stop / u)) for r, u in zip(region, self.unit_shape, strict=True)
-        )
+        ranges = (range(r.start // u, math.ceil(r.stop / u)) for r, u in zip(region, self.unit_shape, strict=True))
         return itertools.product(*ranges)
 
     def tiles(self, tile_units: tuple[int, ...]) -> Iterator[Region]:
@@ -81,8 +78,7 @@ def choose_tile_units(
         counts = [1] * len(grid_shape)
     else:
         counts = [
-            max(1, min(n, math.ceil(b / u)))
-            for b, u, n in zip(buffer_shape, grid.unit_shape, grid_shape, strict=True)
+            max(1, min(n, math.ceil(b / u))) for b, u, n in zip(buffer_shape, grid.unit_shape, grid_shape, strict=True)
         ]
     unit_bytes = math.prod(grid.unit_shape) * itemsize
     while math.prod(counts) * unit_bytes > target_bytes and any(c > 1 for c in counts):

@@ -45,9 +45,7 @@ def _write_region_in_worker(index: int, region: Region) -> int:
 def process_ineligibility(writer: DatasetWriter) -> str | None:
     """Why a dataset cannot be written by worker processes, or ``None`` if it can."""
     if not writer.random_access:
-        return (
-            f"its iterator ({type(writer.iterator).__name__}) is sequential, not a GenericDataChunkIterator"
-        )
+        return f"its iterator ({type(writer.iterator).__name__}) is sequential, not a GenericDataChunkIterator"
     store = writer.array.store
     if not isinstance(store, LocalStore):
         return f"its store ({type(store).__name__}) cannot be reopened by other processes"
