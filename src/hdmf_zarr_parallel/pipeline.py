@@ -62,7 +62,7 @@ def plan_tiles(writer: DatasetWriter, target_bytes: int) -> Iterator[Region]:
 
 def interleave(writers: Sequence[DatasetWriter], target_bytes: int) -> Iterator[tuple[DatasetWriter, Region]]:
     """Tiles of all datasets, round robin, so that every dataset makes progress at once."""
-    streams = [((w, r) for r in plan_tiles(w, target_bytes)) for w in writers]
+    streams = [zip(itertools.repeat(w), plan_tiles(w, target_bytes)) for w in writers]
     for batch in itertools.zip_longest(*streams):
         yield from (item for item in batch if item is not None)
 

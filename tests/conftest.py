@@ -1,0 +1,100 @@
+"""Shared helpers: iterators over in-memory arrays and a direct pipeline write into a real zarr array."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from hdmf.data_utils import AbstractDataChunkIterator, DataChunk, DataChunkIterator, GenericDataChunkIterator
+
+from hdmf_zarr_parallel.dataset import DatasetWriter
+from hdmf_zarr_parallel.engines import make_engine
+from hdmf_zarr_parallel.options import WriteOptions
+from hdmf_zarr_parallel.pipeline import WriteReport, write_datasets
+
+
+class NumpyIterator(GenericDataChunkIterator):
+    """A random-access iterator over an in-memory array (picklable, for the processes engine)."""
+
+    def __init__(self, array: np.ndarray, **kwargs) -> None:
+        self.array = array
+        self._init_kwargs = kwargs
+        super().__init__(**kwargs)
+
+    def __reduce__(self):
+        return (_rebuild_numpy_iterator, (self.array, self._init_kwargs))
+
+    def _get_data(self, selection):
+        return self.array[selection]
+
+    def _get_maxshape(self):
+        return self.array.shape
+
+    def _get_dtype(self):
+        return self.array.dtype
+
+
+def _rebuild_numpy_iterator(array, kwargs):
+    return NumpyIterator(array, **kwargs)
+
+
+class BlockIterator(AbstractDataChunkIterator):
+    """A plain AbstractDataChunkIterator yielding arbitrary (possibly misaligned) blocks in C order."""
+
+    def __init__(self, array: np.ndarray, block: tuple[int, ...]) -> None:
+        self.array = array
+        self.block = block
+        grids = [range(0, s, b) for s, b in zip(array.shape, block, strict=True)]
+        self._origins = iter(np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, array.ndim).tolist())
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> DataChunk:
+        origin = next(self._origins)
+        sel = tuple(slice(o, min(o + b, s)) for o, b, s in zip(origin, self.block, self.array.shape, strict=True))
+        return DataChunk(data=self.array[sel], selection=sel)
+
+    def recommended_chunk_shape(self):
+        return None
+
+    def recommended_data_shape(self):
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    @property
+    def maxshape(self):
+        return self.array.shape
+
+
+def realistic(shape: tuple[int, ...], dtype="int16", seed: int = 0) -> np.ndarray:
+    """Compressible noise (a random walk plus jitter), never zeros or uniform random."""
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.normal(0, 3, size=shape), axis=0) + rng.normal(0, 5, size=shape)
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        walk = np.clip(walk + (0 if dt.kind == "i" else info.max // 2), info.min, info.max)
+    return walk.astype(dt)
+
+
+def make_array(store, data_shape, dtype, chunks, shards=None, **kwargs) -> zarr.Array:
+    return zarr.create_array(store, shape=data_shape, dtype=dtype, chunks=chunks, shards=shards, **kwargs)
+
+
+def pipeline_write(arrays_and_iterators, **option_kwargs) -> WriteReport:
+    """Write through the pipeline as the queue would, with the given WriteOptions."""
+    options = WriteOptions(**{"engine": "threads", "max_workers": 3, **option_kwargs})
+    writers = [DatasetWriter(array, iterator) for array, iterator in arrays_and_iterators]
+    return write_datasets(writers, make_engine(options), options)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return zarr.storage.LocalStore(tmp_path / "data.zarr")
+
+
+__all__ = ["BlockIterator", "DataChunkIterator", "NumpyIterator", "make_array", "pipeline_write", "realistic"]

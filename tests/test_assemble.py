@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hdmf_zarr_parallel.assemble import UnitAssembler
+
+
+def blocks(shape, block):
+    origins = np.stack(np.meshgrid(*[range(0, s, b) for s, b in zip(shape, block, strict=True)], indexing="ij"), -1)
+    for origin in origins.reshape(-1, len(shape)):
+        yield tuple(slice(int(o), min(int(o) + b, s)) for o, b, s in zip(origin, block, shape, strict=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 3).flatmap(
+        lambda r: st.tuples(
+            st.tuples(*[st.integers(1, 25)] * r),
+            st.tuples(*[st.integers(1, 9)] * r),
+            st.tuples(*[st.integers(1, 11)] * r),
+        )
+    ),
+    st.booleans(),
+)
+def test_every_unit_is_released_once_and_whole(case, growing):
+    shape, unit, block = case
+    data = np.arange(np.prod(shape), dtype="int32").reshape(shape) + 1
+    bounds = (None, *shape[1:]) if growing else shape
+    asm = UnitAssembler(unit, np.dtype("int32"), 0, bounds)
+    released = {}
+    for region in blocks(shape, block):
+        for coords, unit_data in asm.add(region, data[region]):
+            assert coords not in released
+            released[coords] = unit_data
+    assert asm.final_shape() == shape
+    for coords, unit_data in asm.finish():
+        assert coords not in released
+        released[coords] = unit_data
+    grid_shape = tuple(-(-s // u) for s, u in zip(shape, unit, strict=True))
+    assert len(released) == int(np.prod(grid_shape))
+    for coords, unit_data in released.items():
+        assert unit_data.shape == unit
+        region = tuple(slice(c * u, min((c + 1) * u, s)) for c, u, s in zip(coords, unit, shape, strict=True))
+        local = tuple(slice(0, r.stop - r.start) for r in region)
+        np.testing.assert_array_equal(unit_data[local], data[region])
+        padding = np.ones(unit, bool)
+        padding[local] = False
+        assert (unit_data[padding] == 0).all()
+
+
+def test_units_complete_mid_stream_are_released_before_the_end():
+    asm = UnitAssembler((4,), np.dtype("int16"), 0, (12,))
+    assert [c for c, _ in asm.add((slice(0, 6),), np.arange(6))] == [(0,)]
+    assert asm.staged_count == 1
+    assert [c for c, _ in asm.add((slice(6, 12),), np.arange(6))] == [(1,), (2,)]
+
+
+def test_a_buffer_past_a_fixed_bound_is_rejected():
+    asm = UnitAssembler((4,), np.dtype("int16"), 0, (5,))
+    with pytest.raises(ValueError, match="past the dataset shape"):
+        list(asm.add((slice(0, 6),), np.arange(6)))
