@@ -18,6 +18,8 @@ class NumpyIterator(GenericDataChunkIterator):
 
     def __init__(self, array: np.ndarray, **kwargs) -> None:
         self.array = array
+        if "buffer_shape" in kwargs:
+            kwargs.setdefault("chunk_shape", kwargs["buffer_shape"])
         self._init_kwargs = kwargs
         super().__init__(**kwargs)
 

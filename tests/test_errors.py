@@ -1,0 +1,137 @@
+"""A failure in any stage re-raises in the caller, names dataset and chunk, and leaves nothing running."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from conftest import BlockIterator, NumpyIterator, make_array, pipeline_write, realistic
+from hdmf_zarr_parallel import ChunkWriteError
+from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
+
+
+class FailingNumpyIterator(NumpyIterator):
+    def __init__(self, array, fail_at_row, **kwargs):
+        self.fail_at_row = fail_at_row
+        super().__init__(array, **kwargs)
+
+    def __reduce__(self):
+        return (_rebuild_failing, (self.array, self.fail_at_row, self._init_kwargs))
+
+    def _get_data(self, selection):
+        if selection[0].start <= self.fail_at_row < selection[0].stop:
+            raise OSError("disk on fire")
+        return super()._get_data(selection)
+
+
+def _rebuild_failing(array, fail_at_row, kwargs):
+    return FailingNumpyIterator(array, fail_at_row, **kwargs)
+
+
+class FailingBlocks(BlockIterator):
+    def __init__(self, array, block, fail_after):
+        super().__init__(array, block)
+        self.remaining = fail_after
+
+    def __next__(self):
+        if self.remaining == 0:
+            raise OSError("sensor unplugged")
+        self.remaining -= 1
+        return super().__next__()
+
+
+class FailingStore(zarr.storage.LocalStore):
+    """A real local store that refuses one key, as a full disk would."""
+
+    bad_key = "c/3/0"
+
+    def set_sync(self, key, value):
+        if key.endswith(self.bad_key):
+            raise OSError("No space left on device")
+        super().set_sync(key, value)
+
+    async def set(self, key, value):
+        if key.endswith(self.bad_key):
+            raise OSError("No space left on device")
+        await super().set(key, value)
+
+
+def writer_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("hzp-")]
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads():
+    yield
+    deadline = time.monotonic() + 5
+    while writer_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer_threads() == []
+
+
+@pytest.mark.parametrize("engine", ["serial", "threads", "processes"])
+def test_random_access_iterator_failure(store, engine):
+    data = realistic((4000, 8))
+    array = make_array(store, data.shape, data.dtype, (100, 8))
+    iterator = FailingNumpyIterator(data, fail_at_row=2500, buffer_shape=(500, 8), chunk_shape=(100, 8))
+    start = time.monotonic()
+    with pytest.raises(ChunkWriteError, match=r"dataset '/'.*reading region \[2500:3000, 0:8\].*disk on fire") as err:
+        pipeline_write([(array, iterator)], engine=engine, max_workers=2)
+    assert time.monotonic() - start < 30
+    assert err.value.dataset == "/"
+
+
+def test_sequential_iterator_failure(store):
+    data = realistic((1000, 4))
+    array = make_array(store, data.shape, data.dtype, (64, 4))
+    with pytest.raises(ChunkWriteError, match="reading from the iterator.*sensor unplugged"):
+        pipeline_write([(array, FailingBlocks(data, (50, 4), fail_after=7))])
+
+
+def test_encoder_failure_names_the_chunk(store, monkeypatch):
+    data = realistic((1000, 4))
+    array = make_array(store, data.shape, data.dtype, (100, 4))
+    real_encode = ZarrUnitEncoder.encode
+
+    def encode(self, unit):
+        if unit[0, 0] == data[500, 0] and np.array_equal(unit, data[500:600]):
+            raise MemoryError("codec exploded")
+        return real_encode(self, unit)
+
+    monkeypatch.setattr(ZarrUnitEncoder, "encode", encode)
+    with pytest.raises(ChunkWriteError, match=r"chunk \(5, 0\) while encoding.*codec exploded") as err:
+        pipeline_write([(array, NumpyIterator(data, buffer_shape=(200, 4), chunk_shape=(100, 4)))])
+    assert err.value.chunk == (5, 0)
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_store_failure_names_the_key(tmp_path, sequential):
+    store = FailingStore(tmp_path / "full.zarr")
+    data = realistic((1000, 4))
+    array = make_array(store, data.shape, data.dtype, (100, 4))
+    iterator = BlockIterator(data, (30, 4)) if sequential else NumpyIterator(data, buffer_shape=(200, 4))
+    with pytest.raises(ChunkWriteError, match=r"chunk \(3, 0\) while storing key 'c/3/0'.*No space left"):
+        pipeline_write([(array, iterator)])
+
+
+def test_failure_in_one_dataset_stops_the_others_promptly(tmp_path):
+    store = zarr.storage.LocalStore(tmp_path / "g.zarr")
+    root = zarr.open_group(store, mode="w")
+    big = realistic((200_000, 8))
+    good = root.create_array("good", shape=big.shape, dtype=big.dtype, chunks=(1000, 8))
+    bad_data = realistic((1000, 8))
+    bad = root.create_array("bad", shape=bad_data.shape, dtype=bad_data.dtype, chunks=(100, 8))
+    start = time.monotonic()
+    with pytest.raises(ChunkWriteError, match="dataset 'bad'"):
+        pipeline_write(
+            [
+                (good, NumpyIterator(big, buffer_shape=(1000, 8))),
+                (bad, FailingNumpyIterator(bad_data, fail_at_row=0, buffer_shape=(100, 8))),
+            ],
+            max_inflight_bytes=64_000,
+        )
+    assert time.monotonic() - start < 10
+    written = list((tmp_path / "g.zarr" / "good").rglob("c/*/*"))
+    assert len(written) < 200  # the healthy dataset was stopped, not written to the end

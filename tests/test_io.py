@@ -1,0 +1,201 @@
+"""ParallelZarrIO / NWBParallelZarrIO: hdmf-zarr integration, read back with stock hdmf-zarr and PyNWB."""
+
+import inspect
+import logging
+
+import numpy as np
+import pytest
+import zarr
+from hdmf.data_utils import DataChunkIterator
+from hdmf_zarr import ZarrDataIO, ZarrIO
+from hdmf_zarr.nwb import NWBZarrIO
+from pynwb import TimeSeries
+from pynwb.testing.mock.file import mock_NWBFile
+
+import hdmf_zarr_parallel.queue as queue_module
+from conftest import NumpyIterator, realistic
+from hdmf_zarr_parallel import NWBParallelZarrIO, ParallelZarrIO
+from hdmf_zarr_parallel.queue import ParallelDataChunkIteratorQueue
+
+
+def nwbfile_with(**series):
+    nwbfile = mock_NWBFile()
+    for name, data in series.items():
+        nwbfile.add_acquisition(TimeSeries(name=name, data=data, unit="V", rate=30_000.0))
+    return nwbfile
+
+
+def read_series(path, name):
+    with NWBZarrIO(str(path), mode="r") as io:
+        return io.read().acquisition[name].data[:]
+
+
+class Unpicklable(NumpyIterator):
+    def __reduce__(self):
+        raise TypeError("holds an open file handle")
+
+
+def test_upstream_still_assigns_the_private_queue_attribute():
+    """Our integration point: if hdmf-zarr renames this, the parallel queue would silently not be used."""
+    import ast
+
+    import hdmf_zarr.backend
+
+    tree = ast.parse(inspect.getsource(hdmf_zarr.backend))
+    zarr_io = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ZarrIO")
+    assigning = {
+        f.name
+        for f in zarr_io.body
+        if isinstance(f, ast.FunctionDef)
+        for node in ast.walk(f)
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Attribute) and target.attr == "__dci_queue"
+    }
+    assert {"__init__", "write", "export", "write_dataset"} <= assigning
+
+
+def test_nwb_write_reads_back_exactly_with_stock_hdmf_zarr(tmp_path):
+    ephys = realistic((30_011, 24))
+    lfp = realistic((2_003, 8), "float32", seed=3)
+    path = tmp_path / "session.nwb.zarr"
+    nwbfile = nwbfile_with(
+        ephys=ZarrDataIO(NumpyIterator(ephys, buffer_shape=(4000, 24)), chunks=(1500, 16)),
+        lfp=DataChunkIterator(lfp, buffer_size=300),
+    )
+    with NWBParallelZarrIO(str(path), mode="w", engine="threads", max_workers=3) as io:
+        io.write(nwbfile)
+        report = io.last_write_report
+    assert report.datasets == 2 and report.bytes_written == ephys.nbytes + lfp.nbytes
+    np.testing.assert_array_equal(read_series(path, "ephys"), ephys)
+    np.testing.assert_array_equal(read_series(path, "lfp"), lfp)
+    assert zarr.open_array(path / "acquisition" / "ephys" / "data").chunks == (1500, 16)
+
+
+def test_all_datasets_are_written_in_one_concurrent_pass_by_default(tmp_path, monkeypatch):
+    calls = []
+    real = queue_module.write_datasets
+    monkeypatch.setattr(queue_module, "write_datasets", lambda w, e, o: calls.append(len(w)) or real(w, e, o))
+    series = {f"s{i}": NumpyIterator(realistic((500, 4), seed=i), buffer_shape=(100, 4)) for i in range(3)}
+    with NWBParallelZarrIO(str(tmp_path / "a.nwb.zarr"), mode="w", engine="threads") as io:
+        io.write(nwbfile_with(**series))
+    assert calls == [3]
+    calls.clear()
+    series = {f"s{i}": NumpyIterator(realistic((500, 4), seed=i), buffer_shape=(100, 4)) for i in range(3)}
+    with NWBParallelZarrIO(str(tmp_path / "b.nwb.zarr"), mode="w", engine="threads") as io:
+        io.write(nwbfile_with(**series), exhaust_dci=True)  # explicit: one dataset at a time, as asked
+    assert calls == [1, 1, 1]
+    for i in range(3):
+        np.testing.assert_array_equal(read_series(tmp_path / "b.nwb.zarr", f"s{i}"), realistic((500, 4), seed=i))
+
+
+def test_number_of_jobs_selects_worker_processes(tmp_path):
+    data = realistic((5000, 6))
+    with NWBParallelZarrIO(str(tmp_path / "p.nwb.zarr"), mode="w") as io:
+        io.write(nwbfile_with(x=NumpyIterator(data, buffer_shape=(1000, 6))), number_of_jobs=2)
+        assert io.last_write_report.engine == "processes (2 workers)"
+    np.testing.assert_array_equal(read_series(tmp_path / "p.nwb.zarr", "x"), data)
+
+
+def test_unpicklable_iterator_with_processes_warns_and_falls_back_to_threads(tmp_path):
+    data = realistic((3000, 6))
+    with NWBParallelZarrIO(str(tmp_path / "u.nwb.zarr"), mode="w", engine="processes", max_workers=2) as io:
+        with pytest.warns(
+            RuntimeWarning, match=r"dataset 'acquisition/x/data' is written by threads.*cannot be pickled"
+        ):
+            io.write(nwbfile_with(x=Unpicklable(data, buffer_shape=(500, 6))))
+    np.testing.assert_array_equal(read_series(tmp_path / "u.nwb.zarr", "x"), data)
+
+
+def test_generator_of_unknown_length_grows_the_dataset(tmp_path):
+    rows = [realistic((1, 5), "float64", seed=i)[0] for i in range(1234)]
+    with NWBParallelZarrIO(str(tmp_path / "g.nwb.zarr"), mode="w", engine="threads") as io:
+        io.write(nwbfile_with(g=DataChunkIterator(data=iter(rows), buffer_size=100)))
+    np.testing.assert_array_equal(read_series(tmp_path / "g.nwb.zarr", "g"), np.array(rows))
+
+
+def test_string_iterators_take_hdmf_zarrs_own_path(tmp_path):
+    from hdmf.common import DynamicTable, VectorData
+
+    words = [f"word{i}" for i in range(250)]
+    table = DynamicTable(
+        name="t",
+        description="d",
+        columns=[VectorData(name="w", description="d", data=DataChunkIterator(words, buffer_size=7))],
+        id=list(range(len(words))),
+    )
+    from hdmf.common import get_manager
+
+    path = str(tmp_path / "s.zarr")
+    with ParallelZarrIO(path, mode="w", manager=get_manager(), engine="threads") as io:
+        io.write(table)
+    with ZarrIO(path, mode="r", manager=get_manager()) as io:
+        assert list(io.read()["w"].data[:]) == words
+
+
+@pytest.mark.parametrize("store_kind", ["str", "Path", "LocalStore", "MemoryStore"])
+def test_every_store_hdmf_zarr_accepts(tmp_path, store_kind):
+    data = realistic((2000, 3))
+    target = {
+        "str": str(tmp_path / "a.nwb.zarr"),
+        "Path": tmp_path / "a.nwb.zarr",
+        "LocalStore": zarr.storage.LocalStore(tmp_path / "a.nwb.zarr"),
+        "MemoryStore": zarr.storage.MemoryStore(),
+    }[store_kind]
+    with NWBParallelZarrIO(target, mode="w", engine="threads") as io:
+        io.write(nwbfile_with(x=NumpyIterator(data, buffer_shape=(300, 3))))
+    with NWBZarrIO(target, mode="r") as io:
+        np.testing.assert_array_equal(io.read().acquisition["x"].data[:], data)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"engine": "warp"}, ValueError, "unknown engine 'warp'"),
+        ({"engine": 3}, TypeError, "engine must be a string"),
+        ({"max_workers": 0}, ValueError, "max_workers must be >= 1"),
+        ({"max_workers": 2.5}, TypeError, "max_workers must be an int"),
+        ({"max_inflight_bytes": -1}, ValueError, "max_inflight_bytes must be >= 1"),
+        ({"progress": "yes"}, TypeError, "progress must be a bool"),
+        ({"engine": "dask"}, NotImplementedError, "not available yet"),
+    ],
+)
+def test_bad_arguments_fail_before_anything_is_written(tmp_path, kwargs, error, match):
+    path = tmp_path / "never.nwb.zarr"
+    with pytest.raises(error, match=match):
+        NWBParallelZarrIO(str(path), mode="w", **kwargs)
+    assert not path.exists()
+
+
+def test_bad_number_of_jobs_fails_before_data_moves(tmp_path):
+    with NWBParallelZarrIO(str(tmp_path / "j.nwb.zarr"), mode="w") as io:
+        with pytest.raises(ValueError, match="number_of_jobs must be >= 1"):
+            io.write(nwbfile_with(x=NumpyIterator(realistic((100, 2)), buffer_shape=(10, 2))), number_of_jobs=0)
+
+
+def test_queue_is_ours_and_auto_logs_its_choice(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="hdmf_zarr_parallel")
+    with NWBParallelZarrIO(str(tmp_path / "q.nwb.zarr"), mode="w") as io:
+        io.write(nwbfile_with(x=NumpyIterator(realistic((100, 2)), buffer_shape=(10, 2))))
+        assert isinstance(io._ZarrIO__dci_queue, ParallelDataChunkIteratorQueue)
+    assert "engine='auto' chose CPU thread pool" in caplog.text
+
+
+def test_progress_bar_counts_every_byte(tmp_path, capsys):
+    data = realistic((4000, 10))
+    with NWBParallelZarrIO(str(tmp_path / "b.nwb.zarr"), mode="w", engine="threads", progress={"mininterval": 0}) as io:
+        io.write(nwbfile_with(x=NumpyIterator(data, buffer_shape=(500, 10))))
+    err = capsys.readouterr().err
+    assert "78.1k/78.1k" in err and "B/s" in err
+
+
+def test_export_from_hdf5_is_parallel_and_exact(tmp_path):
+    from pynwb import NWBHDF5IO
+
+    data = realistic((3000, 4))
+    h5 = tmp_path / "in.nwb"
+    with NWBHDF5IO(str(h5), mode="w") as io:
+        io.write(nwbfile_with(x=data))
+    with NWBHDF5IO(str(h5), mode="r") as src, NWBParallelZarrIO(str(tmp_path / "out.nwb.zarr"), mode="w") as dst:
+        dst.export(src_io=src, write_args={"link_data": False})
+    np.testing.assert_array_equal(read_series(tmp_path / "out.nwb.zarr", "x"), data)
