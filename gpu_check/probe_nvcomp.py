@@ -221,7 +221,7 @@ def gen_chunk(dtype: str, nbytes: int, kind: str, seed: int):
         return cupy.ascontiguousarray(v.astype(dt))
     t = cupy.arange(n, dtype=cupy.float64)
     v = cupy.sin(t * 0.003) * 500.0 + walk * 0.25 + noise * 0.0625
-    v = cupy.round(v * 16.0) / 16.0
+    v = cupy.around(v * 16.0) / 16.0
     return cupy.ascontiguousarray(v.astype(dt))
 
 
@@ -306,8 +306,14 @@ def zstd_frames(buf: bytes) -> list[dict]:
         if checksum:
             p += 4
         frames.append(
-            {"content_size": fcs, "single_segment": bool(single), "checksum": bool(checksum),
-             "dict_id": bool(dict_flag), "blocks": nblocks, "block_types": sorted(btypes)}
+            {
+                "content_size": fcs,
+                "single_segment": bool(single),
+                "checksum": bool(checksum),
+                "dict_id": bool(dict_flag),
+                "blocks": nblocks,
+                "block_types": sorted(btypes),
+            }
         )
         pos = p
     if pos != len(buf):
@@ -320,8 +326,13 @@ def gzip_members(buf: bytes) -> list[dict]:
     while rest:
         if rest[:2] != b"\x1f\x8b":
             raise ValueError(f"no gzip magic (starts {rest[:4].hex()})")
-        hdr = {"method": rest[2], "flags": rest[3], "mtime": int.from_bytes(rest[4:8], "little"),
-               "xfl": rest[8], "os": rest[9]}
+        hdr = {
+            "method": rest[2],
+            "flags": rest[3],
+            "mtime": int.from_bytes(rest[4:8], "little"),
+            "xfl": rest[8],
+            "os": rest[9],
+        }
         d = zlib.decompressobj(31)
         d.decompress(rest)
         if not d.eof:
@@ -362,8 +373,12 @@ def try_decodes(algo: str, blob: bytes, expected: bytes) -> dict:
     return res
 
 
-PRIMARY_READER = {"zstd": "numcodecs.Zstd", "gzip": "numcodecs.GZip", "lz4": "numcodecs.LZ4+header",
-                  "deflate": "zlib.raw(wbits=-15)"}
+PRIMARY_READER = {
+    "zstd": "numcodecs.Zstd",
+    "gzip": "numcodecs.GZip",
+    "lz4": "numcodecs.LZ4+header",
+    "deflate": "zlib.raw(wbits=-15)",
+}
 
 
 # ----------------------------------------------------------------------------------------
@@ -398,11 +413,9 @@ def probe_basic_single() -> None:
         record_error("api/max_comp_size", exc)
     host = bytes(memoryview(enc.cpu()))
     api["single_encode_len_host"] = len(host)
-    api["single_encode_decodes_with_numcodecs"] = (
-        bytes(Zstd().decode(host)) == cupy.asnumpy(as_u8(x)).tobytes()
-    )
+    api["single_encode_decodes_with_numcodecs"] = bytes(Zstd().decode(host)) == cupy.asnumpy(as_u8(x)).tobytes()
     # batch surface
-    batch = nvcomp.as_arrays([as_u8(x), as_u8(x[: 1000])], cuda_stream=STREAM.ptr)
+    batch = nvcomp.as_arrays([as_u8(x), as_u8(x[:1000])], cuda_stream=STREAM.ptr)
     out = codec.encode(batch)
     api["batch_encode_type"] = type(out).__name__
     api["batch_len"] = len(out)
@@ -525,8 +538,12 @@ def probe_gzip_details() -> None:
             extra = {} if level is None else {"algorithm_type": level}
             codec, _ = make_codec("gzip", 1 << 20, **extra)
             blobs, sizes = encode_batch(codec, [x])
-            g[key] = {"size": sizes[0], "ratio": round(len(exp) / sizes[0], 3),
-                      "head": blobs[0][:12].hex(), "decoders": try_decodes("gzip", blobs[0], exp)}
+            g[key] = {
+                "size": sizes[0],
+                "ratio": round(len(exp) / sizes[0], 3),
+                "head": blobs[0][:12].hex(),
+                "decoders": try_decodes("gzip", blobs[0], exp),
+            }
         except Exception as exc:
             g[key] = {"error": f"{type(exc).__name__}: {exc}"}
     log("gzip:", g)
@@ -592,10 +609,14 @@ def time_encode(codec, chunks, reps: int = 3) -> dict:
         record_error("throughput/d2h", exc)
     best = min(wall_ms)
     return {
-        "chunks": len(chunks), "chunk_bytes": int(chunks[0].nbytes), "raw_MiB": round(raw / 2**20, 1),
+        "chunks": len(chunks),
+        "chunk_bytes": int(chunks[0].nbytes),
+        "raw_MiB": round(raw / 2**20, 1),
         "ratio": round(raw / max(1, sum(sizes)), 3),
-        "gpu_event_ms": [round(v, 2) for v in gpu_ms], "wall_ms": [round(v, 2) for v in wall_ms],
-        "GBps_wall_best": round(raw / best / 1e6, 2), "GBps_event_best": round(raw / min(gpu_ms) / 1e6, 2),
+        "gpu_event_ms": [round(v, 2) for v in gpu_ms],
+        "wall_ms": [round(v, 2) for v in wall_ms],
+        "GBps_wall_best": round(raw / best / 1e6, 2),
+        "GBps_event_best": round(raw / min(gpu_ms) / 1e6, 2),
         "encode_plus_d2h_ms": None if d2h_ms is None else round(d2h_ms, 2),
         "GBps_encode_plus_d2h": None if d2h_ms is None else round(raw / d2h_ms / 1e6, 2),
     }
@@ -661,9 +682,12 @@ def probe_cpu_ratio() -> None:
     host_chunks = [cupy.asnumpy(c) for c in chunks]
     raw = sum(c.nbytes for c in host_chunks)
     cpu_codecs = {
-        "cpu_zstd_level0(default)": Zstd(level=0), "cpu_zstd_level1": Zstd(level=1),
-        "cpu_zstd_level3": Zstd(level=3), "cpu_gzip_level1": GZip(level=1),
-        "cpu_gzip_level5": GZip(level=5), "cpu_lz4_default": LZ4(),
+        "cpu_zstd_level0(default)": Zstd(level=0),
+        "cpu_zstd_level1": Zstd(level=1),
+        "cpu_zstd_level3": Zstd(level=3),
+        "cpu_gzip_level1": GZip(level=1),
+        "cpu_gzip_level5": GZip(level=5),
+        "cpu_lz4_default": LZ4(),
     }
     for name, codec in cpu_codecs.items():
         try:
@@ -723,8 +747,10 @@ def probe_kvikio() -> None:
 def summary() -> int:
     print("\n" + "=" * 88)
     env = RESULTS["env"]
-    print(f"device: {env.get('device_name')}  cupy {env.get('cupy')}  nvcomp {env.get('nvcomp')} "
-          f"(cuda {env.get('nvcomp_cuda')})  numcodecs {env.get('numcodecs')}  zarr {env.get('zarr')}")
+    print(
+        f"device: {env.get('device_name')}  cupy {env.get('cupy')}  nvcomp {env.get('nvcomp')} "
+        f"(cuda {env.get('nvcomp_cuda')})  numcodecs {env.get('numcodecs')}  zarr {env.get('zarr')}"
+    )
     print("codec kwargs that worked:")
     for algo, desc in RESULTS["names"].items():
         print(f"  {algo:<16} {desc}")
@@ -734,8 +760,10 @@ def summary() -> int:
     for row in RESULTS["conformance"]:
         extra = {k: row[k] for k in ("frames", "fcs", "checksum_flag", "members", "error") if k in row}
         n_bad += 0 if row.get("ok") else 1
-        print(f"  {row['algo']:<6} {row['dtype']:<8} {row['size']:<10} {str(row.get('ok')):<5} "
-              f"{row.get('ratio_walk', ''):>7} {row.get('ratio_random', ''):>7}  {extra}")
+        print(
+            f"  {row['algo']:<6} {row['dtype']:<8} {row['size']:<10} {str(row.get('ok')):<5} "
+            f"{row.get('ratio_walk', ''):>7} {row.get('ratio_random', ''):>7}  {extra}"
+        )
     print("\nframes / chunking:")
     for k, v in RESULTS["frames"].items():
         print(f"  {k}: {v if not isinstance(v, dict) else {kk: vv for kk, vv in v.items() if kk != 'codec_kwargs'}}")
@@ -746,20 +774,24 @@ def summary() -> int:
         if "error" in v:
             print(f"  {k:<16} ERROR {v['error']}")
         else:
-            print(f"  {k:<16} {v['raw_MiB']:>6} MiB  ratio {v['ratio']:>6}  wall {v['GBps_wall_best']:>7} GB/s  "
-                  f"event {v['GBps_event_best']:>7} GB/s  +D2H {v['GBps_encode_plus_d2h']} GB/s")
+            print(
+                f"  {k:<16} {v['raw_MiB']:>6} MiB  ratio {v['ratio']:>6}  wall {v['GBps_wall_best']:>7} GB/s  "
+                f"event {v['GBps_event_best']:>7} GB/s  +D2H {v['GBps_encode_plus_d2h']} GB/s"
+            )
     print("\ncopies:", RESULTS["h2d"])
     print("ratios (32 MiB int16 ephys-like, 1 MiB chunks):")
     for k, v in RESULTS["ratio"].items():
         print(f"  {k:<26} {v}")
     print("kvikio:", RESULTS["kvikio"])
-    print(f"\nerrors: {len(RESULTS['errors'])}; conformance failures: {n_bad}; "
-          f"elapsed {time.perf_counter() - T0:.1f}s")
+    print(f"\nerrors: {len(RESULTS['errors'])}; conformance failures: {n_bad}; elapsed {time.perf_counter() - T0:.1f}s")
     for e in RESULTS["errors"][:20]:
         print(f"  - {e['where']}: {e['error']}")
     print("=" * 88)
-    RESULTS["summary"] = {"errors": len(RESULTS["errors"]), "conformance_failures": n_bad,
-                          "elapsed_s": round(time.perf_counter() - T0, 1)}
+    RESULTS["summary"] = {
+        "errors": len(RESULTS["errors"]),
+        "conformance_failures": n_bad,
+        "elapsed_s": round(time.perf_counter() - T0, 1),
+    }
     return 0 if n_bad == 0 and RESULTS["conformance"] else 1
 
 

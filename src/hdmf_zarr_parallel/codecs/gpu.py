@@ -1,0 +1,316 @@
+"""Device-side chunk encoding with nvCOMP 6 (``nvidia.nvcomp``), framed for stock CPU readers.
+
+cupy and nvidia.nvcomp are imported inside functions and constructors only: importing
+this module is free on a machine without a GPU.
+
+One :class:`NvcompBatchEncoder` per thread (an nvCOMP ``Codec`` is not thread-safe). Each
+:meth:`NvcompBatchEncoder.encode` call is ONE batched nvCOMP encode of a list of chunks on
+the encoder's CUDA stream, followed by asynchronous device-to-host copies of the
+compressed bytes into a reused pinned host buffer and one stream synchronisation.
+
+Framing per algorithm (what zarr's CPU codecs read):
+
+* ``zstd``: nvCOMP Zstd, RAW bitstream = one zstd frame; stored as is.
+* ``gzip``: nvCOMP Gzip, RAW bitstream = one gzip member; stored as is. Should a build
+  emit bare deflate instead, the member is completed on the host (header + CRC32 +
+  ISIZE; the CRC needs the uncompressed bytes, so this fallback is slow).
+* ``lz4``: nvCOMP LZ4, RAW bitstream = one raw LZ4 block; numcodecs' 4-byte
+  little-endian uncompressed-size header is put in front.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .gpu_plan import GpuCodecPlan
+from .lz4_frame import HEADER_SIZE as LZ4_HEADER_SIZE
+from .lz4_frame import header_bytes as lz4_header_bytes
+
+__all__ = [
+    "ALGORITHM_NAMES",
+    "MAX_CHUNK_NBYTES",
+    "NvcompBatchEncoder",
+    "is_fill_chunks",
+    "make_nvcomp_codec",
+    "pad_to_chunk",
+]
+
+# nvCOMP algorithm names, first the documented spelling, then fallbacks.
+ALGORITHM_NAMES: dict[str, tuple[str, ...]] = {
+    "zstd": ("Zstd", "zstd", "ZSTD"),
+    "gzip": ("Gzip", "gzip", "GZIP"),
+    "lz4": ("LZ4", "lz4"),
+}
+# Largest uncompressed chunk nvCOMP compresses as one RAW unit (nvcomp/*.h).
+MAX_CHUNK_NBYTES: dict[str, int] = {
+    "zstd": (1 << 31) - 1,
+    "gzip": (1 << 31) - 1,
+    "lz4": 1 << 24,
+}
+_D2H = 2  # cudaMemcpyDeviceToHost
+
+
+def _stream_ptr(stream: Any) -> int:
+    if stream is None:
+        return 0
+    ptr = getattr(stream, "ptr", stream)
+    return int(ptr)
+
+
+def make_nvcomp_codec(algorithm: str, stream_ptr: int, chunk_nbytes: int | None = None) -> tuple[Any, dict]:
+    """An nvCOMP ``Codec`` for ``algorithm`` with the RAW bitstream on ``stream_ptr``.
+
+    Tries the documented keyword set first (``algorithm``, ``bitstream_kind``,
+    ``cuda_stream``, ``uncomp_chunk_size``), then simpler ones. Returns the codec and the
+    keyword arguments that worked.
+    """
+    from nvidia import nvcomp
+
+    if algorithm not in ALGORITHM_NAMES:
+        raise ValueError(f"nvCOMP algorithm {algorithm!r} has no CPU-readable RAW format here")
+    raw = nvcomp.BitstreamKind.RAW
+    errors: list[str] = []
+    for name in ALGORITHM_NAMES[algorithm]:
+        base: dict[str, Any] = {"algorithm": name, "bitstream_kind": raw}
+        variants: list[dict[str, Any]] = []
+        if stream_ptr:
+            if chunk_nbytes:
+                variants.append({**base, "cuda_stream": stream_ptr, "uncomp_chunk_size": int(chunk_nbytes)})
+            variants.append({**base, "cuda_stream": stream_ptr})
+        elif chunk_nbytes:
+            variants.append({**base, "uncomp_chunk_size": int(chunk_nbytes)})
+        variants.append(base)
+        for kw in variants:
+            try:
+                return nvcomp.Codec(**kw), kw
+            except Exception as exc:  # try the next spelling / keyword set
+                errors.append(f"{kw}: {type(exc).__name__}: {exc}")
+    raise RuntimeError(f"could not create an nvCOMP {algorithm} codec; last error: {errors[-1]}")
+
+
+def pad_to_chunk(data: Any, chunk_shape: Sequence[int], fill_value: Any, dtype: Any = None) -> Any:
+    """``data`` (a cupy array, possibly an edge chunk) as a C-contiguous array of ``chunk_shape``.
+
+    The region beyond ``data.shape`` is ``fill_value``, as zarr pads edge chunks. Returns
+    ``data`` itself when it already has the full shape, dtype and C layout.
+    """
+    import cupy
+
+    chunk_shape = tuple(int(s) for s in chunk_shape)
+    dtype = np.dtype(dtype) if dtype is not None else data.dtype
+    if len(data.shape) != len(chunk_shape) or any(d > c for d, c in zip(data.shape, chunk_shape, strict=True)):
+        raise ValueError(f"pad_to_chunk: data of shape {data.shape} does not fit in chunk shape {chunk_shape}")
+    if tuple(data.shape) == chunk_shape and data.dtype == dtype:
+        return cupy.ascontiguousarray(data)
+    out = cupy.empty(chunk_shape, dtype=dtype)
+    out.fill(fill_value if fill_value is not None else 0)
+    out[tuple(slice(0, s) for s in data.shape)] = data
+    return out
+
+
+def is_fill_chunks(chunks: Sequence[Any], fill_value: Any) -> list[bool]:
+    """For each cupy chunk, whether every element equals ``fill_value`` (NaN matches NaN).
+
+    One small reduction per chunk, results fetched with one device-to-host copy.
+    """
+    import cupy
+
+    if not chunks:
+        return []
+    flags = cupy.empty(len(chunks), dtype=cupy.bool_)
+    for i, c in enumerate(chunks):
+        fv = fill_value if fill_value is not None else 0
+        if c.dtype.kind in "fc" and isinstance(fv, float | np.floating | complex | np.complexfloating) and np.isnan(fv):
+            flags[i] = cupy.isnan(c).all()
+        else:
+            flags[i] = (c == c.dtype.type(fv)).all()
+    return [bool(v) for v in cupy.asnumpy(flags)]
+
+
+def _gzip_member_from_deflate(deflate: bytes, uncompressed: bytes) -> bytes:
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no flags, mtime 0, xfl 0, OS unknown
+    trailer = (zlib.crc32(uncompressed) & 0xFFFFFFFF).to_bytes(4, "little") + (len(uncompressed) & 0xFFFFFFFF).to_bytes(
+        4, "little"
+    )
+    return header + deflate + trailer
+
+
+class NvcompBatchEncoder:
+    """Encode batches of equally-shaped chunks on the GPU with nvCOMP; return host bytes.
+
+    Parameters
+    ----------
+    plan:
+        The array's :class:`~hdmf_zarr_parallel.codecs.gpu_plan.GpuCodecPlan`.
+    stream:
+        A ``cupy.cuda.Stream`` (or a raw ``cudaStream_t`` as int) to run on; ``None``
+        creates a non-blocking stream owned by the encoder.
+
+    Not thread-safe: use one encoder per thread.
+    """
+
+    def __init__(self, plan: GpuCodecPlan, stream: Any = None) -> None:
+        import cupy
+
+        if plan.algorithm not in ALGORITHM_NAMES:
+            raise ValueError(f"unsupported algorithm {plan.algorithm!r}")
+        nbytes = plan.chunk_nbytes
+        if nbytes <= 0:
+            raise ValueError(f"chunk of shape {plan.chunk_shape} holds no bytes")
+        if nbytes > MAX_CHUNK_NBYTES[plan.algorithm]:
+            raise ValueError(
+                f"nvCOMP {plan.algorithm} encodes at most {MAX_CHUNK_NBYTES[plan.algorithm]} bytes per chunk; "
+                f"this array's chunks hold {nbytes} bytes (use smaller chunks, or inner chunks with sharding)"
+            )
+        self.plan = plan
+        self._cupy = cupy
+        self._owns_stream = stream is None
+        self.stream = cupy.cuda.Stream(non_blocking=True) if stream is None else stream
+        self._stream_ptr = _stream_ptr(self.stream)
+        self._codec, self.codec_kwargs = make_nvcomp_codec(plan.algorithm, self._stream_ptr, nbytes)
+        self._pinned: np.ndarray | None = None
+        self._closed = False
+        self.last_encoded_nbytes = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Release the codec, the pinned staging buffer and (if owned) the stream."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._stream_ptr and hasattr(self.stream, "synchronize"):
+                self.stream.synchronize()
+        except Exception:
+            pass
+        self._codec = None
+        self._pinned = None
+        if self._owns_stream:
+            self.stream = None
+
+    def __enter__(self) -> NvcompBatchEncoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ helpers
+    def _pinned_buffer(self, nbytes: int) -> np.ndarray:
+        if self._pinned is None or self._pinned.nbytes < nbytes:
+            import cupyx
+
+            cap = max(nbytes, 2 * (self._pinned.nbytes if self._pinned is not None else 0), 1 << 20)
+            self._pinned = None
+            self._pinned = cupyx.empty_pinned(cap, dtype=np.uint8)
+        return self._pinned
+
+    def _prepare(self, chunks: Sequence[Any]) -> list[Any]:
+        cupy = self._cupy
+        shape = tuple(self.plan.chunk_shape)
+        dtype = np.dtype(self.plan.dtype)
+        out = []
+        for i, c in enumerate(chunks):
+            if not isinstance(c, cupy.ndarray):
+                raise TypeError(f"chunk {i}: expected a cupy.ndarray, got {type(c).__name__}")
+            if tuple(c.shape) != shape:
+                raise ValueError(f"chunk {i}: shape {tuple(c.shape)} != chunk shape {shape} (pad edge chunks first)")
+            if c.dtype.itemsize != dtype.itemsize or c.dtype.kind != dtype.kind:
+                raise ValueError(f"chunk {i}: dtype {c.dtype} != {dtype}")
+            if not c.flags.c_contiguous:
+                c = cupy.ascontiguousarray(c)
+            out.append(c.reshape(-1).view(cupy.uint8))
+        return out
+
+    @staticmethod
+    def _device_ptr(entry: Any) -> int:
+        cai = getattr(entry, "__cuda_array_interface__", None)
+        if cai is not None:
+            return int(cai["data"][0])
+        import cupy
+
+        return int(cupy.asarray(entry).data.ptr)
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, chunks: Sequence[Any], copy: bool = True) -> list[memoryview]:
+        """Encode ``chunks`` (cupy arrays of the plan's chunk shape) in one nvCOMP call.
+
+        Returns one host buffer per chunk, framed as the CPU codec expects. With
+        ``copy=False`` the views point into the encoder's pinned staging buffer and are
+        valid only until the next :meth:`encode` call.
+        """
+        if self._closed:
+            raise RuntimeError("NvcompBatchEncoder is closed")
+        if not chunks:
+            return []
+        cupy = self._cupy
+        from nvidia import nvcomp
+
+        srcs = self._prepare(chunks)
+        # Work queued on the caller's current stream (e.g. an H2D copy) must finish first.
+        current = cupy.cuda.get_current_stream()
+        if self._stream_ptr and current.ptr != self._stream_ptr and hasattr(self.stream, "wait_event"):
+            ev = cupy.cuda.Event(disable_timing=True)
+            ev.record(current)
+            self.stream.wait_event(ev)
+
+        batch = nvcomp.as_arrays(srcs, cuda_stream=self._stream_ptr)
+        enc = self._codec.encode(batch)
+        sizes = [int(s) for s in enc.buffer_sizes]  # waits for the compression
+        header = LZ4_HEADER_SIZE if self.plan.algorithm == "lz4" else 0
+        total = sum(sizes) + header * len(sizes)
+        pinned = self._pinned_buffer(total)
+        base = pinned.ctypes.data
+        bounds: list[tuple[int, int]] = []
+        off = 0
+        raw_nbytes = self.plan.chunk_nbytes
+        for i, n in enumerate(sizes):
+            start = off
+            if header:
+                pinned[off : off + header] = np.frombuffer(lz4_header_bytes(raw_nbytes), dtype=np.uint8)
+                off += header
+            if n:
+                cupy.cuda.runtime.memcpyAsync(base + off, self._device_ptr(enc[i]), n, _D2H, self._stream_ptr)
+            off += n
+            bounds.append((start, off))
+        if self._stream_ptr:
+            cupy.cuda.runtime.streamSynchronize(self._stream_ptr)
+        else:
+            cupy.cuda.runtime.deviceSynchronize()
+        del enc, batch
+        self.last_encoded_nbytes = total
+
+        if copy:
+            host = bytearray(pinned[:total])
+            view = memoryview(host)
+        else:
+            view = memoryview(pinned)[:total]
+        out = [view[a:b] for a, b in bounds]
+        if self.plan.algorithm == "gzip":
+            out = self._ensure_gzip_members(out, srcs)
+        return out
+
+    def _ensure_gzip_members(self, blobs: list[memoryview], srcs: list[Any]) -> list[memoryview]:
+        """Complete bare deflate streams into gzip members (fallback; normally a no-op)."""
+        fixed: list[memoryview] = []
+        for blob, src in zip(blobs, srcs, strict=True):
+            if len(blob) >= 2 and blob[0] == 0x1F and blob[1] == 0x8B:
+                fixed.append(blob)
+            else:
+                raw = self._cupy.asnumpy(src).tobytes()
+                fixed.append(memoryview(_gzip_member_from_deflate(bytes(blob), raw)))
+        return fixed
+
+    def max_batch_for(self, device_bytes: int) -> int:
+        """A batch size whose inputs plus worst-case outputs fit in ``device_bytes``."""
+        per = 2 * self.plan.chunk_nbytes + 1024
+        return max(1, int(device_bytes // per))

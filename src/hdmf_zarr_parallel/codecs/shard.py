@@ -1,0 +1,120 @@
+"""Host-side assembly of a zarr ``sharding_indexed`` shard from encoded inner chunks.
+
+The format (zarr v3 sharding codec): the encoded inner chunks are concatenated (in any
+order; we use C order of the inner-chunk coordinates) and an index is stored at the
+start or the end of the shard. The index holds, per inner chunk in C order of its
+coordinates, ``(offset, nbytes)`` as little-endian uint64, with ``2**64 - 1`` in both
+fields for an empty (absent) chunk; offsets count from the start of the shard, so with
+the index at the start they include the index size. When the index codecs are
+``[bytes, crc32c]`` the CRC32C of the index bytes follows as 4 little-endian bytes.
+
+crc32c comes from ``google_crc32c``, which zarr itself depends on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["EMPTY", "build_shard", "crc32c", "parse_shard_index", "shard_index_nbytes"]
+
+EMPTY = 2**64 - 1
+_CRC_NBYTES = 4
+
+Chunk = bytes | bytearray | memoryview | None
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """CRC32C (Castagnoli) of ``data``, as zarr's ``crc32c`` codec computes it."""
+    try:
+        import google_crc32c
+
+        return int(google_crc32c.value(bytes(data) if not isinstance(data, bytes) else data))
+    except ImportError:  # pragma: no cover - zarr depends on google-crc32c
+        import crc32c as _crc32c
+
+        return int(_crc32c.crc32c(data))
+
+
+def shard_index_nbytes(chunks_per_shard: Sequence[int], crc32c: bool) -> int:
+    """Size of the encoded shard index in bytes."""
+    return 16 * int(math.prod(chunks_per_shard)) + (_CRC_NBYTES if crc32c else 0)
+
+
+def _nbytes(c: Chunk) -> int:
+    if c is None:
+        return 0
+    if isinstance(c, memoryview):
+        return c.nbytes
+    return len(c)
+
+
+def build_shard(
+    encoded_inner_chunks: Sequence[Chunk],
+    chunks_per_shard: tuple[int, ...],
+    index_location: Literal["start", "end"] = "end",
+    crc32c: bool = True,
+) -> bytes | None:
+    """Assemble one shard.
+
+    ``encoded_inner_chunks`` holds one entry per inner chunk in C order of the inner-chunk
+    coordinates (``len == prod(chunks_per_shard)``); ``None`` or an empty buffer marks an
+    empty chunk (not stored, as zarr does for all-fill-value chunks with
+    ``write_empty_chunks=False``). Returns ``None`` when every inner chunk is empty: the
+    shard must then not be written (zarr deletes/skips it).
+    """
+    n = int(math.prod(chunks_per_shard))
+    if len(encoded_inner_chunks) != n:
+        raise ValueError(
+            f"build_shard: got {len(encoded_inner_chunks)} inner chunks for chunks_per_shard "
+            f"{tuple(chunks_per_shard)} (expected {n})"
+        )
+    if index_location not in ("start", "end"):
+        raise ValueError(f"build_shard: index_location must be 'start' or 'end', got {index_location!r}")
+
+    index = np.full((n, 2), EMPTY, dtype="<u8")
+    index_size = shard_index_nbytes(chunks_per_shard, crc32c)
+    offset = index_size if index_location == "start" else 0
+    parts: list[bytes | bytearray | memoryview] = []
+    for i, chunk in enumerate(encoded_inner_chunks):
+        size = _nbytes(chunk)
+        if size == 0:
+            continue
+        index[i, 0] = offset
+        index[i, 1] = size
+        parts.append(chunk)  # type: ignore[arg-type]
+        offset += size
+    if not parts:
+        return None
+
+    index_bytes = index.tobytes()
+    if crc32c:
+        index_bytes += _crc(index_bytes).to_bytes(_CRC_NBYTES, "little")
+    if index_location == "start":
+        return b"".join([index_bytes, *parts])
+    return b"".join([*parts, index_bytes])
+
+
+def _crc(data: bytes) -> int:
+    return crc32c(data)
+
+
+def parse_shard_index(
+    shard: bytes | bytearray | memoryview,
+    chunks_per_shard: tuple[int, ...],
+    index_location: Literal["start", "end"] = "end",
+    crc32c: bool = True,
+) -> np.ndarray:
+    """Read back a shard's index as a ``chunks_per_shard + (2,)`` uint64 array (checks the crc)."""
+    mv = memoryview(shard).cast("B")
+    size = shard_index_nbytes(chunks_per_shard, crc32c)
+    raw = bytes(mv[:size] if index_location == "start" else mv[len(mv) - size :])
+    if crc32c:
+        body, stored = raw[:-_CRC_NBYTES], int.from_bytes(raw[-_CRC_NBYTES:], "little")
+        if _crc(body) != stored:
+            raise ValueError("shard index crc32c mismatch")
+        raw = body
+    return np.frombuffer(raw, dtype="<u8").reshape(tuple(chunks_per_shard) + (2,))
