@@ -16,7 +16,7 @@ from hdmf_zarr import NWBZarrIO, ZarrIO
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
 
 from .engines import make_engine
-from .options import DEFAULT_MAX_INFLIGHT_BYTES, WriteOptions
+from .options import DEFAULT_GPU_BATCH_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, WriteOptions
 from .pipeline import WriteReport
 from .queue import ParallelDataChunkIteratorQueue
 
@@ -31,10 +31,17 @@ class _ParallelWriteMixin:
         max_workers: int | None = None,
         max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
         progress: bool | dict[str, Any] = False,
+        gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES,
+        gpu_streams: int = 4,
         **kwargs: Any,
     ) -> None:
         self.write_options = WriteOptions(
-            engine=engine, max_workers=max_workers, max_inflight_bytes=max_inflight_bytes, progress=progress
+            engine=engine,
+            max_workers=max_workers,
+            max_inflight_bytes=max_inflight_bytes,
+            progress=progress,
+            gpu_batch_bytes=gpu_batch_bytes,
+            gpu_streams=gpu_streams,
         )
         self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
         self._parallel_queue: ParallelDataChunkIteratorQueue | None = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 ENGINES = ("auto", "threads", "processes", "serial", "gpu", "dask")
+DEFAULT_GPU_BATCH_BYTES = 128 << 20  # one nvCOMP call on ~128 MiB keeps an H100 busy (see benchmarks)
 DEFAULT_MAX_INFLIGHT_BYTES = 1 << 30  # 1 GiB: a few hundred chunks in flight, far below a workstation's RAM
 
 
@@ -24,6 +25,8 @@ class WriteOptions:
     progress: bool | dict[str, Any] = False
     mp_context: str | None = None
     max_threads_per_process: int | None = None
+    gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES
+    gpu_streams: int = 4
 
     def __post_init__(self) -> None:
         if not isinstance(self.engine, str):
@@ -33,6 +36,8 @@ class WriteOptions:
         _check_positive_int("max_workers", self.max_workers, allow_none=True)
         _check_positive_int("max_inflight_bytes", self.max_inflight_bytes)
         _check_positive_int("max_threads_per_process", self.max_threads_per_process, allow_none=True)
+        _check_positive_int("gpu_batch_bytes", self.gpu_batch_bytes)
+        _check_positive_int("gpu_streams", self.gpu_streams)
         if not isinstance(self.progress, (bool, dict)):
             raise TypeError(f"progress must be a bool or a dict of tqdm options, got {type(self.progress).__name__}")
         if self.mp_context not in (None, "fork", "spawn", "forkserver"):

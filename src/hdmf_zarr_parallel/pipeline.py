@@ -25,8 +25,6 @@ from .progress import Progress
 
 logger = logging.getLogger(__name__)
 
-MAX_TILE_BYTES = 64 << 20  # beyond this, bigger tasks only add latency
-
 
 @dataclass(frozen=True)
 class WriteReport:
@@ -47,10 +45,6 @@ def validate(writers: Sequence[DatasetWriter], options: WriteOptions) -> None:
                 f"{writer.unit_shape} holds {writer.unit_nbytes} bytes, more than max_inflight_bytes="
                 f"{options.max_inflight_bytes}; raise the limit or use smaller chunks"
             )
-
-
-def tile_bytes(options: WriteOptions) -> int:
-    return max(1, min(MAX_TILE_BYTES, options.max_inflight_bytes // (2 * options.workers)))
 
 
 def plan_tiles(writer: DatasetWriter, target_bytes: int) -> Iterator[Region]:
@@ -165,7 +159,7 @@ def write_datasets(writers: Sequence[DatasetWriter], engine: Engine, options: Wr
         engine.start(writers)
         for feeder in feeders:
             feeder.start()
-        for writer, region in interleave(random, tile_bytes(options)):
+        for writer, region in interleave(random, engine.tile_bytes(options)):
             if run.stop.is_set():
                 break
             nbytes = writer.region_nbytes(region)

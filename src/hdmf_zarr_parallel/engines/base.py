@@ -14,7 +14,10 @@ from concurrent.futures import Future
 import numpy as np
 
 from ..dataset import DatasetWriter
+from ..options import WriteOptions
 from ..plan import Coords, Region
+
+MAX_TILE_BYTES = 64 << 20  # beyond this, bigger CPU tasks only add latency
 
 
 def write_units(writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
@@ -46,6 +49,11 @@ class Engine(ABC):
     @abstractmethod
     def shutdown(self, cancel: bool = False) -> None:
         """Release every worker; with ``cancel`` drop queued tasks first."""
+
+    def tile_bytes(self, options: WriteOptions) -> int:
+        """Bytes per region task: enough to amortise overheads, small enough that every worker
+        has work and twice the workers' tiles fit the memory bound."""
+        return max(1, min(MAX_TILE_BYTES, options.max_inflight_bytes // (2 * options.workers)))
 
     def describe(self) -> str:
         return f"{self.name} ({self.max_workers} workers)"

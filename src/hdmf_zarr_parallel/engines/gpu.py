@@ -1,0 +1,247 @@
+"""The GPU engine: batches of chunks compressed with nvCOMP on CUDA streams, stored by host threads.
+
+Per task (one unit-aligned tile of a dataset, about ``gpu_batch_bytes``):
+
+  read (host, iterator) → upload (pinned staging, async H2D) → carve and pad chunks on
+  the device → skip all-fill chunks → ONE batched nvCOMP encode → D2H of the compressed
+  bytes → assemble shards on the host → store by a pool of host writer threads.
+
+Several lanes (threads, each with its own CUDA stream and encoders) run at once, so one
+tile's copies overlap another's compression, while the writer pool stores the previous
+tiles. Datasets whose codec chain nvCOMP cannot produce readably for stock zarr (blosc,
+shuffle, strings, …) go to a CPU thread pool, and the reason is logged once per dataset.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+from zarr.core.buffer import default_buffer_prototype
+
+from ..codecs.gpu_plan import GpuCodecPlan, classify
+from ..codecs.shard import build_shard
+from ..dataset import DatasetWriter
+from ..errors import ChunkWriteError
+from ..options import WriteOptions
+from ..plan import Coords, Region
+from .base import Engine
+from .gpu_lanes import Lane, NvcompLane
+from .threads import ThreadEngine
+
+logger = logging.getLogger(__name__)
+
+Encoded = tuple[Coords, bytes | memoryview | None]
+
+
+class GpuEngine(Engine):
+    name = "gpu"
+
+    def __init__(
+        self,
+        max_workers: int,
+        batch_bytes: int,
+        lanes: int = 4,
+        lane_factory: Callable[[], Lane] = NvcompLane,
+    ) -> None:
+        super().__init__(max_workers)
+        self.batch_bytes = batch_bytes
+        self.lane_count = lanes
+        self._lane_factory = lane_factory
+        self._cpu = ThreadEngine(max_workers)
+        self._plans: dict[int, GpuCodecPlan] = {}
+        self._local = threading.local()
+        self._open_lanes: list[Lane] = []
+        self._lanes_lock = threading.Lock()
+        self._lane_pool: ThreadPoolExecutor | None = None
+        self._store_pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def create(cls, options: WriteOptions) -> GpuEngine:
+        """The engine for ``engine="gpu"``; refuses clearly, before any write, without a usable GPU."""
+        from ..gpu_support import gpu_status
+
+        status = gpu_status()
+        if not status.available:
+            raise RuntimeError(f"engine='gpu' needs a usable NVIDIA GPU with nvCOMP: {status.reason}")
+        return cls(options.workers, options.gpu_batch_bytes, options.gpu_streams)
+
+    def describe(self) -> str:
+        return f"gpu ({self.lane_count} streams, {self.max_workers} writer threads)"
+
+    def tile_bytes(self, options: WriteOptions) -> int:
+        # one tile per lane in flight plus as many waiting to be stored
+        return max(1, min(self.batch_bytes, options.max_inflight_bytes // (2 * self.lane_count)))
+
+    # -- set-up ---------------------------------------------------------------------
+    def start(self, writers: Sequence[DatasetWriter]) -> None:
+        for writer in writers:
+            plan = classify(writer.array)
+            if plan:
+                self._plans[id(writer)] = plan
+            else:
+                logger.warning("dataset '%s' is written by the CPU pool: %s", writer.name, plan.reason)
+        self._lane_pool = ThreadPoolExecutor(self.lane_count, thread_name_prefix="hzp-gpu-lane")
+        self._store_pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hzp-gpu-store")
+
+    def _lane(self) -> Lane:
+        lane = getattr(self._local, "lane", None)
+        if lane is None:
+            lane = self._local.lane = self._lane_factory()
+            with self._lanes_lock:
+                self._open_lanes.append(lane)
+        return lane
+
+    # -- tasks ----------------------------------------------------------------------
+    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
+        plan = self._plans.get(id(writer))
+        if plan is None:
+            return self._cpu.submit_region(writer, region)
+        return self._run(writer, plan, lambda lane: self._carve_region(lane, writer, plan, region))
+
+    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
+        plan = self._plans.get(id(writer))
+        if plan is None:
+            return self._cpu.submit_units(writer, units)
+        return self._run(writer, plan, lambda lane: self._carve_units(lane, writer, plan, units))
+
+    def _run(self, writer: DatasetWriter, plan: GpuCodecPlan, carve) -> Future[int]:
+        """Encode on a lane, then store on the writer pool; the future ends when all is stored."""
+        done: Future[int] = Future()
+
+        def on_lane() -> None:
+            lane = self._lane()
+            units = carve(lane)  # [(coords, [device chunk or None per encoded chunk])]
+            encoded = self._encode(lane, writer, plan, units)
+            self._store(writer, encoded, done)
+
+        def lane_finished(f: Future) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                done.set_exception(f.exception())  # nothing was handed to the store pool
+
+        self._lane_pool.submit(on_lane).add_done_callback(lane_finished)
+        return done
+
+    # -- carve: device chunks of each unit -----------------------------------------------
+    def _carve_region(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, region: Region):
+        device = lane.upload(writer.read(region))
+        units = []
+        for coords in writer.grid.units_overlapping(region):
+            unit = writer.grid.unit_region(coords)
+            local = tuple(slice(u.start - r.start, u.stop - r.start) for u, r in zip(unit, region, strict=True))
+            units.append((coords, self._chunks_of_unit(lane, writer, plan, device, local)))
+        return units
+
+    def _carve_units(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, units):
+        carved = []
+        for coords, data in units:
+            full = tuple(slice(0, n) for n in data.shape)  # assembled units arrive whole, padded with the fill value
+            carved.append((coords, self._chunks_of_unit(lane, writer, plan, lane.upload(data), full)))
+        return carved
+
+    def _chunks_of_unit(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, device, local: Region):
+        """The padded chunks a unit is encoded from: itself, or its inner chunks in C order when sharded."""
+        if not plan.sharded:
+            return [lane.carve(device, local, plan.chunk_shape, plan.fill_value)]
+        chunks = []
+        for inner in itertools.product(*(range(n) for n in plan.chunks_per_shard)):
+            part = tuple(
+                slice(min(l.start + i * c, l.stop), min(l.start + (i + 1) * c, l.stop))
+                for l, i, c in zip(local, inner, plan.chunk_shape, strict=True)  # noqa: E741
+            )
+            if any(p.stop == p.start for p in part):  # wholly past the array's edge
+                chunks.append(lane.fill(plan.chunk_shape, writer.dtype, plan.fill_value))
+            else:
+                chunks.append(lane.carve(device, part, plan.chunk_shape, plan.fill_value))
+        return chunks
+
+    # -- encode -----------------------------------------------------------------------
+    def _encode(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, units) -> list[Encoded]:
+        flat = [chunk for _, chunks in units for chunk in chunks]
+        skip_empty = not writer.array._async_array.config.write_empty_chunks
+        empty = lane.is_fill(flat, plan.fill_value) if skip_empty else [False] * len(flat)
+        try:
+            encoded = iter(self._encode_batched(lane, plan, [c for c, e in zip(flat, empty, strict=True) if not e]))
+        except ChunkWriteError:
+            raise
+        except Exception as exc:
+            raise ChunkWriteError(
+                writer.name, units[0][0] if units else None, "encoding on the GPU", repr(exc)
+            ) from exc
+        blobs = iter([None if e else next(encoded) for e in empty])
+        out: list[Encoded] = []
+        for coords, chunks in units:
+            parts = [next(blobs) for _ in chunks]
+            if plan.sharded:
+                out.append((coords, build_shard(parts, plan.chunks_per_shard, plan.index_location, plan.index_crc32c)))
+            else:
+                out.append((coords, parts[0]))
+        return out
+
+    def _encode_batched(self, lane: Lane, plan: GpuCodecPlan, chunks: list) -> list:
+        """One encode call for all chunks; on device out-of-memory, retry in halves down to one chunk."""
+        out: list = []
+        step = max(1, len(chunks))
+        start = 0
+        while start < len(chunks):
+            try:
+                out.extend(lane.encode(plan, chunks[start : start + step]))
+                start += step
+            except lane.out_of_memory as exc:
+                if step == 1:
+                    raise RuntimeError(
+                        f"the GPU ran out of memory encoding a single chunk of {plan.chunk_nbytes} bytes; "
+                        "use smaller chunks or engine='threads'"
+                    ) from exc
+                step = max(1, step // 2)
+                lane.free_memory()
+                logger.info("GPU out of memory: retrying with batches of %d chunks", step)
+        return out
+
+    # -- store ------------------------------------------------------------------------
+    def _store(self, writer: DatasetWriter, encoded: list[Encoded], done: Future[int]) -> None:
+        prototype = default_buffer_prototype()
+        pending = [len(encoded)]
+        lock = threading.Lock()
+
+        def put(coords: Coords, blob) -> None:
+            buffer = None if blob is None else prototype.buffer.from_bytes(blob)
+            try:
+                writer.sink.put(coords, buffer)
+            except Exception as exc:
+                key = writer.sink.key(coords)
+                raise ChunkWriteError(writer.name, coords, f"storing key '{key}'", repr(exc)) from exc
+
+        def stored(f: Future) -> None:
+            error = f.exception() if not f.cancelled() else RuntimeError("store cancelled")
+            with lock:
+                pending[0] -= 1
+                if done.done():
+                    return
+                if error is not None:
+                    done.set_exception(error)
+                elif pending[0] == 0:
+                    done.set_result(len(encoded))
+
+        if not encoded:
+            done.set_result(0)
+        for coords, blob in encoded:
+            self._store_pool.submit(put, coords, blob).add_done_callback(stored)
+
+    # -- tear-down ----------------------------------------------------------------------
+    def shutdown(self, cancel: bool = False) -> None:
+        for pool in (self._lane_pool, self._store_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=cancel)
+        self._lane_pool = self._store_pool = None
+        self._cpu.shutdown(cancel)
+        with self._lanes_lock:
+            lanes, self._open_lanes = self._open_lanes, []
+        for lane in lanes:
+            lane.close()
+        self._local = threading.local()
+        self._plans.clear()

@@ -1,0 +1,162 @@
+"""The GPU engine's scheduling, chunk carving, shard assembly and failure handling, without a GPU.
+
+``HostLane`` performs each device step on the host (numpy + numcodecs), so everything
+except the nvCOMP call itself runs for real here and is checked by stock zarr reads.
+"""
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+import zarr
+from conftest import BlockIterator, NumpyIterator, make_array, realistic
+from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+from zarr.codecs.numcodecs import LZ4
+
+from hdmf_zarr_parallel import ChunkWriteError
+from hdmf_zarr_parallel.dataset import DatasetWriter
+from hdmf_zarr_parallel.engines.gpu import GpuEngine
+from hdmf_zarr_parallel.engines.gpu_lanes import HostLane
+from hdmf_zarr_parallel.options import WriteOptions
+from hdmf_zarr_parallel.pipeline import write_datasets
+
+CODECS = {"zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5), "lz4": LZ4()}
+
+
+class CountingLane(HostLane):
+    instances: list["CountingLane"] = []
+
+    def __init__(self):
+        self.calls = []
+        self.closed = False
+        CountingLane.instances.append(self)
+
+    def encode(self, plan, chunks):
+        self.calls.append(len(chunks))
+        return super().encode(plan, chunks)
+
+    def close(self):
+        self.closed = True
+
+
+class TightMemoryLane(CountingLane):
+    """Runs out of device memory for batches of more than ``limit`` chunks."""
+
+    limit = 3
+
+    def encode(self, plan, chunks):
+        if len(chunks) > self.limit:
+            self.calls.append(-len(chunks))
+            raise MemoryError("out of device memory")
+        return super().encode(plan, chunks)
+
+
+def gpu_write(pairs, lane=CountingLane, batch_bytes=64 << 10, **options):
+    options = WriteOptions(engine="gpu", max_workers=3, **options)
+    engine = GpuEngine(3, batch_bytes, lanes=2, lane_factory=lane)
+    return write_datasets([DatasetWriter(a, i) for a, i in pairs], engine, options)
+
+
+@pytest.fixture(autouse=True)
+def fresh_lanes():
+    CountingLane.instances.clear()
+    yield
+    assert all(lane.closed for lane in CountingLane.instances), "every lane is released after the write"
+    assert not [t for t in threading.enumerate() if t.name.startswith("hzp-")]
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+@pytest.mark.parametrize("shards", [None, (64, 16)])
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "float32", "float64", "uint8"])
+@pytest.mark.parametrize("kind", ["aligned", "misaligned", "sequential"])
+def test_gpu_path_reads_back_exactly_with_stock_zarr(store, codec, shards, dtype, kind):
+    data = realistic((301, 37), dtype)
+    array = make_array(store, data.shape, data.dtype, (16, 8), shards, compressors=CODECS[codec])
+    iterator = {
+        "aligned": lambda: NumpyIterator(data, buffer_shape=(128, 37)),
+        "misaligned": lambda: NumpyIterator(data, buffer_shape=(50, 37)),
+        "sequential": lambda: BlockIterator(data, (23, 37)),
+    }[kind]()
+    gpu_write([(array, iterator)])
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    assert sum(sum(lane.calls) for lane in CountingLane.instances) > 0, "the chunks went through the lanes"
+
+
+def test_one_encode_call_per_batch(store):
+    data = realistic((1024, 16))
+    array = make_array(store, data.shape, data.dtype, (32, 16))  # 1 KiB chunks
+    gpu_write([(array, NumpyIterator(data, buffer_shape=(256, 16)))], batch_bytes=8 << 10)
+    calls = [c for lane in CountingLane.instances for c in lane.calls]
+    assert sorted(calls) == [8] * 4  # 32 KiB / 8 KiB batches of eight 1 KiB chunks
+
+
+def test_all_fill_chunks_and_shards_are_not_stored(store):
+    data = np.zeros((256, 8), "int16")
+    data[40:50] = 3
+    array = make_array(store, data.shape, data.dtype, (16, 8), (64, 8), compressors=ZstdCodec())
+    gpu_write([(array, NumpyIterator(data, buffer_shape=(128, 8)))])
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    assert sorted(p.name for p in (store.root / "c").iterdir()) == ["0"]
+    assert [p.name for p in (store.root / "c" / "0").iterdir()] == ["0"]
+
+
+def test_unsupported_chains_go_to_the_cpu_pool_with_a_reason(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="hdmf_zarr_parallel")
+    store = zarr.storage.LocalStore(tmp_path / "g.zarr")
+    root = zarr.open_group(store, mode="w")
+    data = realistic((200, 10))
+    blosc = root.create_array("blosc", shape=data.shape, dtype=data.dtype, chunks=(20, 10), compressors=BloscCodec())
+    zstd = root.create_array("zstd", shape=data.shape, dtype=data.dtype, chunks=(20, 10))
+    gpu_write([(blosc, NumpyIterator(data, buffer_shape=(50, 10))), (zstd, NumpyIterator(data, buffer_shape=(50, 10)))])
+    for name in ("blosc", "zstd"):
+        np.testing.assert_array_equal(zarr.open_array(store, path=name, mode="r")[...], data)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["dataset 'blosc' is written by the CPU pool: codecs: blosc has no nvCOMP equivalent; the GPU path cannot write it"]
+
+
+def test_out_of_memory_retries_with_smaller_batches(store, caplog):
+    caplog.set_level(logging.INFO, logger="hdmf_zarr_parallel")
+    data = realistic((512, 8))
+    array = make_array(store, data.shape, data.dtype, (16, 8))
+    gpu_write([(array, NumpyIterator(data, buffer_shape=(512, 8)))], lane=TightMemoryLane, batch_bytes=1 << 20)
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    calls = [c for lane in TightMemoryLane.instances for c in lane.calls]
+    assert calls[:4] == [-32, -16, -8, -4] and max(calls) <= 3
+    assert "retrying with batches of 2 chunks" in caplog.text
+
+
+def test_out_of_memory_on_a_single_chunk_is_a_clear_error(store):
+    TightMemoryLane.limit = 0
+    try:
+        data = realistic((64, 8))
+        array = make_array(store, data.shape, data.dtype, (16, 8))
+        with pytest.raises(ChunkWriteError, match="ran out of memory encoding a single chunk of 256 bytes"):
+            gpu_write([(array, NumpyIterator(data, buffer_shape=(64, 8)))], lane=TightMemoryLane)
+    finally:
+        TightMemoryLane.limit = 3
+
+
+def test_store_failure_is_re_raised_and_lanes_released(tmp_path):
+    class FullDisk(zarr.storage.LocalStore):
+        def set_sync(self, key, value):
+            if key.endswith("c/2/0"):
+                raise OSError("No space left on device")
+            super().set_sync(key, value)
+
+    store = FullDisk(tmp_path / "full.zarr")
+    data = realistic((400, 8))
+    array = make_array(store, data.shape, data.dtype, (50, 8), compressors=GzipCodec())
+    with pytest.raises(ChunkWriteError, match=r"chunk \(2, 0\) while storing key 'c/2/0'"):
+        gpu_write([(array, NumpyIterator(data, buffer_shape=(100, 8)))])
+
+
+def test_engine_gpu_without_a_device_refuses_before_writing(tmp_path):
+    from hdmf_zarr_parallel import NWBParallelZarrIO
+    from hdmf_zarr_parallel.gpu_support import gpu_status
+
+    if gpu_status().available:
+        pytest.skip("this machine has a usable GPU")
+    with pytest.raises(RuntimeError, match="engine='gpu' needs a usable NVIDIA GPU"):
+        NWBParallelZarrIO(str(tmp_path / "x.nwb.zarr"), mode="w", engine="gpu")
+    assert not (tmp_path / "x.nwb.zarr").exists()
