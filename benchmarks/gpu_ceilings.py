@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     lead = chunks[0]
     host_chunks = []
     for i in range(per_batch):
-        block = np.ascontiguousarray(source[i * lead : (i + 1) * lead, : chunks[1] if len(chunks) > 1 else None])
+        block = np.ascontiguousarray(source[(slice(i * lead, (i + 1) * lead), *(slice(0, c) for c in chunks[1:]))])
         if block.shape != chunks:
             break
         host_chunks.append(block)

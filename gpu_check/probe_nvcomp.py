@@ -160,8 +160,13 @@ STREAM = None
 
 
 def make_codec(algo: str, chunk_nbytes: int | None = None, use_stream: bool = True, **extra):
-    """Return (codec, description). Tries name variants and keyword fallbacks; records what worked."""
+    """Return (codec, description). Tries name variants and keyword fallbacks; records what worked.
+
+    ``chunk_nbytes`` is rounded up to 4 KiB (as the package's encoder does) and passed as
+    ``uncomp_chunk_size`` so that a chunk is never split."""
     errors = []
+    if chunk_nbytes:
+        chunk_nbytes = min(-(-int(chunk_nbytes) // 4096) * 4096, 1 << 24 if algo == "lz4" else (1 << 31) - 1)
     raw = nvcomp.BitstreamKind.RAW
     for name in ALGO_NAMES[algo]:
         kw_variants = []
@@ -443,7 +448,14 @@ def probe_conformance() -> None:
                     codec, _ = make_codec(algo, nbytes)
                     kinds = ["walk", "walk", "walk", "zeros", "const", "random"]
                     chunks = [gen_chunk(dtype, nbytes, k, 100 + i) for i, k in enumerate(kinds)]
-                    blobs, enc_sizes = encode_batch(codec, chunks)
+                    # views at unaligned offsets of one buffer are tested separately (misaligned)
+                    try:
+                        blobs, enc_sizes = encode_batch(codec, chunks)
+                    except Exception as exc:
+                        row["first_try_error"] = f"{type(exc).__name__}: {exc}"
+                        codec, _ = make_codec(algo, None)
+                        blobs, enc_sizes = encode_batch(codec, chunks)
+                        row["retried_without_uncomp_chunk_size"] = True
                     ok, details = True, []
                     for c, blob, k in zip(chunks, blobs, kinds, strict=True):
                         expected = cupy.asnumpy(as_u8(c)).tobytes()
@@ -526,6 +538,23 @@ def probe_frames_and_chunking() -> None:
         fr["zstd_content_size_matches"] = f0["content_size"] == int(x[1].nbytes)
     except Exception as exc:
         record_error("frames/zstd_fcs", exc)
+
+
+def probe_misaligned() -> None:
+    """Chunks that are views at odd byte offsets of one buffer: accepted? correct?"""
+    fr = RESULTS["frames"]
+    base = gen_chunk("uint8", 4 * 7475 + 16, "walk", 21)
+    for algo in ("zstd", "gzip", "lz4"):
+        key = f"misaligned/{algo}"
+        try:
+            codec, _ = make_codec(algo, 7475)
+            views = [base[1 + i * 7475 : 1 + (i + 1) * 7475] for i in range(4)]
+            blobs, _ = encode_batch(codec, views)
+            exp = [cupy.asnumpy(v).tobytes() for v in views]
+            fr[key] = [try_decodes(algo, b, e).get(PRIMARY_READER[algo]) for b, e in zip(blobs, exp, strict=True)]
+        except Exception as exc:
+            fr[key] = f"{type(exc).__name__}: {exc}"
+        log("misaligned", key, fr[key])
 
 
 def probe_gzip_details() -> None:
@@ -811,6 +840,7 @@ def main() -> int:
         ("basic_single", probe_basic_single),
         ("conformance", probe_conformance),
         ("frames", probe_frames_and_chunking),
+        ("misaligned", probe_misaligned),
         ("gzip_details", probe_gzip_details),
         ("h2d", probe_h2d),
         ("throughput", probe_throughput),

@@ -116,14 +116,19 @@ def _probe() -> GpuStatus:
     nvcomp_version = str(
         getattr(nvcomp, "__version__", None) or _dist_version("nvidia-nvcomp-cu13", "nvidia-nvcomp-cu12")
     )
-    try:
-        # Creating a codec touches the CUDA runtime nvCOMP was built against: a driver
-        # that is too old shows up here, not at import.
-        nvcomp.Codec(algorithm="Zstd", bitstream_kind=nvcomp.BitstreamKind.RAW)
-    except Exception as exc:
+    # Creating a codec touches the CUDA runtime nvCOMP was built against: a driver that
+    # is too old shows up here, not at import.
+    errors: list[str] = []
+    for name in ("Zstd", "zstd", "LZ4"):
+        try:
+            nvcomp.Codec(algorithm=name, bitstream_kind=nvcomp.BitstreamKind.RAW)
+            break
+        except Exception as exc:
+            errors.append(_short(exc))
+    else:
         return GpuStatus(
             False,
-            f"nvCOMP failed to load: {_short(exc)}",
+            f"nvCOMP failed to load: {errors[0]}",
             device_name,
             cupy_version,
             nvcomp_version,

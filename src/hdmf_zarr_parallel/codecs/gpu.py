@@ -61,6 +61,18 @@ def _stream_ptr(stream: Any) -> int:
     return int(ptr)
 
 
+def _array_ptr(a: Any) -> int:
+    """Device address of a cupy array's first element."""
+    data = getattr(a, "data", None)
+    ptr = getattr(data, "ptr", None)
+    if ptr is not None:
+        return int(ptr)
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is not None:
+        return int(cai["data"][0])
+    return int(a.ctypes.data)  # host stand-in (tests with a numpy-backed fake cupy)
+
+
 def make_nvcomp_codec(algorithm: str, stream_ptr: int, chunk_nbytes: int | None = None) -> tuple[Any, dict]:
     """An nvCOMP ``Codec`` for ``algorithm`` with the RAW bitstream on ``stream_ptr``.
 
@@ -171,7 +183,14 @@ class NvcompBatchEncoder:
         self._owns_stream = stream is None
         self.stream = cupy.cuda.Stream(non_blocking=True) if stream is None else stream
         self._stream_ptr = _stream_ptr(self.stream)
-        self._codec, self.codec_kwargs = make_nvcomp_codec(plan.algorithm, self._stream_ptr, nbytes)
+        # uncomp_chunk_size >= the chunk size so that nvCOMP never splits a chunk (rounded
+        # up to 4 KiB; the largest RAW unit caps it).
+        chunk_size_hint = min(-(-nbytes // 4096) * 4096, MAX_CHUNK_NBYTES[plan.algorithm])
+        self._codec, self.codec_kwargs = make_nvcomp_codec(plan.algorithm, self._stream_ptr, chunk_size_hint)
+        try:
+            self._align = max(1, int(self._codec.get_required_compression_alignment()))
+        except Exception:
+            self._align = 16
         self._pinned: np.ndarray | None = None
         self._closed = False
         self.last_encoded_nbytes = 0
@@ -228,6 +247,8 @@ class NvcompBatchEncoder:
                 raise ValueError(f"chunk {i}: dtype {c.dtype} != {dtype}")
             if not c.flags.c_contiguous:
                 c = cupy.ascontiguousarray(c)
+            if _array_ptr(c) % self._align:
+                c = c.copy()  # nvCOMP needs aligned input buffers; fresh allocations are
             out.append(c.reshape(-1).view(cupy.uint8))
         return out
 
