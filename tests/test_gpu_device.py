@@ -1,0 +1,258 @@
+"""GPU tests: chunks encoded with nvCOMP on the device decode bit-exactly with stock CPU zarr.
+
+Skipped cleanly without cupy or without a usable GPU/nvCOMP (see ``gpu_status()``).
+Runnable with ``PYTHONPATH=src`` and no install of this package.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+cupy = pytest.importorskip("cupy")
+
+from hdmf_zarr_parallel.gpu_support import gpu_status  # noqa: E402
+
+_STATUS = gpu_status()
+if not _STATUS.available:
+    pytest.skip(f"GPU path not available: {_STATUS.reason}", allow_module_level=True)
+
+import numcodecs  # noqa: E402
+import zarr  # noqa: E402
+from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec  # noqa: E402
+from zarr.storage import LocalStore  # noqa: E402
+
+from hdmf_zarr_parallel.codecs.gpu import NvcompBatchEncoder, is_fill_chunks, pad_to_chunk  # noqa: E402
+from hdmf_zarr_parallel.codecs.gpu_plan import GpuCodecPlan, classify  # noqa: E402
+from hdmf_zarr_parallel.codecs.shard import build_shard  # noqa: E402
+
+ALGOS = ["zstd", "gzip", "lz4"]
+DTYPES = ["uint8", "int16", "uint16", "int32", "float32", "float64"]
+CHUNK_SHAPES = [(4096,), (64, 384), (37, 101), (3, 17, 29), (1 << 18,)]
+
+
+def _compressor(algo):
+    return {"zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5), "lz4": zarr.codecs.numcodecs.LZ4()}[algo]
+
+
+def _cpu_codec(algo):
+    return {"zstd": numcodecs.Zstd(), "gzip": numcodecs.GZip(), "lz4": numcodecs.LZ4()}[algo]
+
+
+def _realistic(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    n = math.prod(shape)
+    walk = np.cumsum(rng.integers(-6, 7, size=n)) + rng.integers(-2, 3, size=n)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return (np.sin(np.arange(n) * 0.01) * 300 + walk * 0.125).astype(dt).reshape(shape)
+    if dt.kind == "u":
+        return (np.abs(walk) % (int(np.iinfo(dt).max) + 1)).astype(dt).reshape(shape)
+    info = np.iinfo(dt)
+    return np.clip(walk, info.min, info.max).astype(dt).reshape(shape)
+
+
+def _chunk_selections(shape, chunk_shape):
+    grid = [math.ceil(s / c) for s, c in zip(shape, chunk_shape, strict=True)]
+    for coords in itertools.product(*(range(g) for g in grid)):
+        sel = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(coords, chunk_shape, shape, strict=True))
+        yield coords, sel
+
+
+def _write(root: Path, name: str, arr, coords, blob) -> None:
+    path = root / name / arr.metadata.encode_chunk_key(coords)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(blob))
+
+
+def _create(store, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return zarr.create_array(store, **kw)
+
+
+@pytest.mark.parametrize("chunk_shape", CHUNK_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algo", ALGOS)
+def test_gpu_chunks_read_by_cpu_zarr(tmp_path, algo, dtype, chunk_shape):
+    # two full chunks per dimension plus a partial edge chunk
+    shape = tuple(2 * c + max(1, c // 3) for c in chunk_shape)
+    if math.prod(shape) * np.dtype(dtype).itemsize > (48 << 20):
+        shape = tuple(c + max(1, c // 3) for c in chunk_shape)
+    store = LocalStore(tmp_path, read_only=False)
+    arr = _create(
+        store, name="a", shape=shape, dtype=dtype, chunks=chunk_shape, compressors=_compressor(algo), fill_value=0
+    )
+    plan = classify(arr)
+    assert isinstance(plan, GpuCodecPlan), plan
+    data = _realistic(shape, dtype, seed=len(shape) * 7 + np.dtype(dtype).itemsize)
+
+    sels = list(_chunk_selections(shape, chunk_shape))
+    dev_chunks = [
+        pad_to_chunk(cupy.asarray(data[sel]), plan.chunk_shape, plan.fill_value, plan.dtype) for _, sel in sels
+    ]
+    with NvcompBatchEncoder(plan) as enc:
+        blobs = enc.encode(dev_chunks)  # ONE batched call for all chunks
+    assert len(blobs) == len(sels)
+
+    cpu = _cpu_codec(algo)
+    for (coords, _sel), dev, blob in zip(sels, dev_chunks, blobs, strict=True):
+        expected = cupy.asnumpy(dev).tobytes()
+        assert bytes(cpu.decode(bytes(blob))) == expected, f"chunk {coords} does not decode bit-exactly"
+        if algo == "gzip":
+            assert bytes(blob[:2]) == b"\x1f\x8b"
+        _write(tmp_path, "a", arr, coords, blob)
+
+    got = zarr.open_array(LocalStore(tmp_path, read_only=True), path="a")[...]
+    np.testing.assert_array_equal(got, data)
+
+
+@pytest.mark.parametrize("with_crc", [True, False])
+@pytest.mark.parametrize("index_location", ["end", "start"])
+@pytest.mark.parametrize("algo", ALGOS)
+def test_gpu_sharded_read_by_cpu_zarr(tmp_path, algo, index_location, with_crc):
+    shape, shard_shape, inner = (250, 96), (100, 96), (25, 32)
+    fill = -7
+    index_codecs = [BytesCodec(), Crc32cCodec()] if with_crc else [BytesCodec()]
+    store = LocalStore(tmp_path, read_only=False)
+    arr = _create(
+        store,
+        name="s",
+        shape=shape,
+        dtype="int16",
+        chunks=shard_shape,
+        compressors=None,
+        fill_value=fill,
+        serializer=ShardingCodec(
+            chunk_shape=inner,
+            codecs=[BytesCodec(), _compressor(algo)],
+            index_codecs=index_codecs,
+            index_location=index_location,
+        ),
+    )
+    plan = classify(arr)
+    assert isinstance(plan, GpuCodecPlan) and plan.sharded
+    data = _realistic(shape, "int16", seed=3)
+    data[0:25, 0:64] = fill  # two all-fill inner chunks in the first shard
+    data[100:200, :] = fill  # the whole second shard is fill: must not be written
+
+    enc = NvcompBatchEncoder(plan)
+    written = 0
+    try:
+        for shard_coords, shard_sel in _chunk_selections(shape, shard_shape):
+            inner_devs, slots = [], []
+            for inner_coords in itertools.product(*(range(n) for n in plan.chunks_per_shard)):
+                start = [s.start + i * c for s, i, c in zip(shard_sel, inner_coords, inner, strict=True)]
+                if any(st >= dim for st, dim in zip(start, shape, strict=True)):
+                    slots.append(None)
+                    continue
+                sel = tuple(slice(st, min(st + c, dim)) for st, c, dim in zip(start, inner, shape, strict=True))
+                slots.append(len(inner_devs))
+                inner_devs.append(pad_to_chunk(cupy.asarray(data[sel]), inner, fill, plan.dtype))
+            empty = is_fill_chunks(inner_devs, fill)
+            to_encode = [d for d, e in zip(inner_devs, empty, strict=True) if not e]
+            blobs = iter(enc.encode(to_encode))
+            encoded = [None if slot is None or empty[slot] else next(blobs) for slot in slots]
+            shard = build_shard(encoded, plan.chunks_per_shard, plan.index_location, plan.index_crc32c)
+            if shard is None:
+                assert shard_coords == (1, 0)
+                continue
+            _write(tmp_path, "s", arr, shard_coords, shard)
+            written += 1
+    finally:
+        enc.close()
+    assert written == 2
+    assert not (tmp_path / "s" / arr.metadata.encode_chunk_key((1, 0))).exists()
+    got = zarr.open_array(LocalStore(tmp_path, read_only=True), path="s")[...]
+    np.testing.assert_array_equal(got, data)
+
+
+def test_pad_to_chunk_and_fill_detection():
+    x = cupy.arange(10, dtype=cupy.float32).reshape(2, 5)
+    p = pad_to_chunk(x, (3, 6), float("nan"))
+    assert p.shape == (3, 6) and p.flags.c_contiguous
+    host = cupy.asnumpy(p)
+    np.testing.assert_array_equal(host[:2, :5], cupy.asnumpy(x))
+    assert np.isnan(host[2]).all() and np.isnan(host[:, 5]).all()
+    assert pad_to_chunk(p, (3, 6), 0) is p or np.array_equal(
+        cupy.asnumpy(pad_to_chunk(p, (3, 6), 0)), host, equal_nan=True
+    )
+    nan_chunk = cupy.full((4, 4), cupy.nan, dtype=cupy.float64)
+    assert is_fill_chunks([nan_chunk, cupy.zeros((4, 4))], float("nan")) == [True, False]
+    assert is_fill_chunks([cupy.zeros(5, dtype=cupy.int16), cupy.ones(5, dtype=cupy.int16)], 0) == [True, False]
+    assert is_fill_chunks([], 0) == []
+    with pytest.raises(ValueError):
+        pad_to_chunk(cupy.zeros((4, 4)), (3, 6), 0)
+
+
+def test_encoder_lifecycle_and_validation():
+    arr = _create(zarr.storage.MemoryStore(), shape=(1000,), dtype="int16", chunks=(100,), compressors=ZstdCodec())
+    plan = classify(arr)
+    chunk = cupy.asarray(_realistic((100,), "int16"))
+    stream = cupy.cuda.Stream(non_blocking=True)
+    enc = NvcompBatchEncoder(plan, stream=stream)
+    assert enc.encode([]) == []
+    views = enc.encode([chunk, chunk], copy=False)
+    assert bytes(numcodecs.Zstd().decode(bytes(views[1]))) == cupy.asnumpy(chunk).tobytes()
+    with pytest.raises(ValueError):
+        enc.encode([cupy.zeros((99,), dtype=cupy.int16)])
+    with pytest.raises(ValueError):
+        enc.encode([cupy.zeros((100,), dtype=cupy.float32)])
+    if cupy.ndarray is not np.ndarray:  # host arrays are refused
+        with pytest.raises(TypeError):
+            enc.encode([np.zeros(100, dtype=np.int16)])
+    # non-contiguous input is made contiguous
+    strided = cupy.asarray(_realistic((200,), "int16"))[::2]
+    out = enc.encode([strided])
+    assert bytes(numcodecs.Zstd().decode(bytes(out[0]))) == cupy.asnumpy(strided).tobytes()
+    enc.close()
+    enc.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        enc.encode([chunk])
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_unaligned_views_of_one_buffer(algo):
+    """Odd-sized chunks sliced out of one device buffer (unaligned addresses) still encode right."""
+    arr = _create(
+        zarr.storage.MemoryStore(),
+        shape=(37 * 101 * 6,),
+        dtype="int16",
+        chunks=(37 * 101,),
+        compressors=_compressor(algo),
+    )
+    plan = classify(arr)
+    n = 37 * 101
+    buf = cupy.asarray(_realistic((6 * n + 1,), "int16", seed=5))
+    views = [buf[1 + i * n : 1 + (i + 1) * n] for i in range(6)]
+    with NvcompBatchEncoder(plan) as enc:
+        blobs = enc.encode(views)
+    cpu = _cpu_codec(algo)
+    for v, blob in zip(views, blobs, strict=True):
+        assert bytes(cpu.decode(bytes(blob))) == cupy.asnumpy(v).tobytes()
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_big_batch_of_1mib_chunks(algo):
+    """64 x 1 MiB int16 chunks in one call, as the engine will batch them."""
+    arr = _create(
+        zarr.storage.MemoryStore(), shape=(64 << 19,), dtype="int16", chunks=(1 << 19,), compressors=_compressor(algo)
+    )
+    plan = classify(arr)
+    data = cupy.asarray(_realistic((64 << 19,), "int16", seed=11))
+    chunks = [data[i << 19 : (i + 1) << 19] for i in range(64)]
+    with NvcompBatchEncoder(plan) as enc:
+        blobs = enc.encode(chunks)
+    cpu = _cpu_codec(algo)
+    host = cupy.asnumpy(data)
+    for i, blob in enumerate(blobs):
+        assert bytes(cpu.decode(bytes(blob))) == host[i << 19 : (i + 1) << 19].tobytes()
+    ratio = data.nbytes / sum(len(b) for b in blobs)
+    assert ratio > 1.0
