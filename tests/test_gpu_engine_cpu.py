@@ -10,10 +10,10 @@ import threading
 import numpy as np
 import pytest
 import zarr
-from conftest import BlockIterator, NumpyIterator, make_array, realistic
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.codecs.numcodecs import LZ4
 
+from conftest import BlockIterator, NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel import ChunkWriteError
 from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.engines.gpu import GpuEngine
@@ -112,7 +112,9 @@ def test_unsupported_chains_go_to_the_cpu_pool_with_a_reason(tmp_path, caplog):
     for name in ("blosc", "zstd"):
         np.testing.assert_array_equal(zarr.open_array(store, path=name, mode="r")[...], data)
     messages = [r.getMessage() for r in caplog.records]
-    assert messages == ["dataset 'blosc' is written by the CPU pool: codecs: blosc has no nvCOMP equivalent; the GPU path cannot write it"]
+    assert messages == [
+        "dataset 'blosc' is written by the CPU pool: codecs: blosc has no nvCOMP equivalent; the GPU path cannot write it"
+    ]
 
 
 def test_out_of_memory_retries_with_smaller_batches(store, caplog):

@@ -4,10 +4,10 @@ written with nvCOMP and read back with stock zarr on the CPU, bit-exact."""
 import numpy as np
 import pytest
 import zarr
-from conftest import BlockIterator, NumpyIterator, make_array, realistic
 from zarr.codecs import GzipCodec, ZstdCodec
 from zarr.codecs.numcodecs import LZ4
 
+from conftest import BlockIterator, NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.gpu_support import gpu_status
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
@@ -33,13 +34,19 @@ class ParallelDataChunkIteratorQueue(ZarrIODataChunkIteratorQueue):
         self.engine = engine or make_engine(options)
         self.last_report: WriteReport | None = None
 
+    def _options_for(self, items) -> WriteOptions:
+        """Iterators built with ``display_progress=True`` get one bar for the whole write, as stock shows."""
+        if self.options.progress or not any(getattr(it, "display_progress", False) for _, it in items):
+            return self.options
+        return replace(self.options, progress={"desc": f"Writing Zarr datasets with {self.options.workers} jobs"})
+
     def exhaust_queue(self) -> None:
         items = list(self)
         self.clear()
         stock = [(dset, it) for dset, it in items if not writable_in_parallel(dset)]
         writers = [DatasetWriter(dset, it) for dset, it in items if writable_in_parallel(dset)]
         if writers:
-            self.last_report = write_datasets(writers, self.engine, self.options)
+            self.last_report = write_datasets(writers, self.engine, self._options_for(items))
             logger.debug("wrote %s", self.last_report)
         for dset, iterator in stock:  # hdmf-zarr's own one-buffer-at-a-time path
             while ZarrIODataChunkIteratorQueue.__write_chunk__(dset, iterator):

@@ -1,0 +1,103 @@
+"""GPU engine vs CPU engines vs stock hdmf-zarr's own queue, per chunk layout.
+
+nvCOMP compresses one chunk per CUDA block group, so it needs many small chunks: the
+sharded layout (64 KiB inner chunks in multi-MiB shards) suits it, 1 MiB chunks do not.
+Writes the same 1 GB ephys recording (memmapped .npy, GenericDataChunkIterator) into a
+zarr array with each layout, through stock hdmf-zarr's ZarrIODataChunkIteratorQueue and
+through our pipeline with engine threads and gpu; prints MB/s and ratios, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from bench_write import NpyMemmapIterator, generate_ephys  # noqa: E402
+from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue  # noqa: E402
+
+from hdmf_zarr_parallel.dataset import DatasetWriter  # noqa: E402
+from hdmf_zarr_parallel.engines import make_engine  # noqa: E402
+from hdmf_zarr_parallel.options import WriteOptions  # noqa: E402
+from hdmf_zarr_parallel.pipeline import write_datasets  # noqa: E402
+
+LAYOUTS = {
+    "chunks 1 MiB": {"chunks": (8192, 64), "shards": None},
+    "shards 3 MiB / inner 64 KiB": {"chunks": (512, 64), "shards": (4096, 384)},
+}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/hzp-layouts"))
+    p.add_argument("--gb", type=float, default=1.0)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--configs", default="stock-queue,threads,gpu")
+    p.add_argument("--output", type=Path, required=True)
+    args = p.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    npy = args.workdir / "ephys.npy"
+    shape = generate_ephys(npy, args.gb * 1e9, 0) if not npy.exists() else np.load(npy, mmap_mode="r").shape
+    nbytes = int(np.prod(shape)) * 2
+    rows = []
+    for layout, geometry in LAYOUTS.items():
+        for config in args.configs.split(","):
+            times = []
+            for _ in range(args.repeats):
+                out = args.workdir / "out.zarr"
+                shutil.rmtree(out, ignore_errors=True)
+                array = zarr.create_array(zarr.storage.LocalStore(out), shape=shape, dtype="int16", **geometry)
+                unit = geometry["shards"] or geometry["chunks"]
+                iterator = NpyMemmapIterator(
+                    str(npy),
+                    chunk_shape=(min(unit[0], shape[0]), unit[1]),
+                    buffer_shape=(min(unit[0] * 12, shape[0]), shape[1]),
+                )
+                t0 = time.perf_counter()
+                if config == "stock-queue":
+                    queue = ZarrIODataChunkIteratorQueue()
+                    queue.append(array, iterator)
+                    queue.exhaust_queue()
+                else:
+                    options = WriteOptions(engine=config)
+                    write_datasets([DatasetWriter(array, iterator)], make_engine(options), options)
+                times.append(time.perf_counter() - t0)
+            stored = sum(f.stat().st_size for f in (out / "c").rglob("*") if f.is_file())
+            ok = bool(np.array_equal(zarr.open_array(out, mode="r")[...], np.load(npy, mmap_mode="r")))
+            rows.append(
+                {
+                    "layout": layout,
+                    "config": config,
+                    "best_s": min(times),
+                    "MBps": nbytes / min(times) / 1e6,
+                    "compression_ratio": nbytes / stored,
+                    "exact": ok,
+                }
+            )
+            print(
+                f"{layout:30s} {config:12s} {rows[-1]['MBps']:8.0f} MB/s  ratio {rows[-1]['compression_ratio']:.2f}  exact={ok}",
+                flush=True,
+            )
+    for row in rows:
+        base = next(r for r in rows if r["layout"] == row["layout"] and r["config"] == "stock-queue")
+        row["x_stock_queue"] = row["MBps"] / base["MBps"]
+    args.output.write_text(json.dumps({"shape": list(shape), "rows": rows}, indent=2))
+    print("\n| layout | config | MB/s | x stock hdmf-zarr queue | stored ratio | exact |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['layout']} | {r['config']} | {r['MBps']:.0f} | {r['x_stock_queue']:.2f} | {r['compression_ratio']:.2f} | {r['exact']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
