@@ -1,0 +1,883 @@
+#!/usr/bin/env python
+"""Write-throughput benchmark: stock hdmf-zarr vs hdmf-zarr-parallel on realistic NWB data.
+
+What it does, once per run:
+
+1. Generates two realistic recordings into ``--workdir`` as ``.npy`` files and opens
+   them with ``np.load(mmap_mode="r")``:
+
+   * ``ephys``: int16, 384 channels at 30 kHz: per-channel pink-ish low-frequency
+     activity (LFP-like, linear interpolation of coarse noise at several time
+     scales), a common-mode component, extracellular spikes spread over
+     neighbouring channels, and gaussian noise (std 12 LSB);
+   * ``imaging``: uint16 512x512 frames: a smooth background, a few hundred cells
+     with calcium transients, shot noise and read noise.
+
+   Neither is zeros nor uniform random: zarr's default codec (zstd) reaches a
+   compression ratio of about 1.5-2, which the run checks and prints.
+
+2. Writes the same NWB file (an ``ElectricalSeries`` with a minimal electrodes table,
+   or a ``TwoPhotonSeries``) with identical chunking, iterator buffer and codec
+   (zarr's default zstd) to a local directory store, with these configurations:
+
+   ``stock-serial``     stock ``NWBZarrIO.write()``
+   ``stock-jobs``       stock ``NWBZarrIO.write(number_of_jobs=N)`` (a process pool)
+   ``serial``           ours, ``engine="serial"``
+   ``threads``          ours, ``engine="threads"``, ``max_workers=N``
+   ``processes``        ours, ``engine="processes"``, ``max_workers=N``
+   ``auto``             ours, ``engine="auto"``, ``max_workers=N``
+   ``gpu``              ours, ``engine="gpu"`` (only with ``--gpu``; skipped, with the
+                        reason, when the engine cannot start)
+
+   N is every core this process may use (``--workers`` to change it). Each
+   configuration writes to a fresh directory that is deleted after measuring; each
+   is repeated ``--repeats`` times (repetitions interleaved across configurations),
+   and the best and median wall times are kept. The first write of every
+   configuration is read back with stock ``NWBZarrIO`` and compared with the source,
+   element for element, outside the timing.
+
+3. Measures the ceiling: encode-only throughput of the array's own codec chain
+   (zarr's default zstd) on all cores, a thread pool over the chunks of the data
+   already in memory (only the encoding is timed).
+
+4. Prints a table and writes a JSON file with the results and the machine's facts
+   (cores, RAM, versions, date; no host name).
+
+The source iterator reads the memmapped ``.npy`` and pickles by file path (the copy
+reopens the memmap), so stock hdmf-zarr's ``number_of_jobs=N`` really can run in
+parallel; every read appends ``pid thread-id`` to a side file so the run can show how
+many processes / threads actually read data.
+
+``--profile`` adds a breakdown of where the threads engine spends its time (read,
+contiguous copy, codec, store, and the rest) and a cProfile of the serial engine.
+
+Examples::
+
+    python benchmarks/bench_write.py --quick
+    python benchmarks/bench_write.py --cases ephys --configs stock-serial,threads --repeats 2
+    python benchmarks/bench_write.py --gpu --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import datetime as dt
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+from hdmf.data_utils import GenericDataChunkIterator
+
+REPO = Path(__file__).resolve().parent.parent
+STOCK_CONFIGS = ("stock-serial", "stock-jobs")
+OUR_CONFIGS = ("serial", "threads", "processes", "auto")
+ALL_CONFIGS = STOCK_CONFIGS + OUR_CONFIGS + ("gpu",)
+EPHYS_RATE = 30_000.0
+IMAGING_RATE = 30.0
+
+
+# --------------------------------------------------------------------------------------
+# The source iterator
+# --------------------------------------------------------------------------------------
+class NpyMemmapIterator(GenericDataChunkIterator):
+    """Reads buffers from a memmapped ``.npy`` file; pickles by path (the copy reopens the memmap).
+
+    ``GenericDataChunkIterator.__reduce__`` pickles through ``_to_dict``/``_from_dict``
+    (the pair stock hdmf-zarr checks before it uses a process pool), so those carry
+    the state: the path and the shapes, never the data. ``__getstate__`` and
+    ``__setstate__`` say the same for code that calls them directly.
+    """
+
+    def __init__(self, path: str, pid_log: str | None = None, **kwargs) -> None:
+        self.path = str(path)
+        self.pid_log = pid_log
+        self._array = np.load(self.path, mmap_mode="r")
+        kwargs.setdefault("display_progress", False)
+        super().__init__(**kwargs)
+
+    def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
+        if self.pid_log:
+            with open(self.pid_log, "a") as f:
+                f.write(f"{os.getpid()} {threading.get_ident()}\n")
+        return np.array(self._array[selection])  # really read, not a view of the map
+
+    def _get_maxshape(self) -> tuple[int, ...]:
+        return self._array.shape
+
+    def _get_dtype(self) -> np.dtype:
+        return self._array.dtype
+
+    def _to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "pid_log": self.pid_log,
+            "chunk_shape": tuple(self.chunk_shape),
+            "buffer_shape": tuple(self.buffer_shape),
+        }
+
+    @classmethod
+    def _from_dict(cls, dictionary: dict) -> NpyMemmapIterator:
+        return cls(**dictionary)
+
+    def __getstate__(self) -> dict:
+        return self._to_dict()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+
+# --------------------------------------------------------------------------------------
+# Data generation
+# --------------------------------------------------------------------------------------
+def _interp_rows(coarse: np.ndarray, step: int, r0: int, r1: int) -> np.ndarray:
+    """Rows [r0, r1) of a signal that is ``coarse`` linearly interpolated between every ``step`` rows."""
+    assert r0 % step == 0 and (r1 - r0) % step == 0
+    c = coarse[r0 // step : r1 // step + 1]
+    f = (np.arange(step, dtype=np.float32) / step)[None, :, None]
+    out = c[:-1, None, :] * (1 - f) + c[1:, None, :] * f
+    return out.reshape(r1 - r0, coarse.shape[1])
+
+
+def generate_ephys(path: Path, nbytes: float, seed: int, channels: int = 384) -> tuple[int, ...]:
+    rng = np.random.default_rng(seed)
+    block = 65536
+    rows = int(nbytes // (channels * 2))
+    padded = math.ceil(rows / block) * block
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.int16, shape=(rows, channels))
+    # pink-ish: slower time scales get more amplitude; plus a common-mode reference wander
+    scales = [(2048, 45.0), (512, 30.0), (128, 18.0), (16, 8.0)]
+    coarse = [(s, rng.standard_normal((padded // s + 1, channels), dtype=np.float32) * a) for s, a in scales]
+    common = rng.standard_normal((padded // 4096 + 1, 1), dtype=np.float32) * 25.0
+    t = np.arange(48, dtype=np.float32)
+    template = -np.exp(-(((t - 12) / 3.0) ** 2)) + 0.35 * np.exp(-(((t - 22) / 7.0) ** 2))  # trough, then bump
+    spread = np.exp(-np.abs(np.arange(-3, 4)) / 1.5).astype(np.float32)
+    spikes_per_block = int(channels * 8.0 * block / EPHYS_RATE)  # ~8 Hz per channel
+    for r0 in range(0, padded, block):
+        r1 = r0 + block
+        x = rng.standard_normal((block, channels), dtype=np.float32)
+        x *= 12.0
+        for s, c in coarse:
+            x += _interp_rows(c, s, r0, r1)
+        x += _interp_rows(common, 4096, r0, r1)
+        ts = rng.integers(0, block - len(t), spikes_per_block)
+        cs = rng.integers(3, channels - 3, spikes_per_block)
+        amps = rng.uniform(40, 220, spikes_per_block).astype(np.float32)
+        rows_idx = (ts[:, None, None] + np.arange(len(t))[None, :, None]).repeat(7, axis=2)
+        cols_idx = (cs[:, None, None] + np.arange(-3, 4)[None, None, :]).repeat(len(t), axis=1)
+        vals = amps[:, None, None] * template[None, :, None] * spread[None, None, :]
+        np.add.at(x, (rows_idx.ravel(), cols_idx.ravel()), vals.ravel())
+        n = min(r1, rows) - r0
+        if n <= 0:
+            break
+        np.rint(x[:n], out=x[:n])
+        np.clip(x[:n], -32768, 32767, out=x[:n])
+        out[r0 : r0 + n] = x[:n]
+    out.flush()
+    del out
+    return (rows, channels)
+
+
+def generate_imaging(path: Path, nbytes: float, seed: int, side: int = 512) -> tuple[int, ...]:
+    rng = np.random.default_rng(seed)
+    frames = int(nbytes // (side * side * 2))
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(frames, side, side))
+    # smooth background: coarse noise upsampled twice by linear interpolation
+    g = 16
+    coarse = rng.uniform(150, 600, (side // g + 1, side // g + 1)).astype(np.float32)
+    rows = _interp_rows(coarse, g, 0, side)  # (side, side//g+1)
+    background = _interp_rows(np.ascontiguousarray(rows.T), g, 0, side).T  # (side, side)
+    ncells, r = 300, 7
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    patch = np.exp(-(yy**2 + xx**2) / (2 * 3.0**2)).astype(np.float32)
+    cy = rng.integers(r, side - r - 1, ncells)
+    cx = rng.integers(r, side - r - 1, ncells)
+    brightness = rng.uniform(150, 800, ncells).astype(np.float32)
+    for k in range(ncells):
+        background[cy[k] - r : cy[k] + r + 1, cx[k] - r : cx[k] + r + 1] += 0.5 * brightness[k] * patch
+    # calcium traces: spikes -> exponential decay (tau ~ 1 s), as dF/F
+    decay = np.exp(-1.0 / IMAGING_RATE).astype(np.float32)
+    events = (rng.random((frames, ncells)) < 0.5 / IMAGING_RATE) * rng.uniform(0.5, 2.5, (frames, ncells))
+    trace = np.zeros((frames, ncells), dtype=np.float32)
+    acc = np.zeros(ncells, dtype=np.float32)
+    for f in range(frames):
+        acc = acc * decay + events[f]
+        trace[f] = acc
+    block = 32
+    for f0 in range(0, frames, block):
+        f1 = min(frames, f0 + block)
+        x = np.broadcast_to(background, (f1 - f0, side, side)).copy()
+        x *= (1 + 0.02 * rng.standard_normal((f1 - f0, 1, 1), dtype=np.float32))  # illumination flicker
+        for k in range(ncells):
+            amp = (trace[f0:f1, k] * brightness[k])[:, None, None]
+            x[:, cy[k] - r : cy[k] + r + 1, cx[k] - r : cx[k] + r + 1] += amp * patch
+        # shot noise (1 count per photon) and read noise (4 counts)
+        noise = rng.standard_normal(x.shape, dtype=np.float32)
+        noise *= np.sqrt(x + 16.0)
+        x += noise
+        np.rint(x, out=x)
+        np.clip(x, 0, 65535, out=x)
+        out[f0:f1] = x
+    out.flush()
+    del out
+    return (frames, side, side)
+
+
+# --------------------------------------------------------------------------------------
+# Cases: the data, its chunking and the NWB file around it
+# --------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    name: str
+    npy: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...]
+    buffer_shape: tuple[int, ...]
+    series: str  # acquisition name
+    build: Callable[[NpyMemmapIterator], object]  # iterator -> NWBFile
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def data_path(self) -> str:
+        return f"acquisition/{self.series}/data"
+
+    def iterator(self, pid_log: str | None = None) -> NpyMemmapIterator:
+        return NpyMemmapIterator(
+            str(self.npy), pid_log=pid_log, chunk_shape=self.chunks, buffer_shape=self.buffer_shape
+        )
+
+
+def _nwbfile(description: str):
+    from pynwb import NWBFile
+
+    return NWBFile(
+        session_description=description,
+        identifier="hdmf-zarr-parallel-benchmark",
+        session_start_time=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    )
+
+
+def build_ephys_nwb(iterator: NpyMemmapIterator):
+    from pynwb.ecephys import ElectricalSeries
+
+    nwb = _nwbfile("benchmark: ephys")
+    device = nwb.create_device(name="probe", description="Neuropixels-like probe, 384 channels")
+    group = nwb.create_electrode_group(name="shank0", description="shank 0", location="CA1", device=device)
+    for _ in range(iterator.maxshape[1]):
+        nwb.add_electrode(group=group, location="CA1")
+    region = nwb.create_electrode_table_region(list(range(iterator.maxshape[1])), "all electrodes")
+    nwb.add_acquisition(
+        ElectricalSeries(
+            name="ElectricalSeries", data=iterator, electrodes=region, rate=EPHYS_RATE, starting_time=0.0,
+            conversion=0.195e-6,
+        )
+    )
+    return nwb
+
+
+def build_imaging_nwb(iterator: NpyMemmapIterator):
+    from pynwb.ophys import OpticalChannel, TwoPhotonSeries
+
+    nwb = _nwbfile("benchmark: two-photon imaging")
+    device = nwb.create_device(name="microscope", description="two-photon microscope")
+    channel = OpticalChannel(name="green", description="GCaMP", emission_lambda=510.0)
+    plane = nwb.create_imaging_plane(
+        name="plane0", optical_channel=channel, description="layer 2/3", device=device, excitation_lambda=920.0,
+        imaging_rate=IMAGING_RATE, indicator="GCaMP6f", location="V1",
+    )
+    nwb.add_acquisition(
+        TwoPhotonSeries(name="TwoPhotonSeries", data=iterator, imaging_plane=plane, rate=IMAGING_RATE, unit="n.a.")
+    )
+    return nwb
+
+
+def make_cases(args, workdir: Path) -> list[Case]:
+    cases = []
+    for name in args.cases:
+        if name == "ephys":
+            npy = workdir / f"ephys-{args.ephys_gb:g}GB-seed{args.seed}.npy"
+            shape = _generate_once(npy, lambda p: generate_ephys(p, args.ephys_gb * 1e9, args.seed), "ephys")
+            rows = max(8192, (args.buffer_mb << 20) // (shape[1] * 2) // 8192 * 8192)
+            cases.append(
+                Case("ephys", npy, shape, np.dtype("int16"), (8192, 64), (min(rows, shape[0]), shape[1]),
+                     "ElectricalSeries", build_ephys_nwb)
+            )
+        elif name == "imaging":
+            npy = workdir / f"imaging-{args.imaging_gb:g}GB-seed{args.seed}.npy"
+            shape = _generate_once(npy, lambda p: generate_imaging(p, args.imaging_gb * 1e9, args.seed + 1), "imaging")
+            frames = max(8, (args.buffer_mb << 20) // (shape[1] * shape[2] * 2) // 8 * 8)
+            cases.append(
+                Case("imaging", npy, shape, np.dtype("uint16"), (8, 256, 256), (min(frames, shape[0]), *shape[1:]),
+                     "TwoPhotonSeries", build_imaging_nwb)
+            )
+        else:
+            raise SystemExit(f"unknown case {name!r}; choose from ephys, imaging")
+    return cases
+
+
+def _generate_once(npy: Path, generate: Callable[[Path], tuple[int, ...]], label: str) -> tuple[int, ...]:
+    if npy.exists():
+        shape = np.load(npy, mmap_mode="r").shape
+        print(f"[data] {label}: reusing {npy.name} {shape}")
+        return shape
+    t0 = time.perf_counter()
+    tmp = npy.with_suffix(".partial.npy")
+    shape = generate(tmp)
+    tmp.rename(npy)
+    print(f"[data] {label}: generated {shape} {npy.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.1f} s")
+    return shape
+
+
+# --------------------------------------------------------------------------------------
+# The ceiling: encode-only throughput of the array's own codec chain
+# --------------------------------------------------------------------------------------
+def _reference_array(case: Case):
+    import zarr
+    from zarr.storage import MemoryStore
+
+    return zarr.create_array(store=MemoryStore(), shape=case.shape, chunks=case.chunks, dtype=case.dtype)
+
+
+def _chunk_slices(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
+    import itertools
+
+    for start in itertools.product(*(range(0, s, c) for s, c in zip(shape, chunks, strict=True))):
+        yield tuple(slice(a, min(a + c, s)) for a, c, s in zip(start, chunks, shape, strict=True))
+
+
+class Ceiling:
+    """Encode-only throughput of the array's own codec chain over chunks already in memory.
+
+    The chunks are cut from the source and made contiguous (padded at the edges) once,
+    untimed; only ``encode`` over all of them, in a thread pool, is timed. Measured
+    before and after the writes of a case, the best of all tries is the ceiling (the
+    machine may be shared: the best try is the least disturbed one, as for the writes).
+    """
+
+    def __init__(self, case: Case, workers: int) -> None:
+        from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
+
+        self.case = case
+        self.workers = workers
+        self.array = _reference_array(case)
+        self.encoder = ZarrUnitEncoder(self.array)
+        src = np.load(case.npy, mmap_mode="r")
+        self.chunks = [self.encoder.pad(np.ascontiguousarray(src[s])) for s in _chunk_slices(case.shape, case.chunks)]
+        self.raw = sum(c.nbytes for c in self.chunks)
+        self.stored = sum(len(e) for e in map(self.encoder.encode, self.chunks) if e is not None)  # also a warm-up
+        self.tries: dict[int, list[float]] = {workers: [], 1: []}
+
+    def measure(self, repeats: int, single_thread: bool = True) -> None:
+        for n in {self.workers, 1} if single_thread else {self.workers}:
+            for _ in range(repeats):
+                with ThreadPoolExecutor(n) as pool:
+                    t0 = time.perf_counter()
+                    for _ in pool.map(self.encoder.encode, self.chunks):
+                        pass
+                    self.tries[n].append(time.perf_counter() - t0)
+
+    def release(self) -> None:
+        self.chunks = []
+
+    @property
+    def MBps(self) -> float:
+        return self.case.nbytes / min(self.tries[self.workers]) / 1e6
+
+    def as_dict(self) -> dict:
+        best = min(self.tries[self.workers])
+        one = min(self.tries[1]) if self.tries[1] else None
+        return {
+            "codecs": [c.to_dict() for c in self.array.metadata.codecs],
+            "chunks": list(self.case.chunks),
+            "raw_bytes": self.raw,
+            "encoded_bytes": self.stored,
+            "compression_ratio_raw_over_stored": self.raw / self.stored,
+            "workers": self.workers,
+            "best_s": best,
+            "all_s": self.tries[self.workers],
+            "MBps": self.case.nbytes / best / 1e6,
+            "single_thread_best_s": one,
+            "single_thread_MBps": self.case.nbytes / one / 1e6 if one else None,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# One write
+# --------------------------------------------------------------------------------------
+@dataclass
+class WriteResult:
+    wall_s: float
+    cpu_s: float
+    stored_bytes: int
+    pids: int
+    threads: int
+    main_pid_read: bool
+    engine: str | None = None
+    peak_inflight_bytes: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _cpu_seconds() -> float:
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+def write_once(case: Case, config: str, out: Path, workers: int, pid_log: Path) -> WriteResult:
+    from hdmf_zarr.nwb import NWBZarrIO
+
+    from hdmf_zarr_parallel import NWBParallelZarrIO
+
+    if pid_log.exists():
+        pid_log.unlink()
+    nwb = case.build(case.iterator(str(pid_log)))
+    report = None
+    cpu0 = _cpu_seconds()
+    t0 = time.perf_counter()
+    if config in STOCK_CONFIGS:
+        with NWBZarrIO(str(out), mode="w") as nwbio:
+            nwbio.write(nwb, number_of_jobs=workers if config == "stock-jobs" else 1)
+    else:
+        engine = config
+        with NWBParallelZarrIO(str(out), mode="w", engine=engine, max_workers=workers) as nwbio:
+            nwbio.write(nwb)
+            report = nwbio.last_write_report
+    wall = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
+    readers = [line.split() for line in pid_log.read_text().splitlines()] if pid_log.exists() else []
+    return WriteResult(
+        wall_s=wall,
+        cpu_s=cpu,
+        stored_bytes=_dir_bytes(out / case.data_path),
+        pids=len({p for p, _ in readers}),
+        threads=len(set(map(tuple, readers))),
+        main_pid_read=any(int(p) == os.getpid() for p, _ in readers),
+        engine=getattr(report, "engine", None),
+        peak_inflight_bytes=getattr(report, "peak_inflight_bytes", None),
+    )
+
+
+def verify(case: Case, out: Path) -> None:
+    """Read the written file back with stock NWBZarrIO and compare with the source exactly."""
+    from hdmf_zarr.nwb import NWBZarrIO
+
+    src = np.load(case.npy, mmap_mode="r")
+    with NWBZarrIO(str(out), mode="r") as nwbio:
+        nwb = nwbio.read()
+        data = nwb.acquisition[case.series].data
+        if tuple(data.shape) != case.shape or np.dtype(data.dtype) != case.dtype:
+            raise AssertionError(f"read back {data.shape} {data.dtype}, expected {case.shape} {case.dtype}")
+        if tuple(data.chunks) != case.chunks:
+            raise AssertionError(f"chunks {data.chunks}, expected {case.chunks}")
+        step = case.buffer_shape[0]
+        for r0 in range(0, case.shape[0], step):
+            if not np.array_equal(data[r0 : r0 + step], src[r0 : r0 + step]):
+                raise AssertionError(f"data differ in rows {r0}:{r0 + step}")
+
+
+def stored_codecs(case: Case, out: Path) -> list[dict]:
+    import zarr
+
+    return [c.to_dict() for c in zarr.open_array(str(out / case.data_path), mode="r").metadata.codecs]
+
+
+def _release(out: Path) -> None:
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # so one write's dirty pages are not flushed during the next one
+
+
+# --------------------------------------------------------------------------------------
+# Profile of the threads engine
+# --------------------------------------------------------------------------------------
+class _StageClock:
+    """Sums per-stage time over all threads by wrapping the stage methods for one write."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.totals: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.patches: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                d = time.perf_counter() - t0
+                with self.lock:
+                    self.totals[stage] = self.totals.get(stage, 0.0) + d
+                    self.counts[stage] = self.counts.get(stage, 0) + 1
+
+        self.patches.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self.patches):
+            setattr(owner, name, original)
+        self.patches.clear()
+
+
+def profile_threads(case: Case, workdir: Path, workers: int) -> dict:
+    """Where one threads-engine write spends its time: per-stage thread-seconds, and the phases of the write."""
+    from hdmf_zarr_parallel import codecs, dataset, queue, sink  # noqa: F401
+
+    clock = _StageClock()
+    clock.wrap(dataset.DatasetWriter, "read", "read (iterator, memmap -> RAM)")
+    clock.wrap(codecs.cpu.ZarrUnitEncoder, "pad", "contiguous copy / pad of a chunk")
+    clock.wrap(codecs.cpu.ZarrUnitEncoder, "encode", "_encode_total")
+    clock.wrap(sink.ChunkSink, "put", "store (write chunk file)")
+    clock.wrap(queue, "write_datasets", "_pipeline_wall")
+    out = workdir / f"out-{case.name}-profile"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        res = write_once(case, "threads", out, workers, workdir / "pids-profile.log")
+    finally:
+        clock.restore()
+        _release(out)
+    t = dict(clock.totals)
+    encode_total = t.pop("_encode_total", 0.0)
+    pipeline_wall = t.pop("_pipeline_wall", 0.0)
+    copy = t.get("contiguous copy / pad of a chunk", 0.0)
+    t["codec (zstd, zarr codec chain)"] = encode_total - copy
+    busy = sum(t.values())
+    capacity = pipeline_wall * workers
+    stages = {k: {"thread_s": v, "share_of_worker_capacity": v / capacity if capacity else None} for k, v in t.items()}
+    stages["idle / scheduling / python overhead"] = {
+        "thread_s": capacity - busy,
+        "share_of_worker_capacity": (capacity - busy) / capacity if capacity else None,
+    }
+    return {
+        "wall_s": res.wall_s,
+        "cpu_s": res.cpu_s,
+        "pipeline_wall_s": pipeline_wall,
+        "outside_pipeline_s": res.wall_s - pipeline_wall,
+        "workers": workers,
+        "stages": stages,
+        "counts": clock.counts,
+    }
+
+
+def profile_serial_cprofile(case: Case, workdir: Path, top: int = 14) -> str:
+    """cProfile of one serial-engine write (all work in the calling thread): the top functions by own time."""
+    out = workdir / f"out-{case.name}-cprofile"
+    shutil.rmtree(out, ignore_errors=True)
+    prof = cProfile.Profile()
+    try:
+        prof.enable()
+        write_once(case, "serial", out, 1, workdir / "pids-cprofile.log")
+        prof.disable()
+    finally:
+        _release(out)
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------
+# Machine facts, output
+# --------------------------------------------------------------------------------------
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def machine_facts(workers: int) -> dict:
+    cpu_model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    return {
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "os": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "cpu_model": cpu_model,
+        "cores_logical": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "workers": workers,
+        "ram_bytes": ram,
+        "python": platform.python_version(),
+        "versions": {
+            d: _version(d)
+            for d in ("numpy", "zarr", "numcodecs", "hdmf", "hdmf-zarr", "pynwb", "hdmf-zarr-parallel")
+        },
+    }
+
+
+def _fmt_table(rows: list[dict]) -> str:
+    head = ["case", "config", "best s", "median s", "MB/s", "x stock serial", "% ceiling", "stored/raw",
+            "cores busy", "min cpu s", "readers"]
+    lines = [head]
+    for r in rows:
+        if r.get("skipped"):
+            lines.append([r["case"], r["config"], "-", "-", "-", "-", "-", "-", "-", "-", "skipped: " + r["skipped"][:60]])
+            continue
+        lines.append([
+            r["case"], r["label"], f"{r['best_s']:.2f}", f"{r['median_s']:.2f}", f"{r['MBps']:.0f}",
+            f"{r['x_stock_serial']:.2f}" if r.get("x_stock_serial") else "-",
+            f"{100 * r['fraction_of_ceiling']:.0f}%" if r.get("fraction_of_ceiling") else "-",
+            f"{r['stored_over_raw']:.3f}", f"{r['cores_busy']:.2f}", f"{r['min_cpu_s']:.1f}", r["readers"],
+        ])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    out = []
+    for k, line in enumerate(lines):
+        out.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
+        if k == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def _label(config: str, workers: int) -> str:
+    return {
+        "stock-serial": "stock serial",
+        "stock-jobs": f"stock number_of_jobs={workers}",
+        "serial": "ours serial",
+        "threads": f"ours threads ({workers})",
+        "processes": f"ours processes ({workers})",
+        "auto": "ours auto",
+        "gpu": "ours gpu",
+    }[config]
+
+
+def _readers(config: str, res: WriteResult) -> str:
+    if config in ("stock-jobs", "processes") or res.pids > 1 or not res.main_pid_read:
+        other = res.pids - (1 if res.main_pid_read else 0)
+        return f"{other} worker proc" + ("" if other == 1 else "s") + (" + main" if res.main_pid_read else "")
+    return f"{res.threads} thread" + ("" if res.threads == 1 else "s")
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where the source .npy files and outputs go (default: a new temp dir, deleted at the end)")
+    p.add_argument("--keep-data", action="store_true", help="keep the generated .npy files (reused when present)")
+    p.add_argument("--ephys-gb", type=float, default=1.0, help="size of the ephys recording in GB (1e9 bytes)")
+    p.add_argument("--imaging-gb", type=float, default=0.5, help="size of the imaging recording in GB")
+    p.add_argument("--buffer-mb", type=int, default=96, help="iterator buffer size in MiB (whole chunks)")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions of each configuration")
+    p.add_argument("--workers", type=int, default=None, help="N for the parallel configurations (default: all cores)")
+    p.add_argument("--cases", default="ephys,imaging", help="comma-separated: ephys, imaging")
+    p.add_argument("--configs", default=",".join(STOCK_CONFIGS + OUR_CONFIGS),
+                   help=f"comma-separated, from: {', '.join(ALL_CONFIGS)}")
+    p.add_argument("--gpu", action="store_true", help="also run engine='gpu' (skipped with the reason if unusable)")
+    p.add_argument("--quick", action="store_true", help="smoke test: ~100 MB datasets, 1 repeat, 24 MiB buffers")
+    p.add_argument("--profile", action="store_true", help="break down where the threads engine spends its time")
+    p.add_argument("--no-verify", action="store_true", help="skip reading back and comparing each configuration")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", type=Path, default=None,
+                   help="JSON path (default: benchmarks/results/cpu-<cores>c-<date>.json; gpu-... with --gpu)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.ephys_gb = min(args.ephys_gb, 0.1)
+        args.imaging_gb = min(args.imaging_gb, 0.08)
+        args.repeats = 1
+        args.buffer_mb = min(args.buffer_mb, 24)
+    args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for c in args.configs:
+        if c not in ALL_CONFIGS:
+            p.error(f"unknown config {c!r}; choose from {', '.join(ALL_CONFIGS)}")
+    if args.gpu and "gpu" not in args.configs:
+        args.configs.append("gpu")
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workers = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    own_workdir = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="hzp-bench-")) if own_workdir else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    facts = machine_facts(workers)
+    print(f"[machine] {facts['cpu_model']}, {facts['cores_usable']} usable cores, "
+          f"{(facts['ram_bytes'] or 0) / 2**30:.0f} GiB RAM, Python {facts['python']}, "
+          + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()))
+    print(f"[run] workdir {workdir}; workers N={workers}; repeats {args.repeats}; configs {','.join(args.configs)}")
+    warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks.*")
+    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+    results: dict = {"machine": facts, "settings": {k: (str(v) if isinstance(v, Path) else v)
+                                                     for k, v in vars(args).items()}, "cases": {}}
+    rows: list[dict] = []
+    try:
+        for case in make_cases(args, workdir):
+            rows.extend(run_case(case, args, workers, workdir, results))
+    finally:
+        if own_workdir and not args.keep_data:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            for p in workdir.glob("out-*"):
+                shutil.rmtree(p, ignore_errors=True)
+    table = _fmt_table(rows)
+    print()
+    print(table)
+    results["rows"] = rows
+    results["table_markdown"] = table
+    output = args.output
+    if output is None:
+        tag = "gpu" if "gpu" in args.configs else "cpu"
+        quick = "-quick" if args.quick else ""
+        output = REPO / "benchmarks" / "results" / f"{tag}-{facts['cores_usable']}c{quick}-{dt.date.today():%Y%m%d}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\n[json] {output}")
+    return 0
+
+
+def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> list[dict]:
+    print(f"\n=== {case.name}: {case.shape} {case.dtype}, {case.nbytes / 1e9:.3f} GB, chunks {case.chunks} "
+          f"({math.prod(case.chunks) * case.dtype.itemsize / 2**20:.2f} MiB), iterator buffer {case.buffer_shape} "
+          f"({math.prod(case.buffer_shape) * case.dtype.itemsize / 2**20:.0f} MiB)")
+    ceil = Ceiling(case, workers)
+    ceil.measure(max(2, min(args.repeats, 3)))
+    ceiling = ceil.as_dict()
+    ratio = ceiling["compression_ratio_raw_over_stored"]
+    flag = "" if 1.45 <= ratio <= 2.1 else "  (outside the intended 1.5-2!)"
+    print(f"[source] zarr default codecs {[c['name'] for c in ceiling['codecs']]}: compression ratio raw/stored "
+          f"{ratio:.2f}{flag}")
+    print(f"[ceiling] encode-only, {workers} threads over in-memory chunks: {ceiling['MBps']:.0f} MB/s "
+          f"(1 thread: {ceiling['single_thread_MBps']:.0f} MB/s)")
+    case_result = {
+        "shape": list(case.shape), "dtype": str(case.dtype), "raw_bytes": case.nbytes, "chunks": list(case.chunks),
+        "buffer_shape": list(case.buffer_shape), "ceiling": ceiling, "configs": {},
+    }
+    results["cases"][case.name] = case_result
+    times: dict[str, list[WriteResult]] = {}
+    skipped: dict[str, str] = {}
+    verified: set[str] = set()
+    for rep in range(args.repeats):
+        for config in args.configs:
+            if config in skipped:
+                continue
+            out = workdir / f"out-{case.name}-{config}"
+            shutil.rmtree(out, ignore_errors=True)
+            try:
+                res = write_once(case, config, out, workers, workdir / f"pids-{case.name}-{config}.log")
+            except Exception as exc:  # e.g. engine="gpu" without a GPU: say why, skip the rows
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                print(f"[skip] {case.name} {config}: {reason}")
+                if os.environ.get("BENCH_TRACEBACK"):
+                    traceback.print_exc()
+                skipped[config] = reason
+                _release(out)
+                continue
+            extra = ""
+            if config not in verified:
+                if config != "stock-serial" and case.name in results["cases"]:
+                    codecs_here = stored_codecs(case, out)
+                    if codecs_here != ceiling["codecs"]:
+                        print(f"[warn] {config} stored codecs {codecs_here} differ from the ceiling's")
+                if not args.no_verify:
+                    t0 = time.perf_counter()
+                    verify(case, out)
+                    extra = f"; verified bit-exact with stock NWBZarrIO ({time.perf_counter() - t0:.1f} s)"
+                verified.add(config)
+            _release(out)
+            times.setdefault(config, []).append(res)
+            print(f"[write] {case.name} {config:13s} rep {rep + 1}: {res.wall_s:6.2f} s  "
+                  f"{case.nbytes / res.wall_s / 1e6:6.0f} MB/s  cpu {res.cpu_s:6.1f} s  readers: "
+                  f"{_readers(config, res)}" + (f"  engine: {res.engine}" if res.engine else "") + extra)
+    ceil.measure(2, single_thread=False)
+    ceil.release()
+    case_result["ceiling"] = ceiling = ceil.as_dict()
+    print(f"[ceiling] re-measured after the writes; best of all tries: {ceiling['MBps']:.0f} MB/s")
+    rows = []
+    base = None
+    if "stock-serial" in times:
+        base = min(r.wall_s for r in times["stock-serial"])
+    for config in args.configs:
+        if config in skipped:
+            rows.append({"case": case.name, "config": config, "label": _label(config, workers),
+                         "skipped": skipped[config]})
+            case_result["configs"][config] = {"skipped": skipped[config]}
+            continue
+        runs = times.get(config)
+        if not runs:
+            continue
+        best = min(runs, key=lambda r: r.wall_s)
+        walls = [r.wall_s for r in runs]
+        row = {
+            "case": case.name,
+            "config": config,
+            "label": _label(config, workers),
+            "best_s": best.wall_s,
+            "median_s": statistics.median(walls),
+            "all_s": walls,
+            "MBps": case.nbytes / best.wall_s / 1e6,
+            "x_stock_serial": (base / best.wall_s) if base else None,
+            "fraction_of_ceiling": (case.nbytes / best.wall_s / 1e6) / ceiling["MBps"],
+            "stored_bytes": best.stored_bytes,
+            "stored_over_raw": best.stored_bytes / case.nbytes,
+            "cores_busy": best.cpu_s / best.wall_s,
+            "cpu_s": best.cpu_s,
+            "min_cpu_s": min(r.cpu_s for r in runs),
+            "all_cpu_s": [r.cpu_s for r in runs],
+            "readers": _readers(config, best),
+            "reader_processes": best.pids,
+            "reader_threads": best.threads,
+            "engine": best.engine,
+            "peak_inflight_bytes": best.peak_inflight_bytes,
+            "verified": config in verified and not args.no_verify,
+        }
+        rows.append(row)
+        case_result["configs"][config] = row
+    if "stock-jobs" in times:
+        r = min(times["stock-jobs"], key=lambda r: r.wall_s)
+        parallel = r.pids - (1 if r.main_pid_read else 0)
+        print(f"[check] stock number_of_jobs={workers}: data read in {parallel} worker process(es) "
+              f"{'(the process pool was used)' if parallel >= 2 else '(NOT parallel!)'}")
+    if args.profile:
+        case_result["profile_threads"] = prof = profile_threads(case, workdir, workers)
+        print(f"\n[profile] threads engine, {case.name}: wall {prof['wall_s']:.2f} s = pipeline "
+              f"{prof['pipeline_wall_s']:.2f} s + outside the pipeline (NWB objects, metadata, open/close) "
+              f"{prof['outside_pipeline_s']:.2f} s; cpu {prof['cpu_s']:.1f} s")
+        print(f"[profile] thread-seconds per stage over {workers} workers x {prof['pipeline_wall_s']:.2f} s:")
+        for stage, v in prof["stages"].items():
+            print(f"           {stage:40s} {v['thread_s']:7.2f} s  {100 * (v['share_of_worker_capacity'] or 0):5.1f}%")
+        text = profile_serial_cprofile(case, workdir)
+        case_result["cprofile_serial_top"] = text
+        print(f"\n[profile] cProfile of one serial-engine write ({case.name}), top functions by own time:")
+        print("\n".join(line for line in text.splitlines() if line.strip())[:6000])
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
