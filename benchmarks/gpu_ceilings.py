@@ -41,6 +41,32 @@ def best_of(repeats: int, fn) -> float:
     return min(times)
 
 
+def gil_free_share(work) -> float:
+    """How much a pure-Python thread progresses while ``work`` runs, relative to while sleeping:
+    near 1 when ``work`` releases the GIL while it waits for the GPU, near 0 when it holds it."""
+    import threading
+
+    def spin_rate(wait) -> float:
+        stop = threading.Event()
+        count = [0]
+
+        def spin():
+            while not stop.is_set():
+                count[0] += 1
+
+        thread = threading.Thread(target=spin)
+        thread.start()
+        t0 = time.perf_counter()
+        wait()
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        thread.join()
+        return count[0] / elapsed
+
+    idle = spin_rate(lambda: time.sleep(0.3))
+    return spin_rate(work) / idle
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--npy", type=Path, required=True)
@@ -99,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     with NvcompBatchEncoder(plan, stream=stream) as encoder:
         encoded = encoder.encode(dev_chunks)  # warm-up
         result["nvcomp_encode_MBps"] = batch_bytes / best_of(args.repeats, lambda: encoder.encode(dev_chunks)) / 1e6
+        result["gil_free_share_during_encode"] = gil_free_share(lambda: encoder.encode(dev_chunks))
     compressed = [bytes(e) for e in encoded]
     ratio = batch_bytes / sum(map(len, compressed))
     result["compression_ratio"] = ratio

@@ -4,12 +4,15 @@
 except the nvCOMP call itself runs for real here and is checked by stock zarr reads.
 """
 
+import itertools
 import logging
 import threading
 
 import numpy as np
 import pytest
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.codecs.numcodecs import LZ4
 
@@ -17,7 +20,7 @@ from conftest import BlockIterator, NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel import ChunkWriteError
 from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.engines.gpu import GpuEngine
-from hdmf_zarr_parallel.engines.gpu_lanes import HostLane
+from hdmf_zarr_parallel.engines.gpu_lanes import HostLane, chunk_matrix, fill_rows
 from hdmf_zarr_parallel.options import WriteOptions
 from hdmf_zarr_parallel.pipeline import write_datasets
 
@@ -162,3 +165,44 @@ def test_engine_gpu_without_a_device_refuses_before_writing(tmp_path):
     with pytest.raises(RuntimeError, match="engine='gpu' needs a usable NVIDIA GPU"):
         NWBParallelZarrIO(str(tmp_path / "x.nwb.zarr"), mode="w", engine="gpu")
     assert not (tmp_path / "x.nwb.zarr").exists()
+
+
+def test_negative_zero_is_not_the_zero_fill_value(store):
+    data = np.zeros((64, 8), "float32")
+    data[16:32] = -0.0  # bitwise different from the 0.0 fill value: zarr stores it, so must we
+    array = make_array(store, data.shape, data.dtype, (16, 8), compressors=ZstdCodec())
+    gpu_write([(array, NumpyIterator(data, buffer_shape=(64, 8)))])
+    back = zarr.open_array(store, mode="r")[...]
+    assert np.signbit(back[16:32]).all() and not np.signbit(back[:16]).any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 3).flatmap(
+        lambda r: st.tuples(
+            st.tuples(*[st.integers(1, 3)] * r),  # units in the tile
+            st.tuples(*[st.integers(1, 3)] * r),  # inner chunks per unit
+            st.tuples(*[st.integers(1, 4)] * r),  # chunk shape
+            st.tuples(*[st.integers(0, 3)] * r),  # elements missing at the tile's far edge
+        )
+    )
+)
+def test_chunk_matrix_orders_chunks_as_units_then_inner_chunks(case):
+    units, inner, chunk, missing = case
+    full = [n * k * c for n, k, c in zip(units, inner, chunk, strict=True)]
+    shape = tuple(max(1, f - m) for f, m in zip(full, missing, strict=True))
+    tile = np.arange(1, np.prod(shape) + 1, dtype="int32").reshape(shape)
+    matrix = chunk_matrix(np, tile, units, inner, chunk, 0)
+    padded = np.zeros(full, "int32")
+    padded[tuple(slice(0, s) for s in shape)] = tile
+    unit_shape = [k * c for k, c in zip(inner, chunk, strict=True)]
+    for u, unit in enumerate(itertools.product(*(range(n) for n in units))):
+        for i, sub in enumerate(itertools.product(*(range(k) for k in inner))):
+            region = tuple(
+                slice(a * s + b * c, a * s + (b + 1) * c)
+                for a, s, b, c in zip(unit, unit_shape, sub, chunk, strict=True)
+            )
+            np.testing.assert_array_equal(matrix[u, i], padded[region].reshape(-1))
+    assert list(fill_rows(np, matrix.reshape(-1, matrix.shape[2]), 0)) == [
+        not row.any() for row in matrix.reshape(-1, matrix.shape[2])
+    ]

@@ -43,8 +43,8 @@ class ZarrUnitEncoder:
 
     def pad(self, data: np.ndarray) -> np.ndarray:
         """Edge units are padded to the full unit shape with the fill value, as zarr does."""
-        if data.shape == self.unit_shape and data.dtype == self.dtype and data.flags.c_contiguous:
-            return data
+        if data.shape == self.unit_shape:
+            return np.ascontiguousarray(data, dtype=self.dtype)  # one copy at most, no fill pass
         full = np.full(self.unit_shape, self.fill_value, dtype=self.dtype)
         full[tuple(slice(0, n) for n in data.shape)] = data
         return full

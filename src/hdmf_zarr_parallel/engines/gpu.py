@@ -14,8 +14,8 @@ shuffle, strings, …) go to a CPU thread pool, and the reason is logged once pe
 
 from __future__ import annotations
 
-import itertools
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,12 +30,17 @@ from ..errors import ChunkWriteError
 from ..options import WriteOptions
 from ..plan import Coords, Region
 from .base import Engine
-from .gpu_lanes import Lane, NvcompLane
+from .gpu_lanes import Lane, NvcompLane, chunk_matrix, fill_rows
 from .threads import ThreadEngine
 
 logger = logging.getLogger(__name__)
 
 Encoded = tuple[Coords, bytes | memoryview | None]
+
+
+def _inner(plan: GpuCodecPlan) -> tuple[int, ...]:
+    """Chunks per unit along each axis: the shard's inner-chunk grid, or ones when unsharded."""
+    return plan.chunks_per_shard if plan.sharded else (1,) * len(plan.chunk_shape)
 
 
 class GpuEngine(Engine):
@@ -115,8 +120,7 @@ class GpuEngine(Engine):
 
         def on_lane() -> None:
             lane = self._lane()
-            units = carve(lane)  # [(coords, [device chunk or None per encoded chunk])]
-            encoded = self._encode(lane, writer, plan, units)
+            encoded = self._encode(lane, writer, plan, carve(lane))
             self._store(writer, encoded, done)
 
         def lane_finished(f: Future) -> None:
@@ -126,60 +130,44 @@ class GpuEngine(Engine):
         self._lane_pool.submit(on_lane).add_done_callback(lane_finished)
         return done
 
-    # -- carve: device chunks of each unit -----------------------------------------------
+    # -- carve and encode: one chunk matrix per task ------------------------------------
     def _carve_region(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, region: Region):
         device = lane.upload(writer.read(region))
-        units = []
-        for coords in writer.grid.units_overlapping(region):
-            unit = writer.grid.unit_region(coords)
-            local = tuple(slice(u.start - r.start, u.stop - r.start) for u, r in zip(unit, region, strict=True))
-            units.append((coords, self._chunks_of_unit(lane, writer, plan, device, local)))
-        return units
+        units = tuple(math.ceil((r.stop - r.start) / u) for r, u in zip(region, writer.unit_shape, strict=True))
+        with lane.context():
+            matrix = chunk_matrix(lane.xp, device, units, _inner(plan), plan.chunk_shape, plan.fill_value)
+        return list(writer.grid.units_overlapping(region)), matrix
 
     def _carve_units(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, units):
-        carved = []
-        for coords, data in units:
-            full = tuple(slice(0, n) for n in data.shape)  # assembled units arrive whole, padded with the fill value
-            carved.append((coords, self._chunks_of_unit(lane, writer, plan, lane.upload(data), full)))
-        return carved
+        ones = (1,) * len(writer.unit_shape)
+        with lane.context():
+            matrices = [
+                chunk_matrix(lane.xp, lane.upload(data), ones, _inner(plan), plan.chunk_shape, plan.fill_value)
+                for _, data in units
+            ]
+            matrix = matrices[0] if len(matrices) == 1 else lane.xp.concatenate(matrices)
+        return [coords for coords, _ in units], matrix
 
-    def _chunks_of_unit(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, device, local: Region):
-        """The padded chunks a unit is encoded from: itself, or its inner chunks in C order when sharded."""
-        if not plan.sharded:
-            return [lane.carve(device, local, plan.chunk_shape, plan.fill_value)]
-        chunks = []
-        for inner in itertools.product(*(range(n) for n in plan.chunks_per_shard)):
-            part = tuple(
-                slice(min(l.start + i * c, l.stop), min(l.start + (i + 1) * c, l.stop))
-                for l, i, c in zip(local, inner, plan.chunk_shape, strict=True)  # noqa: E741
-            )
-            if any(p.stop == p.start for p in part):  # wholly past the array's edge
-                chunks.append(lane.fill(plan.chunk_shape, writer.dtype, plan.fill_value))
-            else:
-                chunks.append(lane.carve(device, part, plan.chunk_shape, plan.fill_value))
-        return chunks
-
-    # -- encode -----------------------------------------------------------------------
-    def _encode(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, units) -> list[Encoded]:
-        flat = [chunk for _, chunks in units for chunk in chunks]
+    def _encode(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, carved) -> list[Encoded]:
+        coords, matrix = carved
+        n_units, per_unit, _ = matrix.shape
+        rows = matrix.reshape(n_units * per_unit, -1)
         skip_empty = not writer.array._async_array.config.write_empty_chunks
-        empty = lane.is_fill(flat, plan.fill_value) if skip_empty else [False] * len(flat)
+        with lane.context():
+            empty = fill_rows(lane.xp, rows, plan.fill_value) if skip_empty else np.zeros(len(rows), bool)
+        todo = [rows[i].reshape(plan.chunk_shape) for i in np.flatnonzero(~empty)]
         try:
-            encoded = iter(self._encode_batched(lane, plan, [c for c, e in zip(flat, empty, strict=True) if not e]))
-        except ChunkWriteError:
-            raise
+            encoded = iter(self._encode_batched(lane, plan, todo))
         except Exception as exc:
-            raise ChunkWriteError(
-                writer.name, units[0][0] if units else None, "encoding on the GPU", repr(exc)
-            ) from exc
-        blobs = iter([None if e else next(encoded) for e in empty])
+            raise ChunkWriteError(writer.name, coords[0] if coords else None, "encoding on the GPU", repr(exc)) from exc
+        blobs = [None if e else next(encoded) for e in empty]
         out: list[Encoded] = []
-        for coords, chunks in units:
-            parts = [next(blobs) for _ in chunks]
+        for i, unit in enumerate(coords):
+            parts = blobs[i * per_unit : (i + 1) * per_unit]
             if plan.sharded:
-                out.append((coords, build_shard(parts, plan.chunks_per_shard, plan.index_location, plan.index_crc32c)))
+                out.append((unit, build_shard(parts, plan.chunks_per_shard, plan.index_location, plan.index_crc32c)))
             else:
-                out.append((coords, parts[0]))
+                out.append((unit, parts[0]))
         return out
 
     def _encode_batched(self, lane: Lane, plan: GpuCodecPlan, chunks: list) -> list:

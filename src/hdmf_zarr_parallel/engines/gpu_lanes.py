@@ -9,6 +9,8 @@ without a GPU (CI), against stock zarr reads.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -16,30 +18,62 @@ from typing import Any
 import numpy as np
 
 from ..codecs.gpu_plan import GpuCodecPlan
-from ..plan import Region
+
+
+def chunk_matrix(xp, tile, units: tuple[int, ...], inner: tuple[int, ...], chunk: tuple[int, ...], fill_value):
+    """All chunks of a unit-aligned tile as one C-contiguous ``(units, chunks per unit, chunk size)`` array.
+
+    The tile is padded with the fill value to whole units (zarr pads edge chunks the same
+    way), then one reshape/transpose copy orders the chunks unit by unit in C order of the
+    unit coordinates and, inside a shard, in C order of the inner-chunk coordinates: the
+    order ``UnitGrid.units_overlapping`` and the shard index use. An unsharded array is
+    the case of one chunk per unit (``inner`` all ones).
+    """
+    full = tuple(n * k * c for n, k, c in zip(units, inner, chunk, strict=True))
+    if tuple(tile.shape) != full:
+        padded = xp.full(full, fill_value if fill_value is not None else 0, dtype=tile.dtype)
+        padded[tuple(slice(0, s) for s in tile.shape)] = tile
+        tile = padded
+    ndim = len(full)
+    split = tile.reshape(tuple(x for nkc in zip(units, inner, chunk, strict=True) for x in nkc))
+    order = [3 * i for i in range(ndim)] + [3 * i + 1 for i in range(ndim)] + [3 * i + 2 for i in range(ndim)]
+    ordered = xp.ascontiguousarray(split.transpose(order))
+    return ordered.reshape(math.prod(units), math.prod(inner), math.prod(chunk))
+
+
+def fill_rows(xp, rows, fill_value) -> np.ndarray:
+    """Which rows (chunks) hold only the fill value, as zarr decides it: NaN equals a NaN fill,
+    otherwise the bit patterns must match (so -0.0 is not a 0.0 fill). One reduction, one copy back."""
+    dtype = np.dtype(rows.dtype)
+    if fill_value is None:
+        fill_value = 0
+    if dtype.kind in "fc" and np.isnan(fill_value):
+        flags = xp.isnan(rows).all(axis=1)
+    else:
+        bits = np.dtype(f"u{dtype.itemsize}") if dtype.itemsize in (1, 2, 4, 8) else None
+        if bits is None:  # complex and other wide types: compare values
+            flags = (rows == dtype.type(fill_value)).all(axis=1)
+        else:
+            target = np.array(fill_value, dtype=dtype).view(bits)
+            flags = (rows.view(bits) == bits.type(target)).all(axis=1)
+    return np.asarray(flags.get() if hasattr(flags, "get") else flags, dtype=bool)
 
 
 class Lane(ABC):
-    """The device operations the GPU engine needs, for one stream."""
+    """One stream's device: its array module, where to upload, how to encode one batch."""
 
+    #: the array module of the device (cupy) or of the host (numpy)
+    xp: Any = np
     #: exceptions that mean "the batch did not fit in device memory"
     out_of_memory: tuple[type[BaseException], ...] = (MemoryError,)
+
+    def context(self):
+        """Make this lane's stream current for the array operations inside the ``with`` block."""
+        return contextlib.nullcontext()
 
     @abstractmethod
     def upload(self, host: np.ndarray) -> Any:
         """Copy a host array to the device (through pinned staging where there is a device)."""
-
-    @abstractmethod
-    def carve(self, device: Any, local: Region, shape: tuple[int, ...], fill_value: Any) -> Any:
-        """The part ``local`` of ``device`` as a C-contiguous chunk of ``shape``, padded with the fill value."""
-
-    @abstractmethod
-    def fill(self, shape: tuple[int, ...], dtype: np.dtype, fill_value: Any) -> Any:
-        """A chunk holding only the fill value."""
-
-    @abstractmethod
-    def is_fill(self, chunks: Sequence[Any], fill_value: Any) -> list[bool]:
-        """Which chunks hold only the fill value (NaN equals NaN)."""
 
     @abstractmethod
     def encode(self, plan: GpuCodecPlan, chunks: Sequence[Any]) -> list[memoryview | bytes]:
@@ -58,11 +92,14 @@ class NvcompLane(Lane):
     def __init__(self) -> None:
         import cupy
 
-        self._cupy = cupy
+        self.xp = cupy
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.out_of_memory = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._pinned: np.ndarray | None = None
         self._encoders: dict[GpuCodecPlan, Any] = {}
+
+    def context(self):
+        return self.stream
 
     def _staging(self, nbytes: int) -> np.ndarray:
         if self._pinned is None or self._pinned.nbytes < nbytes:
@@ -73,29 +110,12 @@ class NvcompLane(Lane):
         return self._pinned
 
     def upload(self, host: np.ndarray) -> Any:
-        host = np.ascontiguousarray(host)
         staging = self._staging(host.nbytes)[: host.nbytes].view(host.dtype).reshape(host.shape)
         np.copyto(staging, host)
         with self.stream:
-            device = self._cupy.empty(host.shape, host.dtype)
+            device = self.xp.empty(host.shape, host.dtype)
             device.set(staging, stream=self.stream)
         return device
-
-    def carve(self, device: Any, local: Region, shape: tuple[int, ...], fill_value: Any) -> Any:
-        from ..codecs.gpu import pad_to_chunk
-
-        with self.stream:
-            return pad_to_chunk(device[local], shape, fill_value, device.dtype)
-
-    def fill(self, shape: tuple[int, ...], dtype: np.dtype, fill_value: Any) -> Any:
-        with self.stream:
-            return self._cupy.full(shape, fill_value if fill_value is not None else 0, dtype)
-
-    def is_fill(self, chunks: Sequence[Any], fill_value: Any) -> list[bool]:
-        from ..codecs.gpu import is_fill_chunks
-
-        with self.stream:
-            return is_fill_chunks(chunks, fill_value)
 
     def encode(self, plan: GpuCodecPlan, chunks: Sequence[Any]) -> list[memoryview | bytes]:
         from ..codecs.gpu import NvcompBatchEncoder
@@ -108,7 +128,7 @@ class NvcompLane(Lane):
 
     def free_memory(self) -> None:
         self.stream.synchronize()
-        self._cupy.get_default_memory_pool().free_all_blocks()
+        self.xp.get_default_memory_pool().free_all_blocks()
 
     def close(self) -> None:
         for encoder in self._encoders.values():
@@ -118,34 +138,15 @@ class NvcompLane(Lane):
         try:
             self.stream.synchronize()
         finally:
-            self._cupy.get_default_memory_pool().free_all_blocks()
-            self._cupy.get_default_pinned_memory_pool().free_all_blocks()
+            self.xp.get_default_memory_pool().free_all_blocks()
+            self.xp.get_default_pinned_memory_pool().free_all_blocks()
 
 
 class HostLane(Lane):
-    """The lane's steps on the host with numcodecs: same bytes format, no device."""
+    """The lane's steps on the host with numpy and numcodecs: same bytes format, no device."""
 
     def upload(self, host: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(host)
-
-    def carve(self, device: np.ndarray, local: Region, shape: tuple[int, ...], fill_value: Any) -> np.ndarray:
-        part = device[local]
-        if part.shape == shape:
-            return np.ascontiguousarray(part)
-        out = self.fill(shape, device.dtype, fill_value)
-        out[tuple(slice(0, n) for n in part.shape)] = part
-        return out
-
-    def fill(self, shape: tuple[int, ...], dtype: np.dtype, fill_value: Any) -> np.ndarray:
-        return np.full(shape, fill_value if fill_value is not None else 0, dtype)
-
-    def is_fill(self, chunks: Sequence[np.ndarray], fill_value: Any) -> list[bool]:
-        def one(chunk: np.ndarray) -> bool:
-            if chunk.dtype.kind in "fc" and np.isnan(fill_value):
-                return bool(np.isnan(chunk).all())
-            return bool((chunk == fill_value).all())
-
-        return [one(c) for c in chunks]
+        return host
 
     def encode(self, plan: GpuCodecPlan, chunks: Sequence[np.ndarray]) -> list[bytes]:
         import numcodecs
