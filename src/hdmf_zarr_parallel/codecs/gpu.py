@@ -288,37 +288,56 @@ class NvcompBatchEncoder:
         enc = self._codec.encode(batch)
         sizes = [int(s) for s in enc.buffer_sizes]  # waits for the compression
         header = LZ4_HEADER_SIZE if self.plan.algorithm == "lz4" else 0
+        ptrs = [self._device_ptr(enc[i]) for i in range(len(sizes))]
+        lo = min(ptrs)
+        span = max(p + n for p, n in zip(ptrs, sizes, strict=True)) - lo
+        if span <= 4 * self.plan.chunk_nbytes * len(sizes) + (1 << 20):
+            # nvCOMP places a batch's outputs in one allocation: one D2H copy of that region
+            # beats one copy per chunk (per-chunk copies halve throughput at 64 KiB chunks)
+            pinned = self._pinned_buffer(span)
+            cupy.cuda.runtime.memcpyAsync(pinned.ctypes.data, lo, span, _D2H, self._stream_ptr)
+            self._synchronize()
+            region = memoryview(bytearray(pinned[:span]) if copy else pinned[:span])
+            pieces = [region[p - lo : p - lo + n] for p, n in zip(ptrs, sizes, strict=True)]
+            if header:
+                framing = lz4_header_bytes(self.plan.chunk_nbytes)
+                pieces = [memoryview(framing + bytes(piece)) for piece in pieces]
+            out = pieces
+            self.last_encoded_nbytes = sum(sizes) + header * len(sizes)
+            del enc, batch
+        else:
+            out = self._copy_each(enc, sizes, ptrs, header, copy)
+            del enc, batch
+        if self.plan.algorithm == "gzip":
+            out = self._ensure_gzip_members(out, srcs)
+        return out
+
+    def _synchronize(self) -> None:
+        if self._stream_ptr:
+            self._cupy.cuda.runtime.streamSynchronize(self._stream_ptr)
+        else:
+            self._cupy.cuda.runtime.deviceSynchronize()
+
+    def _copy_each(self, enc, sizes: list[int], ptrs: list[int], header: int, copy: bool) -> list[memoryview]:
+        """One D2H copy per chunk into the pinned buffer (outputs scattered in device memory)."""
         total = sum(sizes) + header * len(sizes)
         pinned = self._pinned_buffer(total)
         base = pinned.ctypes.data
         bounds: list[tuple[int, int]] = []
         off = 0
-        raw_nbytes = self.plan.chunk_nbytes
-        for i, n in enumerate(sizes):
+        for ptr, n in zip(ptrs, sizes, strict=True):
             start = off
             if header:
-                pinned[off : off + header] = np.frombuffer(lz4_header_bytes(raw_nbytes), dtype=np.uint8)
+                pinned[off : off + header] = np.frombuffer(lz4_header_bytes(self.plan.chunk_nbytes), dtype=np.uint8)
                 off += header
             if n:
-                cupy.cuda.runtime.memcpyAsync(base + off, self._device_ptr(enc[i]), n, _D2H, self._stream_ptr)
+                self._cupy.cuda.runtime.memcpyAsync(base + off, ptr, n, _D2H, self._stream_ptr)
             off += n
             bounds.append((start, off))
-        if self._stream_ptr:
-            cupy.cuda.runtime.streamSynchronize(self._stream_ptr)
-        else:
-            cupy.cuda.runtime.deviceSynchronize()
-        del enc, batch
+        self._synchronize()
         self.last_encoded_nbytes = total
-
-        if copy:
-            host = bytearray(pinned[:total])
-            view = memoryview(host)
-        else:
-            view = memoryview(pinned)[:total]
-        out = [view[a:b] for a, b in bounds]
-        if self.plan.algorithm == "gzip":
-            out = self._ensure_gzip_members(out, srcs)
-        return out
+        view = memoryview(bytearray(pinned[:total])) if copy else memoryview(pinned)[:total]
+        return [view[a:b] for a, b in bounds]
 
     def _ensure_gzip_members(self, blobs: list[memoryview], srcs: list[Any]) -> list[memoryview]:
         """Complete bare deflate streams into gzip members (fallback; normally a no-op)."""
