@@ -40,12 +40,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/hzp-layouts"))
     p.add_argument("--gb", type=float, default=1.0)
+    p.add_argument("--npy", type=Path, default=None, help="reuse a recording (e.g. bench_write.py's ephys .npy)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--configs", default="stock-queue,threads,gpu")
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    npy = args.workdir / "ephys.npy"
+    npy = args.npy or args.workdir / "ephys.npy"
     shape = generate_ephys(npy, args.gb * 1e9, 0) if not npy.exists() else np.load(npy, mmap_mode="r").shape
     nbytes = int(np.prod(shape)) * 2
     rows = []
