@@ -278,3 +278,107 @@ def run_demo(config: DemoConfig, out: TextIO) -> bool:
     finally:
         if temporary:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def build_example_nwbfile(
+    seconds: float = 2.0,
+    channels: int = 32,
+    frames: int = 60,
+    frame_side: int = 64,
+    units: int = 8,
+    seed: int = 20240611,
+):
+    """A small NWBFile with the neurodata types a conversion must carry over.
+
+    It holds an electrodes table, a raw int16 ``ElectricalSeries`` in acquisition, a
+    downsampled ``LFP`` (``ElectricalSeries`` over an electrodes region) in an ``ecephys``
+    processing module, a uint16 ``TwoPhotonSeries`` with its imaging plane, and a units
+    table with ragged spike times and an electrodes column. Data are synthetic, seeded
+    and compressible (the ephys is :class:`SyntheticEphys`).
+    """
+    from pynwb import NWBFile
+    from pynwb.ecephys import LFP, ElectricalSeries
+    from pynwb.ophys import OpticalChannel, TwoPhotonSeries
+
+    rng = np.random.default_rng(seed)
+    num_frames = max(1, round(seconds * RATE))
+    nwbfile = NWBFile(
+        session_description="hdmf-zarr-parallel example: ephys, LFP, two-photon imaging and units",
+        identifier="hdmf-zarr-parallel-example",
+        session_start_time=datetime(2024, 6, 11, 12, 0, tzinfo=UTC),
+        experimenter=["Doe, Jane"],
+        lab="example lab",
+        institution="example institute",
+    )
+    probe = nwbfile.create_device(name="probe", description="synthetic Neuropixels-like probe")
+    shank = nwbfile.create_electrode_group(name="shank0", description="synthetic shank", location="CA1", device=probe)
+    for channel in range(channels):
+        nwbfile.add_electrode(
+            group=shank, location="CA1", x=float(16 * (channel % 4)), y=float(20 * (channel // 2)), z=0.0
+        )
+    everything = nwbfile.create_electrode_table_region(region=list(range(channels)), description="all channels")
+    raw = SyntheticEphys(channels, seed).frames(0, num_frames)
+    nwbfile.add_acquisition(
+        ElectricalSeries(
+            name="ElectricalSeries",
+            data=raw,
+            electrodes=everything,
+            rate=RATE,
+            starting_time=0.0,
+            conversion=0.195e-6,
+            description="synthetic raw int16 ephys",
+        )
+    )
+
+    half = nwbfile.create_electrode_table_region(region=list(range(0, channels, 2)), description="even channels")
+    lfp_data = raw[::30, ::2].astype(np.float32) * np.float32(0.195)
+    ecephys = nwbfile.create_processing_module(name="ecephys", description="processed extracellular data")
+    ecephys.add(
+        LFP(electrical_series=ElectricalSeries(name="LFP", data=lfp_data, electrodes=half, rate=RATE / 30, filtering="decimated 30x"))
+    )
+
+    microscope = nwbfile.create_device(name="microscope", description="two-photon microscope")
+    plane = nwbfile.create_imaging_plane(
+        name="plane0",
+        optical_channel=OpticalChannel(name="green", description="GCaMP", emission_lambda=510.0),
+        description="layer 2/3",
+        device=microscope,
+        excitation_lambda=920.0,
+        imaging_rate=30.0,
+        indicator="GCaMP6f",
+        location="V1",
+    )
+    yy, xx = np.mgrid[:frame_side, :frame_side]
+    background = 200.0 + 100.0 * np.sin(yy / 9.0) * np.cos(xx / 7.0)
+    movie = background[None] * (1.0 + 0.3 * np.sin(np.arange(frames) / 5.0))[:, None, None]
+    movie += rng.normal(0.0, 8.0, size=movie.shape)
+    nwbfile.add_acquisition(
+        TwoPhotonSeries(
+            name="TwoPhotonSeries",
+            data=np.clip(np.rint(movie), 0, 65535).astype(np.uint16),
+            imaging_plane=plane,
+            rate=30.0,
+            unit="n.a.",
+        )
+    )
+
+    nwbfile.add_unit_column(name="quality", description="curation label")
+    duration = num_frames / RATE
+    for unit in range(units):
+        count = int(rng.integers(0, 40)) if unit else 0  # one unit without spikes: an empty ragged row
+        nwbfile.add_unit(
+            spike_times=np.sort(rng.uniform(0.0, duration, size=count)),
+            electrodes=[unit % channels, (unit + 1) % channels],
+            quality="good" if unit % 3 else "mua",
+        )
+    return nwbfile
+
+
+def write_example_hdf5(path: str | Path, **kwargs: Any) -> Path:
+    """Write :func:`build_example_nwbfile` (``kwargs`` passed on) to an NWB HDF5 file at ``path``."""
+    from pynwb import NWBHDF5IO
+
+    path = Path(path)
+    with NWBHDF5IO(str(path), mode="w") as io:
+        io.write(build_example_nwbfile(**kwargs))
+    return path

@@ -33,6 +33,7 @@ class _ParallelWriteMixin:
         progress: bool | dict[str, Any] = False,
         gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES,
         gpu_streams: int = 4,
+        client: Any = None,
         **kwargs: Any,
     ) -> None:
         self.write_options = WriteOptions(
@@ -42,6 +43,7 @@ class _ParallelWriteMixin:
             progress=progress,
             gpu_batch_bytes=gpu_batch_bytes,
             gpu_streams=gpu_streams,
+            client=client,
         )
         self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
         self._parallel_queue: ParallelDataChunkIteratorQueue | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 ENGINES = ("auto", "threads", "processes", "serial", "gpu", "dask")
@@ -17,7 +17,10 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How a write runs. ``max_workers=None`` means one worker per CPU core."""
+    """How a write runs. ``max_workers=None`` means one worker per CPU core.
+
+    ``client`` is the ``distributed.Client`` of ``engine="dask"`` (``None``: the current client).
+    """
 
     engine: str = "auto"
     max_workers: int | None = None
@@ -27,6 +30,7 @@ class WriteOptions:
     max_threads_per_process: int | None = None
     gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES
     gpu_streams: int = 4
+    client: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.engine, str):
@@ -40,6 +44,8 @@ class WriteOptions:
         _check_positive_int("gpu_streams", self.gpu_streams)
         if not isinstance(self.progress, (bool, dict)):
             raise TypeError(f"progress must be a bool or a dict of tqdm options, got {type(self.progress).__name__}")
+        if self.client is not None and self.engine != "dask":
+            raise ValueError(f"client= is only used by engine='dask', not engine={self.engine!r}")
         if self.mp_context not in (None, "fork", "spawn", "forkserver"):
             raise ValueError(
                 f"multiprocessing_context must be None, 'fork', 'spawn' or 'forkserver'; got {self.mp_context!r}"

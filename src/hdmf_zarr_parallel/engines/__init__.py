@@ -41,5 +41,7 @@ def make_engine(options: WriteOptions) -> Engine:
 
         return GpuEngine.create(options)
     if name == "dask":
-        raise NotImplementedError("engine='dask' is not available yet; use 'threads' or 'processes'")
+        from .dask import DaskEngine  # imports distributed only when asked for
+
+        return DaskEngine.create(options)
     raise ValueError(f"unknown engine {name!r}")

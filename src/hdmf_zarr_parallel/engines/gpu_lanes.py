@@ -110,6 +110,7 @@ class NvcompLane(Lane):
         return self._pinned
 
     def upload(self, host: np.ndarray) -> Any:
+        self.stream.synchronize()  # the previous upload may still be reading the staging buffer
         staging = self._staging(host.nbytes)[: host.nbytes].view(host.dtype).reshape(host.shape)
         np.copyto(staging, host)
         with self.stream:
