@@ -86,160 +86,23 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-from hdmf.data_utils import GenericDataChunkIterator
+
+# The data generators, the source iterator and the NWB files around the data live in the
+# package, shared with `hdmf-zarr-parallel bench`.
+from hdmf_zarr_parallel.bench import (
+    EPHYS_RATE,  # noqa: F401 - kept importable from here
+    IMAGING_RATE,  # noqa: F401
+    NpyMemmapIterator,
+    build_ephys_nwb,
+    build_imaging_nwb,
+    generate_ephys,
+    generate_imaging,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 STOCK_CONFIGS = ("stock-serial", "stock-jobs")
 OUR_CONFIGS = ("serial", "threads", "processes", "auto")
 ALL_CONFIGS = STOCK_CONFIGS + OUR_CONFIGS + ("gpu",)
-EPHYS_RATE = 30_000.0
-IMAGING_RATE = 30.0
-
-
-# --------------------------------------------------------------------------------------
-# The source iterator
-# --------------------------------------------------------------------------------------
-class NpyMemmapIterator(GenericDataChunkIterator):
-    """Reads buffers from a memmapped ``.npy`` file; pickles by path (the copy reopens the memmap).
-
-    ``GenericDataChunkIterator.__reduce__`` pickles through ``_to_dict``/``_from_dict``
-    (the pair stock hdmf-zarr checks before it uses a process pool), so those carry
-    the state: the path and the shapes, never the data. ``__getstate__`` and
-    ``__setstate__`` say the same for code that calls them directly.
-    """
-
-    def __init__(self, path: str, pid_log: str | None = None, **kwargs) -> None:
-        self.path = str(path)
-        self.pid_log = pid_log
-        self._array = np.load(self.path, mmap_mode="r")
-        kwargs.setdefault("display_progress", False)
-        super().__init__(**kwargs)
-
-    def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
-        if self.pid_log:
-            with open(self.pid_log, "a") as f:
-                f.write(f"{os.getpid()} {threading.get_ident()}\n")
-        return np.array(self._array[selection])  # really read, not a view of the map
-
-    def _get_maxshape(self) -> tuple[int, ...]:
-        return self._array.shape
-
-    def _get_dtype(self) -> np.dtype:
-        return self._array.dtype
-
-    def _to_dict(self) -> dict:
-        return {
-            "path": self.path,
-            "pid_log": self.pid_log,
-            "chunk_shape": tuple(self.chunk_shape),
-            "buffer_shape": tuple(self.buffer_shape),
-        }
-
-    @classmethod
-    def _from_dict(cls, dictionary: dict) -> NpyMemmapIterator:
-        return cls(**dictionary)
-
-    def __getstate__(self) -> dict:
-        return self._to_dict()
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
-
-
-# --------------------------------------------------------------------------------------
-# Data generation
-# --------------------------------------------------------------------------------------
-def _interp_rows(coarse: np.ndarray, step: int, r0: int, r1: int) -> np.ndarray:
-    """Rows [r0, r1) of a signal that is ``coarse`` linearly interpolated between every ``step`` rows."""
-    assert r0 % step == 0 and (r1 - r0) % step == 0
-    c = coarse[r0 // step : r1 // step + 1]
-    f = (np.arange(step, dtype=np.float32) / step)[None, :, None]
-    out = c[:-1, None, :] * (1 - f) + c[1:, None, :] * f
-    return out.reshape(r1 - r0, coarse.shape[1])
-
-
-def generate_ephys(path: Path, nbytes: float, seed: int, channels: int = 384) -> tuple[int, ...]:
-    rng = np.random.default_rng(seed)
-    block = 65536
-    rows = int(nbytes // (channels * 2))
-    padded = math.ceil(rows / block) * block
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.int16, shape=(rows, channels))
-    # pink-ish: slower time scales get more amplitude; plus a common-mode reference wander
-    scales = [(2048, 45.0), (512, 30.0), (128, 18.0), (16, 8.0)]
-    coarse = [(s, rng.standard_normal((padded // s + 1, channels), dtype=np.float32) * a) for s, a in scales]
-    common = rng.standard_normal((padded // 4096 + 1, 1), dtype=np.float32) * 25.0
-    t = np.arange(48, dtype=np.float32)
-    template = -np.exp(-(((t - 12) / 3.0) ** 2)) + 0.35 * np.exp(-(((t - 22) / 7.0) ** 2))  # trough, then bump
-    spread = np.exp(-np.abs(np.arange(-3, 4)) / 1.5).astype(np.float32)
-    spikes_per_block = int(channels * 8.0 * block / EPHYS_RATE)  # ~8 Hz per channel
-    for r0 in range(0, padded, block):
-        r1 = r0 + block
-        x = rng.standard_normal((block, channels), dtype=np.float32)
-        x *= 12.0
-        for s, c in coarse:
-            x += _interp_rows(c, s, r0, r1)
-        x += _interp_rows(common, 4096, r0, r1)
-        ts = rng.integers(0, block - len(t), spikes_per_block)
-        cs = rng.integers(3, channels - 3, spikes_per_block)
-        amps = rng.uniform(40, 220, spikes_per_block).astype(np.float32)
-        rows_idx = (ts[:, None, None] + np.arange(len(t))[None, :, None]).repeat(7, axis=2)
-        cols_idx = (cs[:, None, None] + np.arange(-3, 4)[None, None, :]).repeat(len(t), axis=1)
-        vals = amps[:, None, None] * template[None, :, None] * spread[None, None, :]
-        np.add.at(x, (rows_idx.ravel(), cols_idx.ravel()), vals.ravel())
-        n = min(r1, rows) - r0
-        if n <= 0:
-            break
-        np.rint(x[:n], out=x[:n])
-        np.clip(x[:n], -32768, 32767, out=x[:n])
-        out[r0 : r0 + n] = x[:n]
-    out.flush()
-    del out
-    return (rows, channels)
-
-
-def generate_imaging(path: Path, nbytes: float, seed: int, side: int = 512) -> tuple[int, ...]:
-    rng = np.random.default_rng(seed)
-    frames = int(nbytes // (side * side * 2))
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(frames, side, side))
-    # smooth background: coarse noise upsampled twice by linear interpolation
-    g = 16
-    coarse = rng.uniform(150, 600, (side // g + 1, side // g + 1)).astype(np.float32)
-    rows = _interp_rows(coarse, g, 0, side)  # (side, side//g+1)
-    background = _interp_rows(np.ascontiguousarray(rows.T), g, 0, side).T  # (side, side)
-    ncells, r = 300, 7
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    patch = np.exp(-(yy**2 + xx**2) / (2 * 3.0**2)).astype(np.float32)
-    cy = rng.integers(r, side - r - 1, ncells)
-    cx = rng.integers(r, side - r - 1, ncells)
-    brightness = rng.uniform(150, 800, ncells).astype(np.float32)
-    for k in range(ncells):
-        background[cy[k] - r : cy[k] + r + 1, cx[k] - r : cx[k] + r + 1] += 0.5 * brightness[k] * patch
-    # calcium traces: spikes -> exponential decay (tau ~ 1 s), as dF/F
-    decay = np.exp(-1.0 / IMAGING_RATE).astype(np.float32)
-    events = (rng.random((frames, ncells)) < 0.5 / IMAGING_RATE) * rng.uniform(0.5, 2.5, (frames, ncells))
-    trace = np.zeros((frames, ncells), dtype=np.float32)
-    acc = np.zeros(ncells, dtype=np.float32)
-    for f in range(frames):
-        acc = acc * decay + events[f]
-        trace[f] = acc
-    block = 32
-    for f0 in range(0, frames, block):
-        f1 = min(frames, f0 + block)
-        x = np.broadcast_to(background, (f1 - f0, side, side)).copy()
-        x *= (1 + 0.02 * rng.standard_normal((f1 - f0, 1, 1), dtype=np.float32))  # illumination flicker
-        for k in range(ncells):
-            amp = (trace[f0:f1, k] * brightness[k])[:, None, None]
-            x[:, cy[k] - r : cy[k] + r + 1, cx[k] - r : cx[k] + r + 1] += amp * patch
-        # shot noise (1 count per photon) and read noise (4 counts)
-        noise = rng.standard_normal(x.shape, dtype=np.float32)
-        noise *= np.sqrt(x + 16.0)
-        x += noise
-        np.rint(x, out=x)
-        np.clip(x, 0, 65535, out=x)
-        out[f0:f1] = x
-    out.flush()
-    del out
-    return (frames, side, side)
 
 
 # --------------------------------------------------------------------------------------
@@ -268,50 +131,6 @@ class Case:
         return NpyMemmapIterator(
             str(self.npy), pid_log=pid_log, chunk_shape=self.chunks, buffer_shape=self.buffer_shape
         )
-
-
-def _nwbfile(description: str):
-    from pynwb import NWBFile
-
-    return NWBFile(
-        session_description=description,
-        identifier="hdmf-zarr-parallel-benchmark",
-        session_start_time=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    )
-
-
-def build_ephys_nwb(iterator: NpyMemmapIterator):
-    from pynwb.ecephys import ElectricalSeries
-
-    nwb = _nwbfile("benchmark: ephys")
-    device = nwb.create_device(name="probe", description="Neuropixels-like probe, 384 channels")
-    group = nwb.create_electrode_group(name="shank0", description="shank 0", location="CA1", device=device)
-    for _ in range(iterator.maxshape[1]):
-        nwb.add_electrode(group=group, location="CA1")
-    region = nwb.create_electrode_table_region(list(range(iterator.maxshape[1])), "all electrodes")
-    nwb.add_acquisition(
-        ElectricalSeries(
-            name="ElectricalSeries", data=iterator, electrodes=region, rate=EPHYS_RATE, starting_time=0.0,
-            conversion=0.195e-6,
-        )
-    )
-    return nwb
-
-
-def build_imaging_nwb(iterator: NpyMemmapIterator):
-    from pynwb.ophys import OpticalChannel, TwoPhotonSeries
-
-    nwb = _nwbfile("benchmark: two-photon imaging")
-    device = nwb.create_device(name="microscope", description="two-photon microscope")
-    channel = OpticalChannel(name="green", description="GCaMP", emission_lambda=510.0)
-    plane = nwb.create_imaging_plane(
-        name="plane0", optical_channel=channel, description="layer 2/3", device=device, excitation_lambda=920.0,
-        imaging_rate=IMAGING_RATE, indicator="GCaMP6f", location="V1",
-    )
-    nwb.add_acquisition(
-        TwoPhotonSeries(name="TwoPhotonSeries", data=iterator, imaging_plane=plane, rate=IMAGING_RATE, unit="n.a.")
-    )
-    return nwb
 
 
 def make_cases(args, workdir: Path) -> list[Case]:
