@@ -157,7 +157,7 @@ def test_every_store_hdmf_zarr_accepts(tmp_path, store_kind):
         ({"max_workers": 2.5}, TypeError, "max_workers must be an int"),
         ({"max_inflight_bytes": -1}, ValueError, "max_inflight_bytes must be >= 1"),
         ({"progress": "yes"}, TypeError, "progress must be a bool"),
-        ({"engine": "dask"}, NotImplementedError, "not available yet"),
+        ({"engine": "dask"}, ValueError, r"engine='dask' needs a distributed.Client: pass client=.*no current"),
     ],
 )
 def test_bad_arguments_fail_before_anything_is_written(tmp_path, kwargs, error, match):
