@@ -81,11 +81,99 @@ def test_runtime_error_is_one_line_without_traceback(tmp_path):
     assert "error" in assert_one_line_error(result)
 
 
-@pytest.mark.parametrize("command", ["convert", "bench"])
-def test_stubs_say_not_implemented(tmp_path, command):
-    result = run_cli(command, "anything", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "not implemented yet" in assert_one_line_error(result)
+@pytest.fixture(scope="module")
+def example_nwb(tmp_path_factory):
+    from hdmf_zarr_parallel.demo import write_example_hdf5
+
+    return write_example_hdf5(tmp_path_factory.mktemp("nwb") / "session.nwb", seconds=0.5, channels=8, frames=20)
+
+
+def test_convert_verifies_and_reads_back(tmp_path, example_nwb):
+    out = tmp_path / "session.nwb.zarr"
+    result = run_cli(
+        "convert", str(example_nwb), str(out), "--verify", "--codec", "gzip", "--level", "4",
+        "--stream-min-mb", "0.01", "--shards", "2", "--engine", "threads", "--workers", "2", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"-> {out}" in result.stdout and "engine threads" in result.stdout
+    assert "verify: every group, dataset, attribute, reference and link matches" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["session.nwb.zarr"]
+    from hdmf_zarr.nwb import NWBZarrIO
+
+    with NWBZarrIO(str(out), mode="r") as io:
+        nwbfile = io.read()
+        assert nwbfile.acquisition["ElectricalSeries"].data.shape == (15000, 8)
+        assert set(nwbfile.processing["ecephys"].data_interfaces) == {"LFP"}
+    again = run_cli("convert", str(example_nwb), str(out), cwd=tmp_path)
+    assert "exists; pass --overwrite" in assert_one_line_error(again)
+    replaced = run_cli("convert", str(example_nwb), str(out), "--overwrite", cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("missing.nwb", "o.nwb.zarr"), "input not found"),
+        (("text.nwb", "o.nwb.zarr"), "not an HDF5 file"),
+        (("plain.h5", "o.nwb.zarr"), "not an NWB file"),
+        (("{nwb}", "o.nwb.zarr", "--codec", "snappy"), "invalid choice: 'snappy'"),
+        (("{nwb}", "o.nwb.zarr", "--engine", "warp"), "invalid choice: 'warp'"),
+        (("{nwb}", "o.nwb.zarr", "--level", "3"), "--level needs --codec"),
+        (("{nwb}", "o.nwb.zarr", "--codec", "gzip", "--level", "11"), "gzip"),
+        (("{nwb}", "o.nwb.zarr", "--chunks", "0,4"), "--chunks"),
+        (("{nwb}", "o.nwb.zarr", "--chunks", "4", "--chunk-mb", "1"), "not allowed with"),
+        (("{nwb}",), "required"),
+    ],
+)
+def test_convert_errors_are_one_line(tmp_path, example_nwb, args, expected):
+    import h5py
+
+    (tmp_path / "text.nwb").write_text("not an HDF5 file")
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["x"] = [1, 2, 3]
+    result = run_cli("convert", *(a.replace("{nwb}", str(example_nwb)) for a in args), cwd=tmp_path)
+    assert expected in assert_one_line_error(result)
+    assert not (tmp_path / "o.nwb.zarr").exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_convert_with_unusable_engine_leaves_nothing(tmp_path, example_nwb):
+    pytest.importorskip("zarr")
+    from hdmf_zarr_parallel.engines import choose_auto_engine
+
+    if choose_auto_engine()[0] == "gpu":
+        pytest.skip("a GPU is usable here")
+    result = run_cli("convert", str(example_nwb), "o.nwb.zarr", "--engine", "gpu", cwd=tmp_path)
+    assert "gpu" in assert_one_line_error(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_quick_prints_table_and_saves_png(tmp_path):
+    png = tmp_path / "charts" / "bench.png"
+    result = run_cli(
+        "bench", "--quick", "--writers", "stock-serial,threads,gpu", "--png", str(png), "--ephys-mb", "8",
+        "--imaging-mb", "4", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    header = [i for i, line in enumerate(lines) if line.split()[:5] == ["case", "writer", "seconds", "MB/s", "x"]]
+    assert len(header) == 1, result.stdout
+    table = lines[header[0] + 2 :]
+    for case in ("ephys", "imaging"):
+        stock = [line for line in table if line.startswith(case) and "stock hdmf-zarr, serial" in line]
+        ours = [line for line in table if line.startswith(case) and "ours, threads" in line]
+        assert len(stock) == 1 and stock[0].rstrip().endswith("1.00")
+        assert len(ours) == 1 and float(ours[0].split()[-2]) > 0  # MB/s
+    assert any("ours, gpu" in line for line in table)  # measured, or skipped with the reason
+    assert f"chart: {png}" in result.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["charts"]  # data and outputs went to a temporary folder
+
+
+@pytest.mark.parametrize("args", [("--cases", "eeg"), ("--writers", "threads,warp"), ("--repeats", "0")])
+def test_bench_bad_arguments(tmp_path, args):
+    assert_one_line_error(run_cli("bench", "--quick", *args, cwd=tmp_path))
 
 
 def test_python_dash_m_package_and_version(tmp_path):

@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
+from .convert import CODECS, DEFAULT_STREAM_MIN_BYTES
 from .options import ENGINES
 
 PROG = "hdmf-zarr-parallel"
@@ -92,14 +93,178 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions, GPU/CUDA/nvCOMP/kvikio availability, the engine auto picks")
     info.set_defaults(func=_cmd_info)
 
-    for name, text in (
-        ("convert", "convert a recording to NWB Zarr (not implemented yet)"),
-        ("bench", "benchmark engines and codecs (not implemented yet)"),
-    ):
-        stub = sub.add_parser(name, help=text)
-        stub.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        stub.set_defaults(func=_cmd_not_implemented)
+    convert = sub.add_parser(
+        "convert",
+        help="convert an NWB HDF5 file to NWB Zarr through the parallel (or GPU) engines",
+        description="Convert an NWB HDF5 file to NWB Zarr: the same content as stock NWBZarrIO.export "
+        "(link_data=False), with every large numeric dataset streamed through the parallel (or GPU) engine "
+        "and small ones copied as stock does. The store is written under a temporary name and renamed "
+        "when complete.",
+    )
+    convert.add_argument("input", type=Path, help="NWB HDF5 file (.nwb)")
+    convert.add_argument("output", type=Path, help="NWB Zarr store to create (e.g. session.nwb.zarr)")
+    convert.add_argument("--engine", choices=ENGINES, default="auto", help="write engine (default auto)")
+    convert.add_argument("--workers", type=_positive_int, default=None, help="worker count (default: one per core)")
+    convert.add_argument(
+        "--codec",
+        choices=CODECS,
+        default=None,
+        help="compressor for numeric datasets (default: the HDF5 file's own, mapped as stock export does; "
+        "zarr's zstd when it has none)",
+    )
+    convert.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="codec level (zstd -131072..22, default 0 = zstd's 3; gzip/blosc 0..9, default 5; "
+        "lz4: acceleration >= 1, default 1)",
+    )
+    layout = convert.add_mutually_exclusive_group()
+    layout.add_argument(
+        "--chunks",
+        type=_shape,
+        default=None,
+        metavar="SHAPE",
+        help="chunk shape for streamed datasets of that rank, e.g. 32768,64 (default: the HDF5 chunks, "
+        "else zarr's choice, as stock export)",
+    )
+    layout.add_argument(
+        "--chunk-mb", type=_positive_float, default=None, metavar="MB", help="target chunk size in MB instead"
+    )
+    convert.add_argument(
+        "--shards",
+        type=_shards,
+        default=None,
+        metavar="K|SHAPE",
+        help="shard the streamed datasets: K chunks per shard along the first axis (whole extent on the "
+        "others), or a shard shape such as 524288,384",
+    )
+    convert.add_argument(
+        "--stream-min-mb",
+        type=_nonnegative_float,
+        default=DEFAULT_STREAM_MIN_BYTES / 2**20,
+        metavar="MB",
+        help=f"numeric datasets of at least this size go through the engine (default {DEFAULT_STREAM_MIN_BYTES >> 20})",
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    convert.add_argument(
+        "--verify", action="store_true", help="read input and output back and compare every dataset and attribute"
+    )
+    convert.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+    convert.set_defaults(func=_cmd_convert)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark write throughput on this machine: stock hdmf-zarr next to each engine, table + PNG chart",
+        description="Generate realistic int16 ephys and uint16 imaging recordings, write each as NWB Zarr with "
+        "stock hdmf-zarr (serial and number_of_jobs=N) and with each engine of hdmf-zarr-parallel (same chunks "
+        "and codec), check every output reads back bit-exact, print a table and save a PNG bar chart.",
+    )
+    bench.add_argument("--quick", action="store_true", help="tiny data (24 MB ephys, 12 MB imaging): seconds")
+    bench.add_argument("--ephys-mb", type=_positive_float, default=None, help="ephys size in MB (default 500)")
+    bench.add_argument("--imaging-mb", type=_positive_float, default=None, help="imaging size in MB (default 250)")
+    bench.add_argument("--cases", type=_names, default=("ephys", "imaging"), help="comma-separated: ephys, imaging")
+    bench.add_argument(
+        "--writers",
+        type=_names,
+        default=None,
+        help="comma-separated, from stock-serial, stock-jobs, serial, threads, processes, gpu "
+        "(default: all but serial; gpu only where usable)",
+    )
+    bench.add_argument("--workers", type=_positive_int, default=None, help="N (default: one per core)")
+    bench.add_argument("--repeats", type=_positive_int, default=1, help="writes per writer; the best counts")
+    bench.add_argument(
+        "--png", type=Path, default=Path("hdmf-zarr-parallel-bench.png"), help="chart path (default: ./%(default)s)"
+    )
+    bench.add_argument(
+        "--workdir", type=Path, default=None, help="folder for data and outputs, kept (default: temporary)"
+    )
+    bench.add_argument("--no-verify", action="store_true", help="do not read each output back")
+    bench.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape such as 32768,64, got {text!r}") from None
+    if not shape or any(n < 1 for n in shape):
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 32768,64, got {text!r}")
+    return shape
+
+
+def _shards(text: str) -> int | tuple[int, ...]:
+    shape = _shape(text)
+    return shape[0] if "," not in text and "x" not in text else shape
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import ConvertError, ConvertOptions, convert
+
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    try:
+        options = ConvertOptions(
+            engine=args.engine,
+            workers=args.workers,
+            codec=args.codec,
+            level=args.level,
+            chunks=args.chunks,
+            chunk_mb=args.chunk_mb,
+            shards=args.shards,
+            stream_min_bytes=max(1, int(args.stream_min_mb * 2**20)),
+            overwrite=args.overwrite,
+            verify=args.verify,
+            progress=progress,
+        )
+        report = convert(args.input, args.output, options, log=lambda text: print(text, flush=True))
+    except ConvertError as exc:
+        raise CliError(f"convert: {exc}") from None
+    print(report.summary())
+    return 0
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import DEFAULT_WRITERS, BenchConfig, run_bench
+
+    settings = {
+        "cases": args.cases,
+        "writers": args.writers or DEFAULT_WRITERS,
+        "workers": args.workers,
+        "repeats": args.repeats,
+        "workdir": args.workdir,
+        "png": args.png,
+        "verify": not args.no_verify,
+    }
+    settings.update({k: v for k, v in (("ephys_mb", args.ephys_mb), ("imaging_mb", args.imaging_mb)) if v})
+    try:
+        config = BenchConfig.quick(**settings) if args.quick else BenchConfig(**settings)
+    except ValueError as exc:
+        raise CliError(f"bench: {exc}", status=2) from None
+    run_bench(config, sys.stdout)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -153,10 +318,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
         name, reason = "unknown", f"{type(exc).__name__}: {exc}"
     print(f"auto engine: {name} — {reason}")
     return 0
-
-
-def _cmd_not_implemented(args: argparse.Namespace) -> int:
-    raise CliError(f"{args.command}: not implemented yet", status=2)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -333,8 +333,10 @@ def build_example_nwbfile(
     half = nwbfile.create_electrode_table_region(region=list(range(0, channels, 2)), description="even channels")
     lfp_data = raw[::30, ::2].astype(np.float32) * np.float32(0.195)
     ecephys = nwbfile.create_processing_module(name="ecephys", description="processed extracellular data")
-    ecephys.add(
-        LFP(electrical_series=ElectricalSeries(name="LFP", data=lfp_data, electrodes=half, rate=RATE / 30, filtering="decimated 30x"))
+    lfp = LFP()
+    ecephys.add(lfp)  # attached first, so its series' electrodes region shares an ancestor with the table
+    lfp.add_electrical_series(
+        ElectricalSeries(name="LFP", data=lfp_data, electrodes=half, rate=RATE / 30, filtering="decimated 30x")
     )
 
     microscope = nwbfile.create_device(name="microscope", description="two-photon microscope")

@@ -1,0 +1,247 @@
+"""``convert``: NWB HDF5 → NWB Zarr through the engines, the same content as stock export.
+
+Each NWB file is generated here with several neurodata types (an electrodes table, a raw
+ElectricalSeries, LFP in a processing module, a TwoPhotonSeries with its imaging plane,
+units with ragged spike times and an electrodes column). Stock ``NWBZarrIO.export``
+(``link_data=False``) is the reference: the outputs are compared array by array and
+attribute by attribute (``compare_zarr_stores``), the output is compared with the HDF5
+input by reading both back (``compare_nwb_files``), and PyNWB reads the output.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import zarr
+from hdmf_zarr.nwb import NWBZarrIO
+from pynwb import NWBHDF5IO
+
+from hdmf_zarr_parallel.convert import (
+    ConvertError,
+    ConvertOptions,
+    H5DatasetIterator,
+    compare_nwb_files,
+    compare_zarr_stores,
+    convert,
+)
+from hdmf_zarr_parallel.demo import write_example_hdf5
+
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+
+SMALL = 1000  # stream every numeric dataset of at least 1000 bytes, so the small file exercises the engines
+STREAMED = {
+    "/acquisition/ElectricalSeries/data",
+    "/acquisition/TwoPhotonSeries/data",
+    "/processing/ecephys/LFP/LFP/data",
+    "/units/spike_times",
+}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("src") / "session.nwb"
+    return write_example_hdf5(path, seconds=1.0, channels=24, frames=40, frame_side=48, units=16)
+
+
+@pytest.fixture(scope="module")
+def stock(source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stock") / "stock.nwb.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with NWBHDF5IO(str(source), mode="r") as src_io, NWBZarrIO(str(out), mode="w") as io:
+            io.export(src_io=src_io, write_args={"link_data": False})
+    return out
+
+
+def siblings(path):
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+@pytest.mark.parametrize("engine", ["threads", "serial", "processes"])
+def test_default_convert_equals_stock_export(source, stock, tmp_path, engine):
+    out = tmp_path / "ours.nwb.zarr"
+    report = convert(source, out, ConvertOptions(engine=engine, workers=2, stream_min_bytes=SMALL))
+    assert {name for name, _ in report.streamed} == STREAMED
+    assert report.copied > 0 and report.engine.startswith(engine)
+    # every group, array (values, dtype, shape, chunks, codecs, fill value) and attribute, references included
+    assert compare_zarr_stores(stock, out) == []
+    assert compare_nwb_files(source, out) == []
+    assert siblings(out) == ["ours.nwb.zarr"]  # no temporary left behind
+
+
+def test_output_reads_with_pynwb(source, tmp_path):
+    out = tmp_path / "ours.nwb.zarr"
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL, codec="gzip", level=1, shards=2))
+    with NWBHDF5IO(str(source), mode="r") as h5, NWBZarrIO(str(out), mode="r") as zio:
+        want, got = h5.read(), zio.read()
+        es_w, es_g = want.acquisition["ElectricalSeries"], got.acquisition["ElectricalSeries"]
+        np.testing.assert_array_equal(es_g.data[:], es_w.data[:])
+        assert es_g.data.dtype == np.int16 and es_g.rate == es_w.rate and es_g.conversion == es_w.conversion
+        assert es_g.electrodes.table is got.electrodes and list(es_g.electrodes.data[:]) == list(range(24))
+        assert len(got.electrodes) == 24
+        np.testing.assert_array_equal(got.electrodes["x"].data[:], want.electrodes["x"].data[:])
+        lfp_w = want.processing["ecephys"]["LFP"]["LFP"]
+        lfp_g = got.processing["ecephys"]["LFP"]["LFP"]
+        np.testing.assert_array_equal(lfp_g.data[:], lfp_w.data[:])
+        assert list(lfp_g.electrodes.data[:]) == list(range(0, 24, 2))
+        tps_w, tps_g = want.acquisition["TwoPhotonSeries"], got.acquisition["TwoPhotonSeries"]
+        np.testing.assert_array_equal(tps_g.data[:], tps_w.data[:])
+        assert tps_g.data.dtype == np.uint16
+        assert tps_g.imaging_plane is got.imaging_planes["plane0"]  # a link, resolved
+        assert len(got.units) == len(want.units) == 16
+        for i in range(16):
+            np.testing.assert_array_equal(got.units["spike_times"][i], want.units["spike_times"][i])
+            assert list(got.units["electrodes"][i].index) == list(want.units["electrodes"][i].index)
+        assert len(got.units["spike_times"][0]) == 0  # the empty ragged row survives
+        assert list(got.units["quality"][:]) == list(want.units["quality"][:])
+        assert got.identifier == want.identifier and got.experimenter == want.experimenter
+
+
+@pytest.mark.parametrize(
+    ("codec", "level", "name", "config"),
+    [
+        ("zstd", 5, "zstd", {"level": 5, "checksum": False}),
+        ("gzip", 2, "gzip", {"level": 2}),
+        ("lz4", None, "numcodecs.lz4", {"acceleration": 1}),
+        ("blosc", 3, "blosc", None),
+    ],
+)
+def test_codecs_change_storage_not_content(source, stock, tmp_path, codec, level, name, config):
+    out = tmp_path / "ours.nwb.zarr"
+    convert(source, out, ConvertOptions(codec=codec, level=level, stream_min_bytes=SMALL))
+    assert compare_zarr_stores(stock, out, ignore_layout=True) == []
+    assert compare_nwb_files(source, out) == []
+    for path in [*STREAMED, "/general/extracellular_ephys/electrodes/x"]:  # streamed and copied numeric arrays
+        codecs = zarr.open_array(str(out) + path, mode="r").metadata.to_dict()["codecs"]
+        compressor = codecs[-1]
+        assert compressor["name"] == name, (path, codecs)
+        if config is not None:
+            assert compressor["configuration"] == config
+    if codec == "blosc":
+        assert compressor["configuration"]["clevel"] == 3 and compressor["configuration"]["cname"] == "zstd"
+
+
+@pytest.mark.parametrize(
+    ("options", "chunks", "shards"),
+    [
+        ({"chunks": (1000, 8)}, (1000, 8), None),
+        ({"chunks": (1000, 8), "shards": 3}, (1000, 8), (3000, 24)),
+        ({"chunks": (2000, 8), "shards": (4000, 16)}, (2000, 8), (4000, 16)),
+        ({"chunk_mb": 0.02}, None, None),
+    ],
+)
+def test_layout_options(source, stock, tmp_path, options, chunks, shards):
+    out = tmp_path / "ours.nwb.zarr"
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL, **options))
+    assert compare_zarr_stores(stock, out, ignore_layout=True) == []
+    array = zarr.open_array(str(out / "acquisition/ElectricalSeries/data"), mode="r")
+    if chunks is not None:
+        assert array.chunks == chunks
+    else:
+        assert np.prod(array.chunks) * 2 <= 0.02e6 * 1.01
+    assert array.shards == shards
+    np.testing.assert_array_equal(array[...], zarr.open_array(str(stock / "acquisition/ElectricalSeries/data"))[...])
+
+
+def test_overwrite_replaces_and_verify_reports(source, tmp_path):
+    out = tmp_path / "ours.nwb.zarr"
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL, codec="gzip"))
+    with pytest.raises(ConvertError, match="exists; pass --overwrite"):
+        convert(source, out, ConvertOptions())
+    report = convert(source, out, ConvertOptions(stream_min_bytes=SMALL, overwrite=True, verify=True))
+    assert report.verified is True and "verify:" in report.summary()
+    codecs = zarr.open_array(str(out / "acquisition/ElectricalSeries/data"), mode="r").metadata.to_dict()["codecs"]
+    assert codecs[-1]["name"] == "zstd"  # the new store, not the old gzip one
+    assert siblings(out) == ["ours.nwb.zarr"]
+
+
+def test_failed_convert_leaves_no_store(source, tmp_path, monkeypatch):
+    def broken(self, selection):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(H5DatasetIterator, "_get_data", broken)
+    out = tmp_path / "ours.nwb.zarr"
+    with pytest.raises(Exception, match="disk on fire"):
+        convert(source, out, ConvertOptions(stream_min_bytes=SMALL))
+    assert siblings(out) == []
+    # with --overwrite, a failure keeps the old store as it was
+    monkeypatch.undo()
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL))
+    before = compare_nwb_files(source, out)
+    monkeypatch.setattr(H5DatasetIterator, "_get_data", broken)
+    with pytest.raises(Exception, match="disk on fire"):
+        convert(source, out, ConvertOptions(stream_min_bytes=SMALL, overwrite=True))
+    assert siblings(out) == ["ours.nwb.zarr"] and before == [] and compare_nwb_files(source, out) == []
+
+
+def test_verification_detects_differences(source, tmp_path):
+    out = tmp_path / "ours.nwb.zarr"
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL))
+    bad = tmp_path / "bad.nwb.zarr"
+    shutil.copytree(out, bad)
+    root = zarr.open_group(str(bad), mode="a", use_consolidated=False)
+    root["acquisition/ElectricalSeries/data"][5, 5] += 1
+    root["units/spike_times"][3] += 1.0
+    root["units/quality"][0] = "changed"
+    root["general/extracellular_ephys/electrodes/x"].attrs["description"] = "changed"
+    zarr.consolidate_metadata(str(bad))
+    problems = compare_nwb_files(source, bad)
+    assert len(problems) == 4, problems
+    for where in ("ElectricalSeries/data", "spike_times", "quality", "attribute 'description'"):
+        assert any(where in p for p in problems), (where, problems)
+    assert len(compare_zarr_stores(out, bad)) == 4
+
+
+def test_iterator_pickles_by_path(source):
+    iterator = H5DatasetIterator(
+        str(source), "/acquisition/ElectricalSeries/data", chunk_shape=(1000, 8), buffer_shape=(4000, 24)
+    )
+    copy = pickle.loads(pickle.dumps(iterator))
+    assert copy.path == str(source) and copy.buffer_shape == (4000, 24)
+    np.testing.assert_array_equal(
+        copy._get_data((slice(0, 10), slice(0, 24))), iterator._get_data((slice(0, 10), slice(0, 24)))
+    )
+    assert len(pickle.dumps(iterator)) < 1000  # the path, never the data
+    copy.close()
+    iterator.close()
+
+
+def test_bad_inputs(source, tmp_path):
+    with pytest.raises(ConvertError, match="not found"):
+        convert(tmp_path / "missing.nwb", tmp_path / "o.zarr")
+    text = tmp_path / "text.nwb"
+    text.write_text("not hdf5")
+    with pytest.raises(ConvertError, match="not an HDF5 file"):
+        convert(text, tmp_path / "o.zarr")
+    import h5py
+
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["x"] = np.arange(3)
+    with pytest.raises(ConvertError, match="not an NWB file"):
+        convert(tmp_path / "plain.h5", tmp_path / "o.zarr")
+    with pytest.raises(ConvertError, match="Zarr store|folder"):
+        convert(tmp_path, tmp_path / "o.zarr")
+    with pytest.raises(ConvertError, match="does not exist"):
+        convert(source, tmp_path / "no" / "such" / "o.zarr")
+    assert not (tmp_path / "o.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"codec": "snappy"}, "unknown codec"),
+        ({"engine": "warp"}, "unknown engine"),
+        ({"level": 3}, "needs --codec"),
+        ({"codec": "gzip", "level": 12}, "gzip"),
+        ({"codec": "lz4", "level": 0}, "lz4"),
+        ({"chunks": (10,), "chunk_mb": 1.0}, "not both"),
+        ({"shards": 0}, "shards"),
+    ],
+)
+def test_bad_options(options, match):
+    with pytest.raises(ConvertError, match=match):
+        ConvertOptions(**options)
