@@ -244,6 +244,7 @@ def test_nwb_file_read_back_with_stock_hdmf_zarr(tmp_path, dask_client):
         "misaligned": realistic((2999, 5), seed=2),
         "sharded": realistic((3001, 16), seed=3),
         "sequential": realistic((1234, 3), seed=4),
+        "growing": realistic((777, 5), "float64", seed=5),  # a generator of unknown length
     }
     sources = {
         "aligned": ZarrDataIO(NumpyIterator(series["aligned"], buffer_shape=(1000, 8)), chunks=(500, 8)),
@@ -252,6 +253,7 @@ def test_nwb_file_read_back_with_stock_hdmf_zarr(tmp_path, dask_client):
             NumpyIterator(series["sharded"], buffer_shape=(500, 16)), chunks=(128, 8), shards=(512, 16)
         ),
         "sequential": DataChunkIterator(data=series["sequential"], buffer_size=100),
+        "growing": DataChunkIterator(data=iter(list(series["growing"])), buffer_size=64),
     }
     nwbfile = mock_NWBFile()
     for name, data in sources.items():
@@ -260,7 +262,7 @@ def test_nwb_file_read_back_with_stock_hdmf_zarr(tmp_path, dask_client):
     with NWBParallelZarrIO(path, mode="w", engine="dask", client=dask_client, max_inflight_bytes=100_000) as io:
         io.write(nwbfile)
         assert io.last_write_report.engine.startswith("dask")
-        assert io.last_write_report.datasets == 4
+        assert io.last_write_report.datasets == 5
     with NWBZarrIO(path, mode="r") as io:
         acquisition = io.read().acquisition
         for name, data in series.items():
