@@ -297,8 +297,10 @@ class NvcompBatchEncoder:
             pinned = self._pinned_buffer(span)
             cupy.cuda.runtime.memcpyAsync(pinned.ctypes.data, lo, span, _D2H, self._stream_ptr)
             self._synchronize()
-            region = memoryview(bytearray(pinned[:span]) if copy else pinned[:span])
+            region = memoryview(pinned[:span])
             pieces = [region[p - lo : p - lo + n] for p, n in zip(ptrs, sizes, strict=True)]
+            if copy:  # only the compressed bytes, not the gaps between nvCOMP's output slots
+                pieces = [memoryview(bytes(piece)) for piece in pieces]
             if header:
                 framing = lz4_header_bytes(self.plan.chunk_nbytes)
                 pieces = [memoryview(framing + bytes(piece)) for piece in pieces]
