@@ -73,20 +73,87 @@ def test_nwb_write_reads_back_exactly_with_stock_hdmf_zarr(tmp_path):
 
 
 def test_all_datasets_are_written_in_one_concurrent_pass_by_default(tmp_path, monkeypatch):
-    calls = []
-    real = queue_module.write_datasets
-    monkeypatch.setattr(queue_module, "write_datasets", lambda w, e, o: calls.append(len(w)) or real(w, e, o))
+    runs = []
+    real_finish = queue_module.PipelineRun.finish
+
+    def finish(self):
+        runs.append(self.datasets)
+        return real_finish(self)
+
+    monkeypatch.setattr(queue_module.PipelineRun, "finish", finish)
     series = {f"s{i}": NumpyIterator(realistic((500, 4), seed=i), buffer_shape=(100, 4)) for i in range(3)}
     with NWBParallelZarrIO(str(tmp_path / "a.nwb.zarr"), mode="w", engine="threads") as io:
         io.write(nwbfile_with(**series))
-    assert calls == [3]
-    calls.clear()
+    assert runs == [3]
+    runs.clear()
     series = {f"s{i}": NumpyIterator(realistic((500, 4), seed=i), buffer_shape=(100, 4)) for i in range(3)}
     with NWBParallelZarrIO(str(tmp_path / "b.nwb.zarr"), mode="w", engine="threads") as io:
         io.write(nwbfile_with(**series), exhaust_dci=True)  # explicit: one dataset at a time, as asked
-    assert calls == [1, 1, 1]
+    assert runs == [1, 1, 1]
     for i in range(3):
         np.testing.assert_array_equal(read_series(tmp_path / "b.nwb.zarr", f"s{i}"), realistic((500, 4), seed=i))
+
+
+class SignallingIterator(NumpyIterator):
+    """Sets an event when its data is first read."""
+
+    def __init__(self, array, started, **kwargs):
+        self.started = started
+        super().__init__(array, **kwargs)
+
+    def _get_data(self, selection):
+        self.started.set()
+        return super()._get_data(selection)
+
+
+def test_datasets_start_writing_while_hdmf_zarr_is_still_writing_the_file(tmp_path, monkeypatch):
+    """The first dataset's data is being read before hdmf-zarr has even queued the second one."""
+    import threading
+
+    started = threading.Event()
+    seen_before_second = []
+    real_append = ParallelDataChunkIteratorQueue.append
+
+    def append(self, dataset, data):
+        if isinstance(data, NumpyIterator) and not isinstance(data, SignallingIterator):
+            seen_before_second.append(started.wait(timeout=20))
+        return real_append(self, dataset, data)
+
+    monkeypatch.setattr(ParallelDataChunkIteratorQueue, "append", append)
+    first = realistic((5000, 4), seed=1)
+    second = realistic((700, 3), seed=2)
+    nwbfile = nwbfile_with(
+        a_first=SignallingIterator(first, started, buffer_shape=(1000, 4)),
+        b_second=NumpyIterator(second, buffer_shape=(100, 3)),
+    )
+    with NWBParallelZarrIO(str(tmp_path / "o.nwb.zarr"), mode="w", engine="threads") as io:
+        io.write(nwbfile)
+    assert seen_before_second == [True]
+    np.testing.assert_array_equal(read_series(tmp_path / "o.nwb.zarr", "a_first"), first)
+    np.testing.assert_array_equal(read_series(tmp_path / "o.nwb.zarr", "b_second"), second)
+
+
+def test_a_failure_in_hdmf_zarr_itself_stops_the_datasets_already_writing(tmp_path, monkeypatch):
+    import threading
+
+    from hdmf_zarr import ZarrIO as StockZarrIO
+
+    real_write_attributes = StockZarrIO.write_attributes
+
+    def write_attributes(self, *args, **kwargs):
+        obj = args[0] if args else kwargs.get("obj")
+        if getattr(obj, "path", "").endswith("x/data"):  # just after x was queued and started writing
+            raise RuntimeError("attribute writing broke")
+        return real_write_attributes(self, *args, **kwargs)
+
+    data = realistic((200_000, 8))
+    monkeypatch.setattr(StockZarrIO, "write_attributes", write_attributes)
+    with NWBParallelZarrIO(str(tmp_path / "f.nwb.zarr"), mode="w", engine="threads", max_inflight_bytes=1 << 20) as io:
+        with pytest.raises(RuntimeError, match="attribute writing broke"):
+            io.write(nwbfile_with(x=NumpyIterator(data, buffer_shape=(1000, 8))))
+    chunks = list((tmp_path / "f.nwb.zarr" / "acquisition" / "x" / "data").rglob("c/*/*"))
+    assert len(chunks) < 200_000 // 1000  # stopped, not written to the end
+    assert not [t for t in threading.enumerate() if t.name.startswith("hzp-")]
 
 
 def test_number_of_jobs_selects_worker_processes(tmp_path):

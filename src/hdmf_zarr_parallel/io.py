@@ -10,6 +10,7 @@ stock hdmf-zarr. ``tests/test_io.py`` fails loudly if upstream renames the attri
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from hdmf_zarr import NWBZarrIO, ZarrIO
@@ -73,14 +74,26 @@ class _ParallelWriteMixin:
         """hdmf-zarr's ``write``; by default every DataChunkIterator dataset is written concurrently
         at the end (``exhaust_dci=False``) instead of one dataset after another."""
         kwargs.setdefault("exhaust_dci", False)
-        return super().write(*args, **kwargs)
+        with self._aborting_on_error():
+            return super().write(*args, **kwargs)
 
     def export(self, *args: Any, **kwargs: Any) -> None:
         """hdmf-zarr's ``export``, with the same concurrent default as :meth:`write`."""
         write_args = dict(kwargs.get("write_args") or {})
         write_args.setdefault("exhaust_dci", False)
         kwargs["write_args"] = write_args
-        return super().export(*args, **kwargs)
+        with self._aborting_on_error():
+            return super().export(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _aborting_on_error(self):
+        """Datasets start writing while hdmf-zarr is still at work: if it fails, stop them too."""
+        try:
+            yield
+        except BaseException:
+            if self._parallel_queue is not None:
+                self._parallel_queue.abort()
+            raise
 
 
 class ParallelZarrIO(_ParallelWriteMixin, ZarrIO):

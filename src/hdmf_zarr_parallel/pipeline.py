@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
@@ -54,25 +55,112 @@ def plan_tiles(writer: DatasetWriter, target_bytes: int) -> Iterator[Region]:
     return writer.grid.tiles(units)
 
 
-def interleave(writers: Sequence[DatasetWriter], target_bytes: int) -> Iterator[tuple[DatasetWriter, Region]]:
-    """Tiles of all datasets, round robin, so that every dataset makes progress at once."""
-    streams = [zip(itertools.repeat(w), plan_tiles(w, target_bytes)) for w in writers]
-    for batch in itertools.zip_longest(*streams):
-        yield from (item for item in batch if item is not None)
+class _Dispatcher:
+    """Submits the tiles of random-access datasets, round robin across every dataset known so far,
+    so that all of them progress together while more keep arriving."""
+
+    def __init__(self, run: PipelineRun) -> None:
+        self._run = run
+        self._arrivals: queue.SimpleQueue[DatasetWriter | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="hzp-dispatch", daemon=True)
+        self._thread.start()
+
+    def add(self, writer: DatasetWriter) -> None:
+        self._arrivals.put(writer)
+
+    def close(self) -> None:
+        self._arrivals.put(None)
+
+    def join(self, stop: threading.Event) -> None:
+        while self._thread.is_alive() and not stop.is_set():
+            self._thread.join(timeout=0.2)
+
+    def _loop(self) -> None:
+        run = self._run
+        tile_bytes = run.engine.tile_bytes(run.options)
+        active: list[Iterator[tuple[DatasetWriter, Region]]] = []
+        closed = False
+        try:
+            while not run.stop.is_set():
+                while True:  # take every dataset that has arrived; wait for one only when idle
+                    try:
+                        writer = self._arrivals.get(block=not active and not closed, timeout=None)
+                    except queue.Empty:
+                        break
+                    if writer is None:
+                        closed = True
+                        break
+                    active.append(zip(itertools.repeat(writer), plan_tiles(writer, tile_bytes)))
+                if not active:
+                    if closed:
+                        return
+                    continue
+                for stream in list(active):
+                    item = next(stream, None)
+                    if item is None:
+                        active.remove(stream)
+                        continue
+                    writer, region = item
+                    nbytes = writer.region_nbytes(region)
+                    run.submit(lambda w=writer, r=region: run.engine.submit_region(w, r), nbytes, nbytes)
+        except WriteCancelled:
+            pass
+        except BaseException as exc:
+            run.fail(exc)
 
 
-class _Run:
-    """The shared state of one write: budget, progress, futures and the first error."""
+class PipelineRun:
+    """One write in progress. Datasets join with :meth:`add` as hdmf-zarr creates them, and start
+    writing at once, while hdmf-zarr goes on writing groups and attributes; :meth:`finish` waits
+    for everything, applies the final shapes, and re-raises the first failure."""
 
-    def __init__(self, engine: Engine, options: WriteOptions, total: int | None) -> None:
+    def __init__(self, engine: Engine, options: WriteOptions) -> None:
         self.engine = engine
+        self.options = options
         self.stop = threading.Event()
         self.budget = ByteBudget(options.max_inflight_bytes, self.stop)
-        self.progress = Progress(options.progress, total, f"hdmf-zarr-parallel [{engine.describe()}]")
+        self.progress = Progress(options.progress, 0, f"hdmf-zarr-parallel [{engine.describe()}]")
         self.errors: list[BaseException] = []
+        self.datasets = 0
         self._futures: set[Future] = set()
         self._lock = threading.Lock()
+        self._dispatcher: _Dispatcher | None = None
+        self._feeders: list[threading.Thread] = []
+        self._final_shapes: list[tuple[DatasetWriter, tuple[int, ...]]] = []
+        self._finished = False
 
+    # -- arrivals ---------------------------------------------------------------------
+    def add(self, writer: DatasetWriter) -> None:
+        """Start writing one dataset. Refuses it (and stops the run) if it cannot be written."""
+        self.raise_if_failed()
+        try:
+            validate([writer], self.options)
+            self.engine.admit(writer)
+        except BaseException:
+            self.abort()
+            raise
+        self.datasets += 1
+        if writer.random_access:
+            self.progress.add_total(math.prod(writer.shape) * writer.dtype.itemsize)
+            if self._dispatcher is None:
+                self._dispatcher = _Dispatcher(self)
+            self._dispatcher.add(writer)
+            return
+        if None in writer.assembler().bounds:
+            self.progress.mark_unbounded()
+        else:
+            self.progress.add_total(math.prod(writer.shape) * writer.dtype.itemsize)
+        feeder = threading.Thread(target=self._feed, args=(writer,), name=f"hzp-feed-{writer.name}", daemon=True)
+        self._feeders.append(feeder)
+        feeder.start()
+
+    def raise_if_failed(self) -> None:
+        """Fail fast: a dataset that failed while hdmf-zarr was still writing stops the write now."""
+        if self.errors:
+            self.abort()
+            raise self.errors[0]
+
+    # -- tasks ------------------------------------------------------------------------
     def submit(self, make_future, inflight: int, done_bytes: int, reserved: bool = False) -> None:
         """Take ``inflight`` bytes of budget (unless already ``reserved``), start a task,
         and give the bytes back when it ends."""
@@ -85,9 +173,9 @@ class _Run:
             raise
         with self._lock:
             self._futures.add(future)
-        future.add_done_callback(lambda f: self._finished(f, inflight, done_bytes))
+        future.add_done_callback(lambda f: self._finished_task(f, inflight, done_bytes))
 
-    def _finished(self, future: Future, inflight: int, done_bytes: int) -> None:
+    def _finished_task(self, future: Future, inflight: int, done_bytes: int) -> None:
         self.budget.release(inflight)
         with self._lock:
             self._futures.discard(future)
@@ -104,7 +192,38 @@ class _Run:
             self.errors.append(error)
         self.budget.cancel()
 
-    def wait_all(self) -> None:
+    def _feed(self, writer: DatasetWriter) -> None:
+        """Read a sequential iterator in order, assemble whole units and submit them."""
+        assembler = writer.assembler()
+
+        def submit(units) -> None:
+            if not units:
+                return
+            grid = UnitGrid(assembler.final_shape(), writer.unit_shape)
+            in_bounds = sum(math.prod(r.stop - r.start for r in grid.unit_region(c)) for c, _ in units)
+            self.submit(
+                lambda: self.engine.submit_units(writer, units),
+                inflight=len(units) * writer.unit_nbytes,
+                done_bytes=in_bounds * writer.dtype.itemsize,
+                reserved=True,  # taken when the units were first staged
+            )
+
+        try:
+            for region, data in writer.chunks():
+                if self.stop.is_set():
+                    return
+                self.budget.acquire(len(assembler.new_units(region)) * writer.unit_nbytes)
+                submit(list(assembler.add(region, data)))
+            with self._lock:  # applied by finish(), once hdmf-zarr no longer touches the array's metadata
+                self._final_shapes.append((writer, assembler.final_shape()))
+            submit(list(assembler.finish()))
+        except WriteCancelled:
+            pass
+        except BaseException as exc:
+            self.fail(exc)
+
+    # -- the end ------------------------------------------------------------------------
+    def _wait_all(self) -> None:
         while True:
             with self._lock:
                 pending = list(self._futures)
@@ -112,74 +231,55 @@ class _Run:
                 return
             wait(pending, timeout=0.5)
 
+    def finish(self) -> WriteReport:
+        """Wait for every dataset, grow the arrays that sequential iterators extended, and
+        re-raise the first failure with nothing left running."""
+        try:
+            if self._dispatcher is not None:
+                self._dispatcher.close()
+                self._dispatcher.join(self.stop)
+            for feeder in self._feeders:
+                while feeder.is_alive() and not self.stop.is_set():
+                    feeder.join(timeout=0.2)
+            self._wait_all()
+            if not self.errors:
+                for writer, shape in self._final_shapes:
+                    writer.grow_to(shape)
+        except BaseException as exc:  # KeyboardInterrupt included: stop the workers, then re-raise
+            self.fail(exc)
+        finally:
+            self._close()
+        if self.errors:
+            raise self.errors[0]
+        return WriteReport(self.engine.describe(), self.datasets, self.progress.written, self.budget.peak)
 
-def _feed_sequential(run: _Run, writer: DatasetWriter) -> None:
-    """Read a sequential iterator in order, assemble whole units and submit them."""
-    assembler = writer.assembler()
+    def abort(self) -> None:
+        """Stop everything now (hdmf-zarr itself failed, or a dataset was refused)."""
+        self.stop.set()
+        self.budget.cancel()
+        self._close()
 
-    def submit(units) -> None:
-        if not units:
+    def _close(self) -> None:
+        if self._finished:
             return
-        grid = UnitGrid(assembler.final_shape(), writer.unit_shape)
-        in_bounds = sum(math.prod(r.stop - r.start for r in grid.unit_region(c)) for c, _ in units)
-        run.submit(
-            lambda: run.engine.submit_units(writer, units),
-            inflight=len(units) * writer.unit_nbytes,
-            done_bytes=in_bounds * writer.dtype.itemsize,
-            reserved=True,  # taken when the units were first staged
-        )
-
-    try:
-        for region, data in writer.chunks():
-            if run.stop.is_set():
-                return
-            run.budget.acquire(len(assembler.new_units(region)) * writer.unit_nbytes)
-            submit(list(assembler.add(region, data)))
-        writer.grow_to(assembler.final_shape())
-        submit(list(assembler.finish()))
-    except WriteCancelled:
-        pass
-    except BaseException as exc:
-        run.fail(exc)
+        self._finished = True
+        failed = bool(self.errors) or self.stop.is_set()
+        if failed:
+            self.budget.cancel()
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+        self.engine.shutdown(cancel=failed)
+        if self._dispatcher is not None:
+            self._dispatcher.join(threading.Event())
+        for feeder in self._feeders:
+            feeder.join()
+        self.progress.close()
 
 
 def write_datasets(writers: Sequence[DatasetWriter], engine: Engine, options: WriteOptions) -> WriteReport:
     """Write every dataset completely, or re-raise the first failure with nothing left running."""
-    validate(writers, options)
-    random = [w for w in writers if w.random_access]
-    sequential = [w for w in writers if not w.random_access]
-    unknown_length = any(None in w.assembler().bounds for w in sequential)
-    total = None if unknown_length else sum(math.prod(w.shape) * w.dtype.itemsize for w in writers)
-    run = _Run(engine, options, total)
-    feeders = [
-        threading.Thread(target=_feed_sequential, args=(run, w), name=f"hzp-feed-{w.name}", daemon=True)
-        for w in sequential
-    ]
-    try:
-        engine.start(writers)
-        for feeder in feeders:
-            feeder.start()
-        for writer, region in interleave(random, engine.tile_bytes(options)):
-            if run.stop.is_set():
-                break
-            nbytes = writer.region_nbytes(region)
-            run.submit(lambda w=writer, r=region: engine.submit_region(w, r), nbytes, nbytes)
-        for feeder in feeders:
-            while feeder.is_alive() and not run.stop.is_set():
-                feeder.join(timeout=0.2)
-        run.wait_all()
-    except WriteCancelled:
-        pass
-    except BaseException as exc:  # KeyboardInterrupt included: stop the workers, then re-raise
-        run.fail(exc)
-    finally:
-        failed = bool(run.errors)
-        if failed:
-            run.budget.cancel()
-        engine.shutdown(cancel=failed)
-        for feeder in feeders:
-            feeder.join()
-        run.progress.close()
-    if run.errors:
-        raise run.errors[0]
-    return WriteReport(engine.describe(), len(writers), run.progress.written, run.budget.peak)
+    validate(writers, options)  # all of them, before any data moves
+    run = PipelineRun(engine, options)
+    for writer in writers:
+        run.add(writer)
+    return run.finish()

@@ -13,6 +13,7 @@ class Progress:
         self.written = 0
         self._lock = threading.Lock()
         self._bar = None
+        self._unbounded = False
         if enabled:
             from tqdm.auto import tqdm
 
@@ -22,10 +23,19 @@ class Progress:
             self._bar = tqdm(**options)
 
     def add_total(self, nbytes: int) -> None:
-        """A sequential iterator of unknown length reported more data than announced."""
+        """A dataset joined the write: its bytes count towards the total."""
         if self._bar is not None:
             with self._lock:
-                self._bar.total = (self._bar.total or 0) + nbytes
+                if not self._unbounded:
+                    self._bar.total = (self._bar.total or 0) + nbytes
+                    self._bar.refresh()
+
+    def mark_unbounded(self) -> None:
+        """A generator of unknown length joined: no honest total can be shown any more."""
+        if self._bar is not None:
+            with self._lock:
+                self._bar.total = None
+                self._unbounded = True
                 self._bar.refresh()
 
     def update(self, nbytes: int) -> None:

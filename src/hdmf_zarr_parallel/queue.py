@@ -1,4 +1,9 @@
-"""The DataChunkIterator queue hdmf-zarr calls; it hands the queued datasets to the pipeline."""
+"""The DataChunkIterator queue hdmf-zarr calls; it hands the queued datasets to the pipeline.
+
+A numeric dataset starts writing the moment hdmf-zarr queues it, so its chunks are read,
+compressed and stored while hdmf-zarr goes on creating the file's other groups, datasets
+and attributes; ``exhaust_queue()`` then only waits for what is still in flight.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
 from .dataset import DatasetWriter
 from .engines import Engine, make_engine
 from .options import WriteOptions
-from .pipeline import WriteReport, write_datasets
+from .pipeline import PipelineRun, WriteReport
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +38,36 @@ class ParallelDataChunkIteratorQueue(ZarrIODataChunkIteratorQueue):
         self.options = options
         self.engine = engine or make_engine(options)
         self.last_report: WriteReport | None = None
+        self._run: PipelineRun | None = None
 
-    def _options_for(self, items) -> WriteOptions:
-        """Iterators built with ``display_progress=True`` get one bar for the whole write, as stock shows."""
-        if self.options.progress or not any(getattr(it, "display_progress", False) for _, it in items):
+    def _options_for(self, iterator) -> WriteOptions:
+        """An iterator built with ``display_progress=True`` gets one bar for the whole write, as stock shows."""
+        if self.options.progress or not getattr(iterator, "display_progress", False):
             return self.options
         return replace(self.options, progress={"desc": f"Writing Zarr datasets with {self.options.workers} jobs"})
 
+    def append(self, dataset, data) -> None:
+        if not writable_in_parallel(dataset):
+            super().append(dataset, data)  # hdmf-zarr's own path, at exhaust time
+            return
+        if self._run is None:
+            self._run = PipelineRun(self.engine, self._options_for(data))
+        self._run.add(DatasetWriter(dataset, data))
+
     def exhaust_queue(self) -> None:
-        items = list(self)
+        stock = list(self)
         self.clear()
-        stock = [(dset, it) for dset, it in items if not writable_in_parallel(dset)]
-        writers = [DatasetWriter(dset, it) for dset, it in items if writable_in_parallel(dset)]
-        if writers:
-            self.last_report = write_datasets(writers, self.engine, self._options_for(items))
+        run, self._run = self._run, None
+        if run is not None:
+            self.last_report = run.finish()
             logger.debug("wrote %s", self.last_report)
         for dset, iterator in stock:  # hdmf-zarr's own one-buffer-at-a-time path
             while ZarrIODataChunkIteratorQueue.__write_chunk__(dset, iterator):
                 pass
+
+    def abort(self) -> None:
+        """hdmf-zarr failed mid-write: stop every dataset still being written."""
+        self.clear()
+        run, self._run = self._run, None
+        if run is not None:
+            run.abort()

@@ -35,8 +35,9 @@ class Engine(ABC):
     def __init__(self, max_workers: int) -> None:
         self.max_workers = max_workers
 
-    def start(self, writers: Sequence[DatasetWriter]) -> None:  # noqa: B027 - optional hook
-        """Called once per queue exhaustion, before any task, with every dataset to write."""
+    def admit(self, writer: DatasetWriter) -> None:  # noqa: B027 - optional hook
+        """Called once per dataset, before any of its tasks: the place to check it, or refuse it
+        with a clear error, and to prepare what its tasks need."""
 
     @abstractmethod
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:

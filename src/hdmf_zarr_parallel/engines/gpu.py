@@ -83,15 +83,15 @@ class GpuEngine(Engine):
         return max(1, min(self.batch_bytes, options.max_inflight_bytes // (2 * self.lane_count)))
 
     # -- set-up ---------------------------------------------------------------------
-    def start(self, writers: Sequence[DatasetWriter]) -> None:
-        for writer in writers:
-            plan = classify(writer.array)
-            if plan:
-                self._plans[id(writer)] = plan
-            else:
-                logger.warning("dataset '%s' is written by the CPU pool: %s", writer.name, plan.reason)
-        self._lane_pool = ThreadPoolExecutor(self.lane_count, thread_name_prefix="hzp-gpu-lane")
-        self._store_pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hzp-gpu-store")
+    def admit(self, writer: DatasetWriter) -> None:
+        plan = classify(writer.array)
+        if not plan:
+            logger.warning("dataset '%s' is written by the CPU pool: %s", writer.name, plan.reason)
+            return
+        self._plans[id(writer)] = plan
+        if self._lane_pool is None:
+            self._lane_pool = ThreadPoolExecutor(self.lane_count, thread_name_prefix="hzp-gpu-lane")
+            self._store_pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hzp-gpu-store")
 
     def _lane(self) -> Lane:
         lane = getattr(self._local, "lane", None)

@@ -1,7 +1,8 @@
 """A process pool for iterators whose reading holds the GIL (pure-Python decoding, for example).
 
-Each worker receives every eligible dataset once, at start-up, and then only
-``(dataset index, region)`` per task. A dataset is eligible when its iterator is
+Each dataset is pickled once, when it joins the write; every task carries those bytes and
+a worker unpickles them the first time it meets the dataset (so iterators should pickle
+small, by file path, as stock hdmf-zarr also requires). A dataset is eligible when its iterator is
 random-access and picklable and its store is a local directory that other processes
 can open. Every other dataset is written by threads in this process, and a warning
 names it and says why, so nothing silently loses its parallelism.
@@ -26,20 +27,21 @@ from .threads import ThreadEngine
 
 logger = logging.getLogger(__name__)
 
-_WORKER_WRITERS: list[DatasetWriter] = []
+_WORKER_WRITERS: dict[int, DatasetWriter] = {}
 
 
-def _init_worker(payload: bytes, max_threads: int | None) -> None:
-    global _WORKER_WRITERS
+def _init_worker(max_threads: int | None) -> None:
     if max_threads is not None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=max_threads)
-    _WORKER_WRITERS = pickle.loads(payload)
 
 
-def _write_region_in_worker(index: int, region: Region) -> int:
-    return _WORKER_WRITERS[index].write_region(region)
+def _write_region_in_worker(key: int, payload: bytes, region: Region) -> int:
+    writer = _WORKER_WRITERS.get(key)
+    if writer is None:
+        writer = _WORKER_WRITERS[key] = pickle.loads(payload)
+    return writer.write_region(region)
 
 
 def process_ineligibility(writer: DatasetWriter) -> str | None:
@@ -67,35 +69,32 @@ class ProcessEngine(Engine):
         self.max_threads_per_process = max_threads_per_process
         self._threads = ThreadEngine(max_workers)
         self._pool: ProcessPoolExecutor | None = None
-        self._index: dict[int, int] = {}
+        self._payloads: dict[int, bytes] = {}
 
-    def start(self, writers: Sequence[DatasetWriter]) -> None:
-        eligible = []
-        for writer in writers:
-            reason = process_ineligibility(writer)
-            if reason is None:
-                self._index[id(writer)] = len(eligible)
-                eligible.append(writer)
-            else:
-                warnings.warn(
-                    f"dataset '{writer.name}' is written by threads instead of processes: {reason}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        if eligible:
+    def admit(self, writer: DatasetWriter) -> None:
+        reason = process_ineligibility(writer)
+        if reason is not None:
+            warnings.warn(
+                f"dataset '{writer.name}' is written by threads instead of processes: {reason}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        self._payloads[id(writer)] = pickle.dumps(writer)
+        if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.max_workers,
                 mp_context=multiprocessing.get_context(self.mp_context),
                 initializer=_init_worker,
-                initargs=(pickle.dumps(eligible), self.max_threads_per_process),
+                initargs=(self.max_threads_per_process,),
             )
-            logger.info("processes engine: %d dataset(s) in %d worker processes", len(eligible), self.max_workers)
+            logger.info("processes engine: %d worker processes", self.max_workers)
 
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        index = self._index.get(id(writer))
-        if index is None or self._pool is None:
+        payload = self._payloads.get(id(writer))
+        if payload is None or self._pool is None:
             return self._threads.submit_region(writer, region)
-        return self._pool.submit(_write_region_in_worker, index, region)
+        return self._pool.submit(_write_region_in_worker, id(writer), payload, region)
 
     def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
         return self._threads.submit_units(writer, units)
@@ -105,4 +104,4 @@ class ProcessEngine(Engine):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=cancel)
             self._pool = None
-        self._index.clear()
+        self._payloads.clear()
