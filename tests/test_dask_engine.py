@@ -73,6 +73,19 @@ def _rebuild_pid_logging(array, log_dir, kwargs):
     return PidLoggingIterator(array, log_dir, **kwargs)
 
 
+class SlowPidLoggingIterator(PidLoggingIterator):
+    def _get_data(self, selection):
+        time.sleep(0.02)
+        return super()._get_data(selection)
+
+    def __reduce__(self):
+        return (_rebuild_slow_pid_logging, (self.array, self.log_dir, self._init_kwargs))
+
+
+def _rebuild_slow_pid_logging(array, log_dir, kwargs):
+    return SlowPidLoggingIterator(array, log_dir, **kwargs)
+
+
 class PidLoggingBlocks(BlockIterator):
     """A sequential iterator that records which process reads it (it is never pickled)."""
 
@@ -290,9 +303,25 @@ def test_an_iterator_that_carries_its_data_is_flagged(tmp_path, dask_client, mon
     data = realistic((1000, 8))  # 16 kB, held by the iterator itself
     store = zarr.storage.LocalStore(tmp_path / "w.zarr")
     array = make_array(store, data.shape, data.dtype, (100, 8))
-    with pytest.warns(RuntimeWarning, match=r"dataset '/' pickles to .* every Dask worker that writes it"):
+    with pytest.warns(RuntimeWarning, match=r"dataset '/' pickles to .* every Dask task of it carries"):
         pipeline_write([(array, NumpyIterator(data, buffer_shape=(200, 8)))], engine="dask", client=dask_client)
     np.testing.assert_array_equal(read_back(store), data)
+    monkeypatch.setattr(dask_engine, "MAX_PAYLOAD_BYTES", 10_000)
+    other = make_array(zarr.storage.LocalStore(tmp_path / "x.zarr"), data.shape, data.dtype, (100, 8))
+    with pytest.raises(ValueError, match=r"dataset '/': it pickles to .* MiB \(its iterator holds its data\)"):
+        pipeline_write([(other, NumpyIterator(data, buffer_shape=(200, 8)))], engine="dask", client=dask_client)
+    assert chunk_keys(tmp_path / "x.zarr") == []
+
+
+def test_tasks_spread_over_every_worker(tmp_path, dask_client):
+    data = realistic((4000, 8))
+    store = zarr.storage.LocalStore(tmp_path / "p.zarr")
+    array = make_array(store, data.shape, data.dtype, (100, 8))
+    iterator = SlowPidLoggingIterator(data, tmp_path, buffer_shape=(100, 8))
+    pipeline_write([(array, iterator)], engine="dask", client=dask_client, max_inflight_bytes=12_800)
+    np.testing.assert_array_equal(read_back(store), data)
+    readers = {int(p.name.split("-")[1]) for p in tmp_path.glob("read-*")}
+    assert readers == set(dask_client.run(os.getpid).values())
 
 
 # -- the current client, and refusals before any data moves --------------------------------------

@@ -1,13 +1,15 @@
 """The Dask engine: the same writer on a ``distributed`` cluster (dask-jobqueue, dask-cuda, LocalCluster).
 
-Each dataset goes to the cluster once, as a small task whose result (the pickled
-:class:`DatasetWriter`: its iterator and its zarr array handle) stays in worker memory
-and moves between workers as Dask moves any dependency; Dask recomputes it if the
-worker holding it is lost. Each region task then carries only ``(dataset, region)``.
+Every task carries its dataset (the pickled :class:`DatasetWriter`: iterator and zarr
+array handle, a few kB for an iterator that reopens its source by path) and its
+region; each worker process unpickles a dataset once and keeps it for the following
+tasks. Tasks have no dependencies, so Dask spreads them over all workers, and a task
+whose worker is lost can be rerun anywhere.
 
 - **Random-access iterators** (``GenericDataChunkIterator``): every task reads one
   unit-aligned (chunk- or shard-aligned) tile from the iterator *on the worker*,
-  encodes it with the array's own zarr codecs and stores it. The iterator must pickle.
+  encodes it with the array's own zarr codecs and stores it. The iterator must pickle,
+  and not with its data inside (that would send the data with every task).
 - **Sequential iterators** (``DataChunkIterator`` and any other
   ``AbstractDataChunkIterator``) cannot be split: they are read in order *on the
   client*, which assembles whole chunks (or shards); each batch of whole units is sent
@@ -28,8 +30,10 @@ is not implemented yet.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -44,7 +48,9 @@ from .base import MAX_TILE_BYTES, Engine, write_units
 
 logger = logging.getLogger(__name__)
 
-LARGE_PAYLOAD_BYTES = 64 << 20  # a pickled dataset this big probably carries its data with it
+LARGE_PAYLOAD_BYTES = 1 << 20  # a pickled dataset this big probably carries its data: warn
+MAX_PAYLOAD_BYTES = 16 << 20  # ... and this big is refused: every task would carry it
+WORKER_CACHE = 256  # datasets each worker process keeps unpickled
 
 
 def _import_distributed():
@@ -113,18 +119,39 @@ def _unreachable(checks: list[tuple[str, Any, str]]) -> list[str]:
     return missing
 
 
-def _load_writer(payload: bytes) -> DatasetWriter:
+_WORKER_WRITERS: OrderedDict[str, DatasetWriter] = OrderedDict()
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker_writer(token: str, payload: bytes) -> DatasetWriter:
+    """This worker's copy of a dataset, unpickled on first use and kept for the next tasks."""
+    with _WORKER_LOCK:
+        writer = _WORKER_WRITERS.get(token)
+        if writer is not None:
+            _WORKER_WRITERS.move_to_end(token)
+            return writer
     from distributed.protocol.pickle import loads
 
-    return loads(payload)
+    writer = loads(payload)
+    with _WORKER_LOCK:
+        writer = _WORKER_WRITERS.setdefault(token, writer)  # another thread may have been first
+        while len(_WORKER_WRITERS) > WORKER_CACHE:
+            _WORKER_WRITERS.popitem(last=False)
+    return writer
 
 
-def _write_region(writer: DatasetWriter, region: Region) -> int:
-    return writer.write_region(region)
+def _forget_writers(tokens: list[str]) -> None:
+    with _WORKER_LOCK:
+        for token in tokens:
+            _WORKER_WRITERS.pop(token, None)
 
 
-def _write_units(writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
-    return write_units(writer, units)
+def _write_region(token: str, payload: bytes, region: Region) -> int:
+    return _worker_writer(token, payload).write_region(region)
+
+
+def _write_units(token: str, payload: bytes, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
+    return write_units(_worker_writer(token, payload), units)
 
 
 def _store_only(writer: DatasetWriter) -> DatasetWriter:
@@ -149,8 +176,9 @@ class DaskEngine(Engine):
         super().__init__(max_workers=0)
         self.retries = retries  # for exceptions; lost workers are rescheduled by Dask regardless
         self._threads = 0
-        self._writers: dict[int, Any] = {}  # id(writer) -> distributed.Future of its worker-side copy
+        self._writers: dict[int, tuple[str, bytes]] = {}  # id(writer) -> (token, pickled writer)
         self._pending: dict[str, Any] = {}  # key -> distributed.Future of a running task
+        self._checked_stores: set[str] = set()  # stores every worker was seen to reach, this write
         self._cancelling = False
 
     @classmethod
@@ -166,10 +194,30 @@ class DaskEngine(Engine):
         threads = self._cluster_threads() if self.client.status == "running" else {}
         return f"dask ({len(threads)} workers, {sum(threads.values())} threads)"
 
-    def start(self, writers: Sequence[DatasetWriter]) -> None:
-        """Check every dataset (store, pickling, reachability) before any data moves, then send each once."""
-        from distributed.protocol.pickle import dumps
+    def admit(self, writer: DatasetWriter) -> None:
+        """One dataset joining a write: checked before any of its data moves."""
+        self._prepare([writer])
 
+    def _prepare(self, writers: Sequence[DatasetWriter]) -> None:
+        """Refuse, with a clear error naming the dataset, a store workers cannot reach or an iterator
+        that cannot travel to them; then keep each dataset's pickled bytes for its tasks."""
+        self._connect()
+        payloads = [self._payload(writer) for writer in writers]
+        unchecked = {}
+        for writer in writers:
+            unchecked.setdefault(_describe_store(writer.array.store), writer)
+        for store_id in self._checked_stores.intersection(unchecked):
+            del unchecked[store_id]
+        self._check_reachable(list(unchecked.values()))
+        self._checked_stores.update(unchecked)
+        for writer, payload in zip(writers, payloads, strict=True):
+            self._writers[id(writer)] = (uuid.uuid4().hex, payload)
+        logger.debug("dask engine: %d dataset(s) admitted on %s", len(writers), self.describe())
+
+    def _connect(self) -> None:
+        """Once per write: a running client and a cluster with workers (else tasks would wait forever)."""
+        if self._threads:
+            return
         if self.client.status != "running":
             raise ValueError(f"engine='dask': the client is {self.client.status}, not running")
         threads = self._cluster_threads()
@@ -181,37 +229,44 @@ class DaskEngine(Engine):
         self._threads = sum(threads.values())
         self.max_workers = len(threads)
         self._cancelling = False
-        payloads = []
-        for writer in writers:
-            problem = store_problem(writer.array.store)
-            if problem:
-                raise ValueError(f"engine='dask' cannot write dataset '{writer.name}': {problem}")
-            shipped = writer if writer.random_access else _store_only(writer)
-            try:
-                payload = dumps(shipped)
-            except Exception as exc:
-                raise TypeError(
-                    f"engine='dask' cannot write dataset '{writer.name}': its iterator "
-                    f"({type(writer.iterator).__name__}) cannot be pickled to reach the workers ({exc!r}); "
-                    "make it picklable, or use engine='threads'"
-                ) from exc
-            if len(payload) > LARGE_PAYLOAD_BYTES:
-                warnings.warn(
-                    f"dataset '{writer.name}' pickles to {len(payload) / 2**20:.1f} MiB (its iterator seems to hold "
-                    "its data); every Dask worker that writes it receives a copy. An iterator that reads from "
-                    "a file the workers can open keeps worker memory small.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            payloads.append(payload)
-        self._check_reachable(writers)
-        for writer, payload in zip(writers, payloads, strict=True):
-            self._writers[id(writer)] = self.client.submit(
-                _load_writer, payload, key=f"hzp-dataset-{uuid.uuid4().hex}", pure=False, retries=self.retries
+        logger.info("dask engine: writing on %s", self.describe())
+
+    def _payload(self, writer: DatasetWriter) -> bytes:
+        from distributed.protocol.pickle import dumps
+
+        problem = store_problem(writer.array.store)
+        if problem:
+            raise ValueError(f"engine='dask' cannot write dataset '{writer.name}': {problem}")
+        shipped = writer if writer.random_access else _store_only(writer)
+        try:
+            payload = dumps(shipped)
+        except Exception as exc:
+            raise TypeError(
+                f"engine='dask' cannot write dataset '{writer.name}': its iterator "
+                f"({type(writer.iterator).__name__}) cannot be pickled to reach the workers ({exc!r}); "
+                "make it picklable, or use engine='threads'"
+            ) from exc
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ValueError(
+                f"engine='dask' cannot write dataset '{writer.name}': it pickles to "
+                f"{len(payload) / 2**20:.0f} MiB (its iterator holds its data), which every task would carry "
+                "to a worker; give it an iterator that reads from a file every worker can open, "
+                "or use engine='threads'"
             )
-        logger.info("dask engine: %d dataset(s) on %s", len(writers), self.describe())
+        if len(payload) > LARGE_PAYLOAD_BYTES:
+            warnings.warn(
+                f"dataset '{writer.name}' pickles to {len(payload) / 2**20:.1f} MiB (its iterator seems to hold "
+                "its data), which every Dask task of it carries to a worker; an iterator that reads from a "
+                "file the workers can open keeps tasks small",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return payload
 
     def _check_reachable(self, writers: Sequence[DatasetWriter]) -> None:
+        """Each worker opens the store of every dataset given and looks for its array's metadata."""
+        if not writers:
+            return
         checks = [(w.name, w.array.store, _metadata_key(w)) for w in writers]
         missing = self.client.run(_unreachable, checks, on_error="return")
         for worker, names in missing.items():
@@ -236,7 +291,7 @@ class DaskEngine(Engine):
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
         future = self.client.submit(
             _write_region,
-            self._writers[id(writer)],
+            *self._writers[id(writer)],
             region,
             key=f"hzp-region-{uuid.uuid4().hex}",
             pure=False,
@@ -248,7 +303,7 @@ class DaskEngine(Engine):
         units = list(units)
         future = self.client.submit(
             _write_units,
-            self._writers[id(writer)],
+            *self._writers[id(writer)],
             units,
             key=f"hzp-units-{uuid.uuid4().hex}",
             pure=False,
@@ -291,13 +346,18 @@ class DaskEngine(Engine):
     # -- tear-down ------------------------------------------------------------------------------
     def shutdown(self, cancel: bool = False) -> None:
         """Release every task; with ``cancel`` drop queued ones (a task already running on a worker
-        finishes its tile: Dask cannot interrupt it)."""
-        futures = list(self._pending.values()) + list(self._writers.values())
-        if cancel and futures:
-            self._cancelling = True
-            try:
+        finishes its tile: Dask cannot interrupt it). Workers forget this write's datasets."""
+        futures = list(self._pending.values())
+        tokens = [token for token, _ in self._writers.values()]
+        try:
+            if cancel and futures:
+                self._cancelling = True
                 self.client.cancel(futures)
-            except Exception:  # a client that is already gone has nothing left to cancel
-                logger.debug("cancelling Dask tasks failed", exc_info=True)
+            if tokens and self.client.status == "running":
+                self.client.run(_forget_writers, tokens, on_error="return")
+        except Exception:  # a client or cluster that is already gone has nothing left to release
+            logger.debug("releasing Dask tasks failed", exc_info=True)
         self._pending.clear()
         self._writers.clear()
+        self._checked_stores.clear()
+        self._threads = 0
