@@ -28,6 +28,10 @@ What it does, once per run:
    ``auto``             ours, ``engine="auto"``, ``max_workers=N``
    ``gpu``              ours, ``engine="gpu"`` (only with ``--gpu``; skipped, with the
                         reason, when the engine cannot start)
+   ``dask``             ours, ``engine="dask"`` on a ``distributed.LocalCluster`` of N
+                        single-threaded worker processes, started once outside the timing
+                        (only when named in ``--configs``; needs the ``dask`` extra; its
+                        cpu seconds leave out the workers, which are still running)
 
    N is every core this process may use (``--workers`` to change it). Each
    configuration writes to a fresh directory that is deleted after measuring; each
@@ -102,7 +106,17 @@ from hdmf_zarr_parallel.bench import (
 REPO = Path(__file__).resolve().parent.parent
 STOCK_CONFIGS = ("stock-serial", "stock-jobs")
 OUR_CONFIGS = ("serial", "threads", "processes", "auto")
-ALL_CONFIGS = STOCK_CONFIGS + OUR_CONFIGS + ("gpu",)
+ALL_CONFIGS = STOCK_CONFIGS + OUR_CONFIGS + ("gpu", "dask")
+_DASK: dict = {}  # the LocalCluster client of the ``dask`` config, started on first use
+
+
+def _dask_client(workers: int):
+    if "client" not in _DASK:
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        _DASK["client"] = Client(cluster)
+    return _DASK["client"]
 
 
 # --------------------------------------------------------------------------------------
@@ -283,6 +297,12 @@ def write_once(case: Case, config: str, out: Path, workers: int, pid_log: Path) 
     if config in STOCK_CONFIGS:
         with NWBZarrIO(str(out), mode="w") as nwbio:
             nwbio.write(nwb, number_of_jobs=workers if config == "stock-jobs" else 1)
+    elif config == "dask":
+        client = _dask_client(workers)
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()  # the cluster's start-up is not timed
+        with NWBParallelZarrIO(str(out), mode="w", engine="dask", client=client) as nwbio:
+            nwbio.write(nwb)
+            report = nwbio.last_write_report
     else:
         engine = config
         with NWBParallelZarrIO(str(out), mode="w", engine=engine, max_workers=workers) as nwbio:
@@ -489,6 +509,7 @@ def _label(config: str, workers: int) -> str:
         "processes": f"ours processes ({workers})",
         "auto": "ours auto",
         "gpu": "ours gpu",
+        "dask": f"ours dask LocalCluster ({workers})",
     }[config]
 
 
@@ -560,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         for case in make_cases(args, workdir):
             rows.extend(run_case(case, args, workers, workdir, results))
     finally:
+        if "client" in _DASK:
+            _DASK.pop("client").shutdown()
         if own_workdir and not args.keep_data:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
