@@ -149,6 +149,19 @@ def test_convert_with_unusable_engine_leaves_nothing(tmp_path, example_nwb):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_convert_on_a_local_dask_cluster(tmp_path, example_nwb):
+    pytest.importorskip("distributed")
+    out = tmp_path / "o.nwb.zarr"
+    result = run_cli(
+        "convert", str(example_nwb), str(out), "--engine", "dask", "--scheduler", "local", "--workers", "2",
+        "--stream-min-mb", "0.01", "--verify", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "with engine dask" in result.stdout and "verify: every group" in result.stdout
+    bad = run_cli("convert", str(example_nwb), str(out), "--scheduler", "local", cwd=tmp_path)
+    assert "--scheduler needs --engine dask" in assert_one_line_error(bad)
+
+
 def test_bench_quick_prints_table_and_saves_png(tmp_path):
     png = tmp_path / "charts" / "bench.png"
     result = run_cli(

@@ -7,6 +7,7 @@ traceback (set ``HDMF_ZARR_PARALLEL_DEBUG=1`` to see the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -146,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MB",
         help=f"numeric datasets of at least this size go through the engine (default {DEFAULT_STREAM_MIN_BYTES >> 20})",
     )
+    convert.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS|local",
+        help="with --engine dask: a Dask scheduler address (tcp://host:8786), or 'local' for a LocalCluster "
+        "of --workers single-threaded processes",
+    )
     convert.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     convert.add_argument(
         "--verify", action="store_true", help="read input and output back and compare every dataset and attribute"
@@ -215,9 +223,34 @@ def _shards(text: str) -> int | tuple[int, ...]:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if args.scheduler is not None and args.engine != "dask":
+        raise CliError("convert: --scheduler needs --engine dask", status=2)
+    with contextlib.ExitStack() as stack:
+        client = _dask_client(args.scheduler, args.workers, stack) if args.scheduler is not None else None
+        return _convert(args, progress, client)
+
+
+def _dask_client(address: str, workers: int | None, stack: contextlib.ExitStack):
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise CliError("convert: --engine dask needs the dask extra (pip install 'hdmf-zarr-parallel[dask]')") from None
+    if address == "local":
+        from .options import default_workers
+
+        cluster = stack.enter_context(
+            LocalCluster(
+                n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=None
+            )
+        )
+        return stack.enter_context(Client(cluster))
+    return stack.enter_context(Client(address, timeout=30))
+
+
+def _convert(args: argparse.Namespace, progress: bool, client) -> int:
     from .convert import ConvertError, ConvertOptions, convert
 
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
         options = ConvertOptions(
             engine=args.engine,
@@ -231,6 +264,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             verify=args.verify,
             progress=progress,
+            client=client,
         )
         report = convert(args.input, args.output, options, log=lambda text: print(text, flush=True))
     except ConvertError as exc:

@@ -75,6 +75,7 @@ class ConvertOptions:
     overwrite: bool = False
     verify: bool = False
     progress: bool | dict[str, Any] = False
+    client: Any = None  # engine="dask": a distributed.Client (None: the current one)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -473,6 +474,7 @@ def convert(
                     max_workers=options.workers,
                     max_inflight_bytes=options.max_inflight_bytes,
                     progress=options.progress,
+                    **({"client": options.client} if options.client is not None else {}),
                     convert_options=options,
                     source_path=str(src_path),
                 )
