@@ -266,3 +266,11 @@ def test_export_from_hdf5_is_parallel_and_exact(tmp_path):
     with NWBHDF5IO(str(h5), mode="r") as src, NWBParallelZarrIO(str(tmp_path / "out.nwb.zarr"), mode="w") as dst:
         dst.export(src_io=src, write_args={"link_data": False})
     np.testing.assert_array_equal(read_series(tmp_path / "out.nwb.zarr", "x"), data)
+
+
+def test_processes_engine_keeps_an_iterator_that_holds_its_data_in_this_process(tmp_path):
+    data = realistic((1_200_000, 8))  # ~19 MiB inside the iterator: too big to ship with every task
+    with NWBParallelZarrIO(str(tmp_path / "big.nwb.zarr"), mode="w", engine="processes", max_workers=2) as io:
+        with pytest.warns(RuntimeWarning, match=r"pickles to 18 MiB \(its iterator holds its data\)"):
+            io.write(nwbfile_with(x=NumpyIterator(data, buffer_shape=(200_000, 8))))
+    np.testing.assert_array_equal(read_series(tmp_path / "big.nwb.zarr", "x"), data)

@@ -27,6 +27,7 @@ from .threads import ThreadEngine
 
 logger = logging.getLogger(__name__)
 
+MAX_PAYLOAD_BYTES = 16 << 20  # a dataset pickling larger than this holds its data: keep it in this process
 _WORKER_WRITERS: dict[int, DatasetWriter] = {}
 
 
@@ -80,7 +81,17 @@ class ProcessEngine(Engine):
                 stacklevel=2,
             )
             return
-        self._payloads[id(writer)] = pickle.dumps(writer)
+        payload = pickle.dumps(writer)
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            warnings.warn(
+                f"dataset '{writer.name}' is written by threads instead of processes: it pickles to "
+                f"{len(payload) / 2**20:.0f} MiB (its iterator holds its data), which every task would carry; "
+                "an iterator that reads from a file keeps process tasks small",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        self._payloads[id(writer)] = payload
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.max_workers,
