@@ -10,6 +10,7 @@ names it and says why, so nothing silently loses its parallelism.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import pickle
@@ -70,7 +71,8 @@ class ProcessEngine(Engine):
         self.max_threads_per_process = max_threads_per_process
         self._threads = ThreadEngine(max_workers)
         self._pool: ProcessPoolExecutor | None = None
-        self._payloads: dict[int, bytes] = {}
+        self._payloads: dict[int, tuple[DatasetWriter, int, bytes]] = {}
+        self._tokens = itertools.count()
 
     def admit(self, writer: DatasetWriter) -> None:
         reason = process_ineligibility(writer)
@@ -91,7 +93,9 @@ class ProcessEngine(Engine):
                 stacklevel=2,
             )
             return
-        self._payloads[id(writer)] = payload
+        # keyed by a fresh token, and the writer kept alive with it: ids of finished datasets are
+        # reused by Python, and a worker must never mistake a new dataset for one it has cached
+        self._payloads[id(writer)] = (writer, next(self._tokens), payload)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.max_workers,
@@ -102,10 +106,11 @@ class ProcessEngine(Engine):
             logger.info("processes engine: %d worker processes", self.max_workers)
 
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        payload = self._payloads.get(id(writer))
-        if payload is None or self._pool is None:
+        entry = self._payloads.get(id(writer))
+        if entry is None or entry[0] is not writer or self._pool is None:
             return self._threads.submit_region(writer, region)
-        return self._pool.submit(_write_region_in_worker, id(writer), payload, region)
+        _, token, payload = entry
+        return self._pool.submit(_write_region_in_worker, token, payload, region)
 
     def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
         return self._threads.submit_units(writer, units)
