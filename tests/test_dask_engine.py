@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
 from hdmf.data_utils import DataChunkIterator
+from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+from zarr.codecs.numcodecs import LZ4
 
 from conftest import BlockIterator, NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError, NWBParallelZarrIO
+from hdmf_zarr_parallel.dataset import DatasetWriter
+from hdmf_zarr_parallel.engines.gpu_lanes import HostLane
+from hdmf_zarr_parallel.options import WriteOptions
+from hdmf_zarr_parallel.pipeline import write_datasets
 
 distributed = pytest.importorskip("distributed")
 
@@ -192,6 +200,31 @@ def _rebuild_slow(array, kwargs):
     return SlowIterator(array, **kwargs)
 
 
+class RecordingLane(HostLane):
+    """The GPU data path on the host, leaving files in ``log_dir``: ``lane-ID`` when made,
+    ``encode-ID`` (a line per batch: its chunk count) and ``closed-ID`` when closed;
+    ID is ``<worker pid>-<random>``."""
+
+    def __init__(self, log_dir):
+        self.log_dir = Path(log_dir)
+        self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        (self.log_dir / f"lane-{self.id}").touch()
+
+    def encode(self, plan, chunks):
+        with open(self.log_dir / f"encode-{self.id}", "a") as log:
+            log.write(f"{len(chunks)}\n")
+        return super().encode(plan, chunks)
+
+    def close(self):
+        (self.log_dir / f"closed-{self.id}").touch()
+
+
+def _worker_gpu_available():
+    from hdmf_zarr_parallel.gpu_support import gpu_status
+
+    return gpu_status().available
+
+
 # -- round trips ---------------------------------------------------------------------------------
 # (data shape, chunk shape, shard shape or None, iterator buffer shape)
 CASES = {
@@ -322,6 +355,111 @@ def test_tasks_spread_over_every_worker(tmp_path, dask_client):
     np.testing.assert_array_equal(read_back(store), data)
     readers = {int(p.name.split("-")[1]) for p in tmp_path.glob("read-*")}
     assert readers == set(dask_client.run(os.getpid).values())
+
+
+# -- the GPU path on the workers (HostLane: the GPU engine's data path without a device) ---------
+def gpu_write(pairs, client, lane_dir, gpu="always", **options):
+    from hdmf_zarr_parallel.engines.dask import DaskEngine
+
+    lane_dir.mkdir(exist_ok=True)
+    engine = DaskEngine(client, gpu=gpu, gpu_lane=partial(RecordingLane, str(lane_dir)))
+    options = WriteOptions(engine="dask", client=client, **options)
+    return write_datasets([DatasetWriter(array, iterator) for array, iterator in pairs], engine, options)
+
+
+def lane_log(lane_dir: Path) -> dict[str, set[str] | list[int]]:
+    """The lanes made and closed, the worker pids that encoded, and every batch's chunk count."""
+    names = [p.name for p in lane_dir.iterdir()]
+    made = {n.removeprefix("lane-") for n in names if n.startswith("lane-")}
+    closed = {n.removeprefix("closed-") for n in names if n.startswith("closed-")}
+    batches = [int(line) for p in lane_dir.glob("encode-*") for line in p.read_text().split()]
+    pids = {int(p.name.split("-")[1]) for p in lane_dir.glob("encode-*")}
+    return {"made": made, "closed": closed, "batches": batches, "pids": pids}
+
+
+GPU_CASES = {  # (data shape, chunk shape, shard shape or None, buffer shape, codec, sequential)
+    "aligned": ((2000, 12), (100, 12), None, (400, 12), ZstdCodec(level=3), False),
+    "misaligned": ((1999, 13), (64, 5), None, (150, 13), GzipCodec(level=5), False),
+    "sharded": ((1001, 17), (32, 8), (128, 16), (100, 17), LZ4(), False),
+    "sequential": ((999, 9), (32, 4), (64, 8), (45, 7), ZstdCodec(), True),
+}
+
+
+@pytest.mark.parametrize("case", GPU_CASES)
+def test_gpu_path_on_workers_reads_back_exactly(tmp_path, dask_client, case):
+    shape, chunks, shards, buffer, codec, sequential = GPU_CASES[case]
+    data = realistic(shape, "float32" if sequential else "int16")
+    store = zarr.storage.LocalStore(tmp_path / "g.zarr")
+    array = make_array(store, shape, data.dtype, chunks, shards, compressors=codec)
+    iterator = BlockIterator(data, buffer) if sequential else NumpyIterator(data, buffer_shape=buffer)
+    report = gpu_write([(array, iterator)], dask_client, tmp_path / "lanes", max_inflight_bytes=16_000)
+    np.testing.assert_array_equal(read_back(store), data)
+    assert report.bytes_written == data.nbytes
+    log = lane_log(tmp_path / "lanes")
+    # every chunk that holds data (inner chunks past the array's edge are all fill: skipped)
+    n_chunks = int(np.prod([-(-s // c) for s, c in zip(shape, chunks, strict=True)]))
+    assert sum(log["batches"]) == n_chunks, "every chunk was encoded by a lane"
+    assert log["pids"] and log["pids"] <= set(dask_client.run(os.getpid).values())
+    assert 1 <= len(log["made"]) <= 2, "one lane per worker thread, reused by its tasks"
+    assert log["closed"] == log["made"], "every lane is closed when the write ends"
+
+
+def test_gpu_path_on_workers_leaves_blosc_to_the_cpu_codecs(tmp_path, dask_client, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="hdmf_zarr_parallel")
+    store = zarr.storage.LocalStore(tmp_path / "g.zarr")
+    root = zarr.open_group(store, mode="w")
+    data = realistic((800, 10))
+    blosc = root.create_array("blosc", shape=data.shape, dtype=data.dtype, chunks=(50, 10), compressors=BloscCodec())
+    zstd = root.create_array("zstd", shape=data.shape, dtype=data.dtype, chunks=(50, 10))
+    pairs = [(blosc, NumpyIterator(data, buffer_shape=(200, 10))), (zstd, NumpyIterator(data, buffer_shape=(200, 10)))]
+    gpu_write(pairs, dask_client, tmp_path / "lanes")
+    for name in ("blosc", "zstd"):
+        np.testing.assert_array_equal(zarr.open_array(store, path=name, mode="r")[...], data)
+    assert sum(lane_log(tmp_path / "lanes")["batches"]) == 16, "the zstd chunks only"
+    assert "dataset 'blosc' is encoded with the CPU codecs on the Dask workers: codecs: blosc" in caplog.text
+
+
+@pytest.mark.parametrize("gpu", ["never", "auto"])
+def test_cpu_codecs_when_gpu_is_never_or_workers_have_none(tmp_path, dask_client, gpu):
+    if gpu == "auto" and any(dask_client.run(_worker_gpu_available).values()):
+        pytest.skip("the workers have a usable GPU")
+    data = realistic((1000, 8))
+    store = zarr.storage.LocalStore(tmp_path / "c.zarr")
+    array = make_array(store, data.shape, data.dtype, (100, 8), (200, 8))
+    gpu_write([(array, NumpyIterator(data, buffer_shape=(200, 8)))], dask_client, tmp_path / "lanes", gpu=gpu)
+    np.testing.assert_array_equal(read_back(store), data)
+    assert list((tmp_path / "lanes").iterdir()) == [], "no lane was made"
+
+
+def test_gpu_always_without_a_device_names_the_dataset_and_why(tmp_path, dask_client):
+    from hdmf_zarr_parallel.engines.dask import DaskEngine
+
+    if any(dask_client.run(_worker_gpu_available).values()):
+        pytest.skip("the workers have a usable GPU")
+    with pytest.raises(ValueError, match="gpu must be one of 'auto', 'never', 'always'; got 'yes'"):
+        DaskEngine(dask_client, gpu="yes")
+    data = realistic((400, 4))
+    store = zarr.storage.LocalStore(tmp_path / "n.zarr")
+    array = make_array(store, data.shape, data.dtype, (100, 4))
+    engine = DaskEngine(dask_client, gpu="always")  # the default NvcompLane
+    with pytest.raises(ChunkWriteError, match=r"dataset '/'.*region \[\d+:.*cannot start a GPU lane \(NvcompLane"):
+        write_datasets(
+            [DatasetWriter(array, NumpyIterator(data, buffer_shape=(100, 4)))],
+            engine,
+            WriteOptions(engine="dask", client=dask_client),
+        )
+
+
+def test_store_failure_on_the_gpu_path_names_the_chunk(tmp_path, dask_client):
+    store = FullDiskStore(tmp_path / "full.zarr")
+    data = realistic((1000, 4))
+    array = make_array(store, data.shape, data.dtype, (100, 4))
+    with pytest.raises(ChunkWriteError, match=r"chunk \(3, 0\) while storing key 'c/3/0'.*No space left"):
+        gpu_write([(array, NumpyIterator(data, buffer_shape=(200, 4)))], dask_client, tmp_path / "lanes")
+    log = lane_log(tmp_path / "lanes")
+    assert log["made"] and log["closed"] == log["made"]
 
 
 # -- the current client, and refusals before any data moves --------------------------------------

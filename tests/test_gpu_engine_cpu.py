@@ -206,3 +206,27 @@ def test_chunk_matrix_orders_chunks_as_units_then_inner_chunks(case):
     assert list(fill_rows(np, matrix.reshape(-1, matrix.shape[2]), 0)) == [
         not row.any() for row in matrix.reshape(-1, matrix.shape[2])
     ]
+
+
+def test_the_data_path_is_plain_functions_usable_without_the_engine(store):
+    """What the Dask engine's GPU workers call: encode on a lane, then store, in the calling thread."""
+    from hdmf_zarr_parallel.codecs.gpu_plan import classify
+    from hdmf_zarr_parallel.engines.gpu import encode_region_on_lane, encode_units_on_lane, store_encoded
+
+    data = realistic((300, 20))
+    data[64:128] = 0  # two all-fill shards: their keys are deleted, not written
+    array = make_array(store, data.shape, data.dtype, (16, 8), (64, 16), compressors=ZstdCodec())
+    writer = DatasetWriter(array, NumpyIterator(data, buffer_shape=(128, 20)))
+    plan = classify(array)
+    lane = TightMemoryLane()  # batches of more than 3 chunks run out of memory: halving still applies
+    head = (slice(0, 128), slice(0, 20))
+    encoded = encode_region_on_lane(lane, writer, plan, head)
+    assert [coords for coords, _ in encoded] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [blob is None for _, blob in encoded] == [False, False, True, True]
+    assert store_encoded(writer, encoded) == 4
+    tail = (slice(128, 300), slice(0, 20))
+    units = list(writer.split(tail, data[128:300]))  # edge units are short: padded on the lane
+    assert store_encoded(writer, encode_units_on_lane(lane, writer, plan, units)) == len(units) == 6
+    lane.close()
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    assert lane.calls[0] < 0 and 0 < max(lane.calls) <= 3

@@ -8,8 +8,9 @@ whose worker is lost can be rerun anywhere.
 
 - **Random-access iterators** (``GenericDataChunkIterator``): every task reads one
   unit-aligned (chunk- or shard-aligned) tile from the iterator *on the worker*,
-  encodes it with the array's own zarr codecs and stores it. The iterator must pickle,
-  and not with its data inside (that would send the data with every task).
+  encodes it (on the worker's GPU or with the array's own zarr codecs, see below) and
+  stores it. The iterator must pickle, and not with its data inside (that would send
+  the data with every task).
 - **Sequential iterators** (``DataChunkIterator`` and any other
   ``AbstractDataChunkIterator``) cannot be split: they are read in order *on the
   client*, which assembles whole chunks (or shards); each batch of whole units is sent
@@ -23,34 +24,56 @@ chunk or region. A worker lost mid-write has its tasks rescheduled by Dask (up t
 ``distributed.scheduler.allowed-failures`` times); a rerun task rewrites every unit of
 its region whole, and each store write replaces a key with complete bytes.
 
-Workers encode with the CPU codecs; worker GPU encoding (nvCOMP on dask-cuda workers)
-is not implemented yet.
+**Where a task encodes** (``gpu=``): with ``"auto"`` (the default), a worker whose
+process sees a usable GPU (:func:`~hdmf_zarr_parallel.gpu_support.gpu_status`, probed
+once per worker process; dask-cuda's ``LocalCUDACluster`` gives each worker its own GPU)
+encodes the datasets whose codec chain nvCOMP can produce
+(:func:`~hdmf_zarr_parallel.codecs.gpu_plan.classify`, decided once per dataset on the
+client) on that GPU, with the GPU engine's own data path
+(:func:`~hdmf_zarr_parallel.engines.gpu.encode_region_on_lane` or
+``encode_units_on_lane``, then :func:`~hdmf_zarr_parallel.engines.gpu.store_encoded`, in
+the same task); every other task encodes with the CPU codecs. ``"never"`` keeps every
+worker on the CPU codecs; ``"always"`` uses the GPU path for every GPU-capable dataset on
+every worker without asking ``gpu_status`` (a worker that cannot start a lane fails the
+write with a ``ChunkWriteError`` saying so).
+Each worker thread keeps one lane (CUDA stream, pinned staging, nvCOMP encoders), made
+by ``gpu_lane`` (default :class:`~hdmf_zarr_parallel.engines.gpu_lanes.NvcompLane`;
+tests pass a ``HostLane``); :meth:`DaskEngine.shutdown` closes the lanes of every worker
+(a lane still in use by a task closes when that task ends).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 
+from ..codecs.gpu_plan import GpuCodecPlan, classify
 from ..dataset import DatasetWriter
 from ..errors import ChunkWriteError
 from ..options import WriteOptions
 from ..plan import Coords, Region
 from .base import MAX_TILE_BYTES, Engine, write_units
+from .gpu import encode_region_on_lane, encode_units_on_lane, store_encoded
+from .gpu_lanes import Lane, NvcompLane
 
 logger = logging.getLogger(__name__)
 
 LARGE_PAYLOAD_BYTES = 1 << 20  # a pickled dataset this big probably carries its data: warn
 MAX_PAYLOAD_BYTES = 16 << 20  # ... and this big is refused: every task would carry it
 WORKER_CACHE = 256  # datasets each worker process keeps unpickled
+GPU_MODES = ("auto", "never", "always")
+
+#: what a task needs to encode on a worker's GPU: (gpu mode, pickled lane factory, codec plan)
+GpuTask = tuple[str, bytes, GpuCodecPlan]
 
 
 def _import_distributed():
@@ -146,12 +169,116 @@ def _forget_writers(tokens: list[str]) -> None:
             _WORKER_WRITERS.pop(token, None)
 
 
-def _write_region(token: str, payload: bytes, region: Region) -> int:
-    return _worker_writer(token, payload).write_region(region)
+# -- GPU lanes on the workers: one per worker thread and lane factory, closed when dropped ------
+_LANE_FACTORIES: dict[bytes, Callable[[], Lane]] = {}
+_OPEN_LANES: dict[int, Lane] = {}  # id -> lane, every lane of this worker process not yet dropped
+_BUSY_LANES: set[int] = set()  # lanes a task is using right now
+_LANES_LOCK = threading.Lock()
+_THREAD = threading.local()  # .lanes: {pickled factory: this thread's lane}
 
 
-def _write_units(token: str, payload: bytes, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
-    return write_units(_worker_writer(token, payload), units)
+def _use_gpu(gpu: GpuTask | None) -> bool:
+    """Whether this task encodes on a GPU lane: the dataset's chain is GPU-capable (``gpu`` is set)
+    and, with ``"auto"``, this worker process sees a usable GPU (probed once per process)."""
+    if gpu is None:
+        return False
+    if gpu[0] == "always":
+        return True
+    from ..gpu_support import gpu_status
+
+    return gpu_status().available
+
+
+def _new_lane(factory_bytes: bytes) -> Lane:
+    from distributed.protocol.pickle import loads
+
+    with _LANES_LOCK:
+        factory = _LANE_FACTORIES.get(factory_bytes)
+    if factory is None:
+        factory = loads(factory_bytes)
+        with _LANES_LOCK:
+            _LANE_FACTORIES.setdefault(factory_bytes, factory)
+    try:
+        return factory()
+    except Exception as exc:
+        from ..gpu_support import gpu_status
+
+        name = getattr(factory, "__name__", None) or type(factory).__name__
+        raise RuntimeError(
+            f"this Dask worker cannot start a GPU lane ({name}: {exc!r}; GPU status: {gpu_status().reason}); "
+            "use gpu='auto' to let such workers encode with the CPU codecs"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _worker_lane(factory_bytes: bytes) -> Iterator[Lane]:
+    """This worker thread's lane for that factory, created on first use; a lane dropped (by
+    :func:`_drop_lanes`) while in use is closed when the task lets go of it."""
+    lanes = _THREAD.__dict__.setdefault("lanes", {})
+    lane = lanes.get(factory_bytes)
+    with _LANES_LOCK:
+        if lane is not None and id(lane) not in _OPEN_LANES:
+            lane = None  # dropped (and closed) since this thread last used it
+    if lane is None:
+        lane = lanes[factory_bytes] = _new_lane(factory_bytes)
+        with _LANES_LOCK:
+            _OPEN_LANES[id(lane)] = lane
+    with _LANES_LOCK:
+        _BUSY_LANES.add(id(lane))
+    try:
+        yield lane
+    finally:
+        with _LANES_LOCK:
+            _BUSY_LANES.discard(id(lane))
+            dropped = id(lane) not in _OPEN_LANES
+        if dropped:
+            lanes.pop(factory_bytes, None)
+            lane.close()
+
+
+def _drop_lanes() -> int:
+    """Close every idle lane of this worker process and mark the busy ones to close after use."""
+    with _LANES_LOCK:
+        idle = [lane for key, lane in _OPEN_LANES.items() if key not in _BUSY_LANES]
+        _OPEN_LANES.clear()
+        _LANE_FACTORIES.clear()
+    for lane in idle:
+        try:
+            lane.close()
+        except Exception:  # a failing close must not stop the others, nor the write's tear-down
+            logger.warning("closing a GPU lane failed", exc_info=True)
+    return len(idle)
+
+
+# -- the tasks -----------------------------------------------------------------------------------
+def _write_region(token: str, payload: bytes, region: Region, gpu: GpuTask | None = None) -> int:
+    writer = _worker_writer(token, payload)
+    if not _use_gpu(gpu):
+        return writer.write_region(region)
+    _, factory, plan = gpu
+    with _worker_lane(factory) as lane:
+        encoded = encode_region_on_lane(lane, writer, plan, region)
+    store_encoded(writer, encoded)
+    return writer.region_nbytes(region)
+
+
+def _write_units(
+    token: str, payload: bytes, units: Sequence[tuple[Coords, np.ndarray]], gpu: GpuTask | None = None
+) -> int:
+    writer = _worker_writer(token, payload)
+    if not _use_gpu(gpu) or not units:
+        return write_units(writer, units)
+    _, factory, plan = gpu
+    with _worker_lane(factory) as lane:
+        encoded = encode_units_on_lane(lane, writer, plan, units)
+    store_encoded(writer, encoded)
+    return sum(data.nbytes for _, data in units)
+
+
+def _release_write(tokens: list[str]) -> int:
+    """At the end of a write, on each worker: forget its datasets and close the GPU lanes."""
+    _forget_writers(tokens)
+    return _drop_lanes()
 
 
 def _store_only(writer: DatasetWriter) -> DatasetWriter:
@@ -167,16 +294,39 @@ def _fmt(region: Region) -> str:
 
 
 class DaskEngine(Engine):
-    """Runs region and unit tasks on the workers of a ``distributed.Client``."""
+    """Runs region and unit tasks on the workers of a ``distributed.Client``.
+
+    ``gpu`` says where tasks encode: ``"auto"`` (default) on the worker's GPU when its process
+    sees a usable one and the dataset's codec chain is GPU-capable, else with the CPU codecs;
+    ``"never"``: always the CPU codecs; ``"always"``: the GPU path for every GPU-capable dataset
+    on every worker, without checking for a GPU. ``gpu_lane`` makes a worker thread's lane: a
+    picklable zero-argument callable returning a :class:`~.gpu_lanes.Lane` (default
+    :class:`~.gpu_lanes.NvcompLane`; a ``HostLane`` runs the GPU data path on the host, for tests).
+    """
 
     name = "dask"
 
-    def __init__(self, client: Any, retries: int = 0) -> None:
+    def __init__(
+        self, client: Any, retries: int = 0, gpu: str = "auto", gpu_lane: Callable[[], Lane] = NvcompLane
+    ) -> None:
+        from distributed.protocol.pickle import dumps
+
+        if gpu not in GPU_MODES:
+            raise ValueError(f"gpu must be one of {', '.join(map(repr, GPU_MODES))}; got {gpu!r}")
+        if not callable(gpu_lane):
+            raise TypeError(f"gpu_lane must be a callable that returns a Lane, got {type(gpu_lane).__name__}")
+        try:
+            lane_bytes = dumps(gpu_lane)
+        except Exception as exc:
+            raise TypeError(f"gpu_lane must pickle to reach the Dask workers: {exc!r}") from exc
         self.client = resolve_client(client)
         super().__init__(max_workers=0)
         self.retries = retries  # for exceptions; lost workers are rescheduled by Dask regardless
+        self.gpu = gpu
+        self._lane_bytes = lane_bytes
         self._threads = 0
-        self._writers: dict[int, tuple[str, bytes]] = {}  # id(writer) -> (token, pickled writer)
+        # id(writer) -> (token, pickled writer, what its tasks need to encode on a GPU or None)
+        self._writers: dict[int, tuple[str, bytes, GpuTask | None]] = {}
         self._pending: dict[str, Any] = {}  # key -> distributed.Future of a running task
         self._checked_stores: set[str] = set()  # stores every worker was seen to reach, this write
         self._cancelling = False
@@ -211,8 +361,18 @@ class DaskEngine(Engine):
         self._check_reachable(list(unchecked.values()))
         self._checked_stores.update(unchecked)
         for writer, payload in zip(writers, payloads, strict=True):
-            self._writers[id(writer)] = (uuid.uuid4().hex, payload)
+            self._writers[id(writer)] = (uuid.uuid4().hex, payload, self._gpu_task(writer))
         logger.debug("dask engine: %d dataset(s) admitted on %s", len(writers), self.describe())
+
+    def _gpu_task(self, writer: DatasetWriter) -> GpuTask | None:
+        """What the tasks of a GPU-capable dataset carry to encode on a worker's GPU (``None``: CPU codecs)."""
+        if self.gpu == "never":
+            return None
+        plan = classify(writer.array)
+        if not plan:
+            logger.info("dataset '%s' is encoded with the CPU codecs on the Dask workers: %s", writer.name, plan.reason)
+            return None
+        return (self.gpu, self._lane_bytes, plan)
 
     def _connect(self) -> None:
         """Once per write: a running client and a cluster with workers (else tasks would wait forever)."""
@@ -289,10 +449,13 @@ class DaskEngine(Engine):
 
     # -- tasks ----------------------------------------------------------------------------------
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
+        token, payload, gpu = self._writers[id(writer)]
         future = self.client.submit(
             _write_region,
-            *self._writers[id(writer)],
+            token,
+            payload,
             region,
+            gpu,
             key=f"hzp-region-{uuid.uuid4().hex}",
             pure=False,
             retries=self.retries,
@@ -301,10 +464,13 @@ class DaskEngine(Engine):
 
     def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
         units = list(units)
+        token, payload, gpu = self._writers[id(writer)]
         future = self.client.submit(
             _write_units,
-            *self._writers[id(writer)],
+            token,
+            payload,
             units,
+            gpu,
             key=f"hzp-units-{uuid.uuid4().hex}",
             pure=False,
             retries=self.retries,
@@ -346,15 +512,16 @@ class DaskEngine(Engine):
     # -- tear-down ------------------------------------------------------------------------------
     def shutdown(self, cancel: bool = False) -> None:
         """Release every task; with ``cancel`` drop queued ones (a task already running on a worker
-        finishes its tile: Dask cannot interrupt it). Workers forget this write's datasets."""
+        finishes its tile: Dask cannot interrupt it). Workers forget this write's datasets and close
+        their GPU lanes (a lane still in use closes when its task ends)."""
         futures = list(self._pending.values())
-        tokens = [token for token, _ in self._writers.values()]
+        tokens = [token for token, _, _ in self._writers.values()]
         try:
             if cancel and futures:
                 self._cancelling = True
                 self.client.cancel(futures)
             if tokens and self.client.status == "running":
-                self.client.run(_forget_writers, tokens, on_error="return")
+                self.client.run(_release_write, tokens, on_error="return")
         except Exception:  # a client or cluster that is already gone has nothing left to release
             logger.debug("releasing Dask tasks failed", exc_info=True)
         self._pending.clear()

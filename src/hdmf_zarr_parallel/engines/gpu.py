@@ -10,6 +10,12 @@ Several lanes (threads, each with its own CUDA stream and encoders) run at once,
 tile's copies overlap another's compression, while the writer pool stores the previous
 tiles. Datasets whose codec chain nvCOMP cannot produce readably for stock zarr (blosc,
 shuffle, strings, …) go to a CPU thread pool, and the reason is logged once per dataset.
+
+The data path itself is plain synchronous functions, shared with the Dask engine's GPU
+workers: :func:`encode_region_on_lane` / :func:`encode_units_on_lane` (upload, carve,
+fill check, batched encode with out-of-memory halving, shard assembly) and
+:func:`store_encoded` / :func:`put_encoded`. This engine only adds the scheduling
+(lane threads, a store pool, futures).
 """
 
 from __future__ import annotations
@@ -43,6 +49,96 @@ def _inner(plan: GpuCodecPlan) -> tuple[int, ...]:
     return plan.chunks_per_shard if plan.sharded else (1,) * len(plan.chunk_shape)
 
 
+# -- the GPU data path: synchronous, usable from any thread or process ------------------------------
+def encode_region_on_lane(lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, region: Region) -> list[Encoded]:
+    """Read one unit-aligned region, encode all its units on ``lane``; ``(coords, bytes | None)`` per unit.
+
+    ``None`` means the unit holds only the fill value (and ``write_empty_chunks`` is off): its key is
+    deleted, as zarr does. Nothing is stored here: see :func:`store_encoded`.
+    """
+    device = lane.upload(writer.read(region))
+    units = tuple(math.ceil((r.stop - r.start) / u) for r, u in zip(region, writer.unit_shape, strict=True))
+    with lane.context():
+        matrix = chunk_matrix(lane.xp, device, units, _inner(plan), plan.chunk_shape, plan.fill_value)
+    return _encode_matrix(lane, writer, plan, list(writer.grid.units_overlapping(region)), matrix)
+
+
+def encode_units_on_lane(
+    lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, units: Sequence[tuple[Coords, np.ndarray]]
+) -> list[Encoded]:
+    """Encode whole units already assembled on the host (sequential iterators) on ``lane``."""
+    ones = (1,) * len(writer.unit_shape)
+    with lane.context():
+        matrices = [
+            chunk_matrix(lane.xp, lane.upload(data), ones, _inner(plan), plan.chunk_shape, plan.fill_value)
+            for _, data in units
+        ]
+        matrix = matrices[0] if len(matrices) == 1 else lane.xp.concatenate(matrices)
+    return _encode_matrix(lane, writer, plan, [coords for coords, _ in units], matrix)
+
+
+def _encode_matrix(
+    lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, coords: list[Coords], matrix
+) -> list[Encoded]:
+    """Skip all-fill chunks, encode the rest in one batch, assemble shards: one entry per unit."""
+    n_units, per_unit, _ = matrix.shape
+    rows = matrix.reshape(n_units * per_unit, -1)
+    skip_empty = not writer.array._async_array.config.write_empty_chunks
+    with lane.context():
+        empty = fill_rows(lane.xp, rows, plan.fill_value) if skip_empty else np.zeros(len(rows), bool)
+    todo = [rows[i].reshape(plan.chunk_shape) for i in np.flatnonzero(~empty)]
+    try:
+        encoded = iter(encode_batched(lane, plan, todo))
+    except Exception as exc:
+        raise ChunkWriteError(writer.name, coords[0] if coords else None, "encoding on the GPU", repr(exc)) from exc
+    blobs = [None if e else next(encoded) for e in empty]
+    out: list[Encoded] = []
+    for i, unit in enumerate(coords):
+        parts = blobs[i * per_unit : (i + 1) * per_unit]
+        if plan.sharded:
+            out.append((unit, build_shard(parts, plan.chunks_per_shard, plan.index_location, plan.index_crc32c)))
+        else:
+            out.append((unit, parts[0]))
+    return out
+
+
+def encode_batched(lane: Lane, plan: GpuCodecPlan, chunks: list) -> list:
+    """One encode call for all chunks; on device out-of-memory, retry in halves down to one chunk."""
+    out: list = []
+    step = max(1, len(chunks))
+    start = 0
+    while start < len(chunks):
+        try:
+            out.extend(lane.encode(plan, chunks[start : start + step]))
+            start += step
+        except lane.out_of_memory as exc:
+            if step == 1:
+                raise RuntimeError(
+                    f"the GPU ran out of memory encoding a single chunk of {plan.chunk_nbytes} bytes; "
+                    "use smaller chunks or engine='threads'"
+                ) from exc
+            step = max(1, step // 2)
+            lane.free_memory()
+            logger.info("GPU out of memory: retrying with batches of %d chunks", step)
+    return out
+
+
+def put_encoded(writer: DatasetWriter, coords: Coords, blob: bytes | memoryview | None) -> None:
+    """Store one encoded unit under its key (``None`` deletes it); errors name dataset, chunk and key."""
+    buffer = None if blob is None else default_buffer_prototype().buffer.from_bytes(blob)
+    try:
+        writer.sink.put(coords, buffer)
+    except Exception as exc:
+        raise ChunkWriteError(writer.name, coords, f"storing key '{writer.sink.key(coords)}'", repr(exc)) from exc
+
+
+def store_encoded(writer: DatasetWriter, encoded: Sequence[Encoded]) -> int:
+    """Store encoded units one after the other in this thread; returns how many."""
+    for coords, blob in encoded:
+        put_encoded(writer, coords, blob)
+    return len(encoded)
+
+
 class GpuEngine(Engine):
     name = "gpu"
 
@@ -58,7 +154,7 @@ class GpuEngine(Engine):
         self.lane_count = lanes
         self._lane_factory = lane_factory
         self._cpu = ThreadEngine(max_workers)
-        self._plans: dict[int, GpuCodecPlan] = {}
+        self._plans: dict[int, tuple[DatasetWriter, GpuCodecPlan]] = {}
         self._local = threading.local()
         self._open_lanes: list[Lane] = []
         self._lanes_lock = threading.Lock()
@@ -88,10 +184,14 @@ class GpuEngine(Engine):
         if not plan:
             logger.warning("dataset '%s' is written by the CPU pool: %s", writer.name, plan.reason)
             return
-        self._plans[id(writer)] = plan
+        self._plans[id(writer)] = (writer, plan)  # the writer kept alive: its id cannot be reused meanwhile
         if self._lane_pool is None:
             self._lane_pool = ThreadPoolExecutor(self.lane_count, thread_name_prefix="hzp-gpu-lane")
             self._store_pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hzp-gpu-store")
+
+    def _plan_of(self, writer: DatasetWriter) -> GpuCodecPlan | None:
+        entry = self._plans.get(id(writer))
+        return entry[1] if entry is not None and entry[0] is writer else None
 
     def _lane(self) -> Lane:
         lane = getattr(self._local, "lane", None)
@@ -103,25 +203,23 @@ class GpuEngine(Engine):
 
     # -- tasks ----------------------------------------------------------------------
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        plan = self._plans.get(id(writer))
+        plan = self._plan_of(writer)
         if plan is None:
             return self._cpu.submit_region(writer, region)
-        return self._run(writer, plan, lambda lane: self._carve_region(lane, writer, plan, region))
+        return self._run(writer, lambda lane: encode_region_on_lane(lane, writer, plan, region))
 
     def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
-        plan = self._plans.get(id(writer))
+        plan = self._plan_of(writer)
         if plan is None:
             return self._cpu.submit_units(writer, units)
-        return self._run(writer, plan, lambda lane: self._carve_units(lane, writer, plan, units))
+        return self._run(writer, lambda lane: encode_units_on_lane(lane, writer, plan, units))
 
-    def _run(self, writer: DatasetWriter, plan: GpuCodecPlan, carve) -> Future[int]:
+    def _run(self, writer: DatasetWriter, encode: Callable[[Lane], list[Encoded]]) -> Future[int]:
         """Encode on a lane, then store on the writer pool; the future ends when all is stored."""
         done: Future[int] = Future()
 
         def on_lane() -> None:
-            lane = self._lane()
-            encoded = self._encode(lane, writer, plan, carve(lane))
-            self._store(writer, encoded, done)
+            self._store(writer, encode(self._lane()), done)
 
         def lane_finished(f: Future) -> None:
             if not f.cancelled() and f.exception() is not None:
@@ -130,79 +228,11 @@ class GpuEngine(Engine):
         self._lane_pool.submit(on_lane).add_done_callback(lane_finished)
         return done
 
-    # -- carve and encode: one chunk matrix per task ------------------------------------
-    def _carve_region(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, region: Region):
-        device = lane.upload(writer.read(region))
-        units = tuple(math.ceil((r.stop - r.start) / u) for r, u in zip(region, writer.unit_shape, strict=True))
-        with lane.context():
-            matrix = chunk_matrix(lane.xp, device, units, _inner(plan), plan.chunk_shape, plan.fill_value)
-        return list(writer.grid.units_overlapping(region)), matrix
-
-    def _carve_units(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, units):
-        ones = (1,) * len(writer.unit_shape)
-        with lane.context():
-            matrices = [
-                chunk_matrix(lane.xp, lane.upload(data), ones, _inner(plan), plan.chunk_shape, plan.fill_value)
-                for _, data in units
-            ]
-            matrix = matrices[0] if len(matrices) == 1 else lane.xp.concatenate(matrices)
-        return [coords for coords, _ in units], matrix
-
-    def _encode(self, lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, carved) -> list[Encoded]:
-        coords, matrix = carved
-        n_units, per_unit, _ = matrix.shape
-        rows = matrix.reshape(n_units * per_unit, -1)
-        skip_empty = not writer.array._async_array.config.write_empty_chunks
-        with lane.context():
-            empty = fill_rows(lane.xp, rows, plan.fill_value) if skip_empty else np.zeros(len(rows), bool)
-        todo = [rows[i].reshape(plan.chunk_shape) for i in np.flatnonzero(~empty)]
-        try:
-            encoded = iter(self._encode_batched(lane, plan, todo))
-        except Exception as exc:
-            raise ChunkWriteError(writer.name, coords[0] if coords else None, "encoding on the GPU", repr(exc)) from exc
-        blobs = [None if e else next(encoded) for e in empty]
-        out: list[Encoded] = []
-        for i, unit in enumerate(coords):
-            parts = blobs[i * per_unit : (i + 1) * per_unit]
-            if plan.sharded:
-                out.append((unit, build_shard(parts, plan.chunks_per_shard, plan.index_location, plan.index_crc32c)))
-            else:
-                out.append((unit, parts[0]))
-        return out
-
-    def _encode_batched(self, lane: Lane, plan: GpuCodecPlan, chunks: list) -> list:
-        """One encode call for all chunks; on device out-of-memory, retry in halves down to one chunk."""
-        out: list = []
-        step = max(1, len(chunks))
-        start = 0
-        while start < len(chunks):
-            try:
-                out.extend(lane.encode(plan, chunks[start : start + step]))
-                start += step
-            except lane.out_of_memory as exc:
-                if step == 1:
-                    raise RuntimeError(
-                        f"the GPU ran out of memory encoding a single chunk of {plan.chunk_nbytes} bytes; "
-                        "use smaller chunks or engine='threads'"
-                    ) from exc
-                step = max(1, step // 2)
-                lane.free_memory()
-                logger.info("GPU out of memory: retrying with batches of %d chunks", step)
-        return out
-
     # -- store ------------------------------------------------------------------------
     def _store(self, writer: DatasetWriter, encoded: list[Encoded], done: Future[int]) -> None:
-        prototype = default_buffer_prototype()
+        """Hand each unit to the store pool (:func:`put_encoded`); ``done`` ends with the last one."""
         pending = [len(encoded)]
         lock = threading.Lock()
-
-        def put(coords: Coords, blob) -> None:
-            buffer = None if blob is None else prototype.buffer.from_bytes(blob)
-            try:
-                writer.sink.put(coords, buffer)
-            except Exception as exc:
-                key = writer.sink.key(coords)
-                raise ChunkWriteError(writer.name, coords, f"storing key '{key}'", repr(exc)) from exc
 
         def stored(f: Future) -> None:
             error = f.exception() if not f.cancelled() else RuntimeError("store cancelled")
@@ -218,7 +248,7 @@ class GpuEngine(Engine):
         if not encoded:
             done.set_result(0)
         for coords, blob in encoded:
-            self._store_pool.submit(put, coords, blob).add_done_callback(stored)
+            self._store_pool.submit(put_encoded, writer, coords, blob).add_done_callback(stored)
 
     # -- tear-down ----------------------------------------------------------------------
     def shutdown(self, cancel: bool = False) -> None:
