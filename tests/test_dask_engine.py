@@ -576,3 +576,14 @@ def _get(store, key):
     from zarr.core.sync import sync
 
     return sync(store.get(key, prototype=default_buffer_prototype())).to_bytes()
+
+
+def test_dask_gpu_reaches_the_engine_through_the_io_object(tmp_path, dask_client):
+    from hdmf_zarr_parallel import NWBParallelZarrIO
+
+    path = tmp_path / "never.nwb.zarr"
+    with pytest.raises(ValueError, match="dask_gpu must be 'auto', 'never' or 'always'; got 'maybe'"):
+        NWBParallelZarrIO(str(path), mode="w", engine="dask", client=dask_client, dask_gpu="maybe")
+    assert not path.exists()
+    with NWBParallelZarrIO(str(path), mode="w", engine="dask", client=dask_client, dask_gpu="never") as io:
+        assert io._engine.gpu == "never"

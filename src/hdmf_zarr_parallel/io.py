@@ -35,6 +35,7 @@ class _ParallelWriteMixin:
         gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES,
         gpu_streams: int = 4,
         client: Any = None,
+        dask_gpu: str = "auto",
         **kwargs: Any,
     ) -> None:
         self.write_options = WriteOptions(
@@ -45,6 +46,7 @@ class _ParallelWriteMixin:
             gpu_batch_bytes=gpu_batch_bytes,
             gpu_streams=gpu_streams,
             client=client,
+            dask_gpu=dask_gpu,
         )
         self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
         self._parallel_queue: ParallelDataChunkIteratorQueue | None = None

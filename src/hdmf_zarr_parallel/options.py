@@ -19,7 +19,9 @@ def default_workers() -> int:
 class WriteOptions:
     """How a write runs. ``max_workers=None`` means one worker per CPU core.
 
-    ``client`` is the ``distributed.Client`` of ``engine="dask"`` (``None``: the current client).
+    ``client`` is the ``distributed.Client`` of ``engine="dask"`` (``None``: the current client);
+    ``dask_gpu`` says whether its workers encode on their GPU: ``"auto"`` (where one is usable),
+    ``"never"`` or ``"always"``.
     """
 
     engine: str = "auto"
@@ -31,6 +33,7 @@ class WriteOptions:
     gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES
     gpu_streams: int = 4
     client: Any = field(default=None, compare=False, repr=False)
+    dask_gpu: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.engine, str):
@@ -46,6 +49,8 @@ class WriteOptions:
             raise TypeError(f"progress must be a bool or a dict of tqdm options, got {type(self.progress).__name__}")
         if self.client is not None and self.engine != "dask":
             raise ValueError(f"client= is only used by engine='dask', not engine={self.engine!r}")
+        if self.dask_gpu not in ("auto", "never", "always"):
+            raise ValueError(f"dask_gpu must be 'auto', 'never' or 'always'; got {self.dask_gpu!r}")
         if self.mp_context not in (None, "fork", "spawn", "forkserver"):
             raise ValueError(
                 f"multiprocessing_context must be None, 'fork', 'spawn' or 'forkserver'; got {self.mp_context!r}"

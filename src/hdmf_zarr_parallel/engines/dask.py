@@ -334,7 +334,7 @@ class DaskEngine(Engine):
     @classmethod
     def create(cls, options: WriteOptions) -> DaskEngine:
         """The engine for ``engine="dask"``; without a client (given or current) it refuses clearly."""
-        return cls(options.client)
+        return cls(options.client, gpu=options.dask_gpu)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _cluster_threads(self) -> dict[str, int]:
