@@ -20,15 +20,9 @@ import zarr
 from hdmf_zarr.nwb import NWBZarrIO
 from pynwb import NWBHDF5IO
 
-from hdmf_zarr_parallel.convert import (
-    ConvertError,
-    ConvertOptions,
-    H5DatasetIterator,
-    compare_nwb_files,
-    compare_zarr_stores,
-    convert,
-)
+from hdmf_zarr_parallel.convert import ConvertError, ConvertOptions, H5DatasetIterator, convert
 from hdmf_zarr_parallel.demo import write_example_hdf5
+from hdmf_zarr_parallel.verify import compare_nwb_files, compare_zarr_stores
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 
