@@ -286,7 +286,10 @@ class NvcompBatchEncoder:
 
         batch = nvcomp.as_arrays(srcs, cuda_stream=self._stream_ptr)
         enc = self._codec.encode(batch)
-        sizes = [int(s) for s in enc.buffer_sizes]  # waits for the compression
+        # wait here, where cupy lets other threads run, rather than inside nvCOMP's
+        # buffer_sizes, which holds the GIL while it waits (measured on an H200)
+        self._synchronize()
+        sizes = [int(s) for s in enc.buffer_sizes]
         header = LZ4_HEADER_SIZE if self.plan.algorithm == "lz4" else 0
         ptrs = [self._device_ptr(enc[i]) for i in range(len(sizes))]
         lo = min(ptrs)
