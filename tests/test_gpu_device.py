@@ -29,9 +29,26 @@ import zarr  # noqa: E402
 from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec  # noqa: E402
 from zarr.storage import LocalStore  # noqa: E402
 
-from hdmf_zarr_parallel.codecs.gpu import NvcompBatchEncoder, is_fill_chunks, pad_to_chunk  # noqa: E402
+from hdmf_zarr_parallel.codecs.gpu import NvcompBatchEncoder  # noqa: E402
 from hdmf_zarr_parallel.codecs.gpu_plan import GpuCodecPlan, classify  # noqa: E402
 from hdmf_zarr_parallel.codecs.shard import build_shard  # noqa: E402
+from hdmf_zarr_parallel.engines.gpu_lanes import chunk_matrix, fill_rows  # noqa: E402
+
+
+def pad_to_chunk(data, chunk_shape, fill_value, dtype=None):
+    """A device chunk of ``chunk_shape`` from ``data``, padded with the fill value (test helper)."""
+    dtype = np.dtype(dtype) if dtype is not None else data.dtype
+    out = cupy.full(tuple(chunk_shape), fill_value if fill_value is not None else 0, dtype=dtype)
+    out[tuple(slice(0, s) for s in data.shape)] = data
+    return out
+
+
+def is_fill_chunks(chunks, fill_value):
+    """Which device chunks hold only the fill value, through the engine's own ``fill_rows``."""
+    if not chunks:
+        return []
+    return list(fill_rows(cupy, cupy.stack([c.reshape(-1) for c in chunks]), fill_value))
+
 
 ALGOS = ["zstd", "gzip", "lz4"]
 DTYPES = ["uint8", "int16", "uint16", "int32", "float32", "float64"]
@@ -174,22 +191,20 @@ def test_gpu_sharded_read_by_cpu_zarr(tmp_path, algo, index_location, with_crc):
     np.testing.assert_array_equal(got, data)
 
 
-def test_pad_to_chunk_and_fill_detection():
-    x = cupy.arange(10, dtype=cupy.float32).reshape(2, 5)
-    p = pad_to_chunk(x, (3, 6), float("nan"))
-    assert p.shape == (3, 6) and p.flags.c_contiguous
-    host = cupy.asnumpy(p)
-    np.testing.assert_array_equal(host[:2, :5], cupy.asnumpy(x))
-    assert np.isnan(host[2]).all() and np.isnan(host[:, 5]).all()
-    assert pad_to_chunk(p, (3, 6), 0) is p or np.array_equal(
-        cupy.asnumpy(pad_to_chunk(p, (3, 6), 0)), host, equal_nan=True
-    )
-    nan_chunk = cupy.full((4, 4), cupy.nan, dtype=cupy.float64)
-    assert is_fill_chunks([nan_chunk, cupy.zeros((4, 4))], float("nan")) == [True, False]
-    assert is_fill_chunks([cupy.zeros(5, dtype=cupy.int16), cupy.ones(5, dtype=cupy.int16)], 0) == [True, False]
-    assert is_fill_chunks([], 0) == []
-    with pytest.raises(ValueError):
-        pad_to_chunk(cupy.zeros((4, 4)), (3, 6), 0)
+def test_chunk_matrix_and_fill_rows_on_the_device_match_the_host():
+    """The engine's carving and empty-chunk rule give the same answer with cupy as with numpy."""
+    rng = np.random.default_rng(3)
+    tile = rng.integers(-5, 5, size=(37, 50)).astype("int16")
+    tile[:16] = 0
+    for units, inner, chunk in (((3, 2), (1, 1), (16, 32)), ((3, 1), (2, 4), (8, 16))):
+        host = chunk_matrix(np, tile, units, inner, chunk, 0)
+        device = chunk_matrix(cupy, cupy.asarray(tile), units, inner, chunk, 0)
+        np.testing.assert_array_equal(cupy.asnumpy(device), host)
+        rows_h, rows_d = host.reshape(-1, host.shape[2]), device.reshape(-1, device.shape[2])
+        np.testing.assert_array_equal(fill_rows(cupy, rows_d, 0), fill_rows(np, rows_h, 0))
+    floats = cupy.asarray(np.array([[np.nan, np.nan], [np.nan, 1.0], [-0.0, -0.0], [0.0, 0.0]], "float32"))
+    assert list(fill_rows(cupy, floats, float("nan"))) == [True, False, False, False]
+    assert list(fill_rows(cupy, floats, 0.0)) == [False, False, False, True]  # -0.0 is not a 0.0 fill
 
 
 def test_encoder_lifecycle_and_validation():

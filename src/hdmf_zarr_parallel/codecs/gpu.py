@@ -34,9 +34,7 @@ __all__ = [
     "ALGORITHM_NAMES",
     "MAX_CHUNK_NBYTES",
     "NvcompBatchEncoder",
-    "is_fill_chunks",
     "make_nvcomp_codec",
-    "pad_to_chunk",
 ]
 
 # nvCOMP algorithm names, first the documented spelling, then fallbacks.
@@ -102,45 +100,6 @@ def make_nvcomp_codec(algorithm: str, stream_ptr: int, chunk_nbytes: int | None 
             except Exception as exc:  # try the next spelling / keyword set
                 errors.append(f"{kw}: {type(exc).__name__}: {exc}")
     raise RuntimeError(f"could not create an nvCOMP {algorithm} codec; last error: {errors[-1]}")
-
-
-def pad_to_chunk(data: Any, chunk_shape: Sequence[int], fill_value: Any, dtype: Any = None) -> Any:
-    """``data`` (a cupy array, possibly an edge chunk) as a C-contiguous array of ``chunk_shape``.
-
-    The region beyond ``data.shape`` is ``fill_value``, as zarr pads edge chunks. Returns
-    ``data`` itself when it already has the full shape, dtype and C layout.
-    """
-    import cupy
-
-    chunk_shape = tuple(int(s) for s in chunk_shape)
-    dtype = np.dtype(dtype) if dtype is not None else data.dtype
-    if len(data.shape) != len(chunk_shape) or any(d > c for d, c in zip(data.shape, chunk_shape, strict=True)):
-        raise ValueError(f"pad_to_chunk: data of shape {data.shape} does not fit in chunk shape {chunk_shape}")
-    if tuple(data.shape) == chunk_shape and data.dtype == dtype:
-        return cupy.ascontiguousarray(data)
-    out = cupy.empty(chunk_shape, dtype=dtype)
-    out.fill(fill_value if fill_value is not None else 0)
-    out[tuple(slice(0, s) for s in data.shape)] = data
-    return out
-
-
-def is_fill_chunks(chunks: Sequence[Any], fill_value: Any) -> list[bool]:
-    """For each cupy chunk, whether every element equals ``fill_value`` (NaN matches NaN).
-
-    One small reduction per chunk, results fetched with one device-to-host copy.
-    """
-    import cupy
-
-    if not chunks:
-        return []
-    flags = cupy.empty(len(chunks), dtype=cupy.bool_)
-    for i, c in enumerate(chunks):
-        fv = fill_value if fill_value is not None else 0
-        if c.dtype.kind in "fc" and isinstance(fv, float | np.floating | complex | np.complexfloating) and np.isnan(fv):
-            flags[i] = cupy.isnan(c).all()
-        else:
-            flags[i] = (c == c.dtype.type(fv)).all()
-    return [bool(v) for v in cupy.asnumpy(flags)]
 
 
 def _gzip_member_from_deflate(deflate: bytes, uncompressed: bytes) -> bytes:
