@@ -313,8 +313,3 @@ class NvcompBatchEncoder:
                 raw = self._cupy.asnumpy(src).tobytes()
                 fixed.append(memoryview(_gzip_member_from_deflate(bytes(blob), raw)))
         return fixed
-
-    def max_batch_for(self, device_bytes: int) -> int:
-        """A batch size whose inputs plus worst-case outputs fit in ``device_bytes``."""
-        per = 2 * self.plan.chunk_nbytes + 1024
-        return max(1, int(device_bytes // per))
