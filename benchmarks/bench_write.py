@@ -83,7 +83,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -96,12 +96,12 @@ import numpy as np
 from hdmf_zarr_parallel.bench import (
     EPHYS_RATE,  # noqa: F401 - kept importable from here
     IMAGING_RATE,  # noqa: F401
-    NpyMemmapIterator,
-    build_ephys_nwb,
-    build_imaging_nwb,
-    generate_ephys,
-    generate_imaging,
+    NpyMemmapIterator,  # noqa: F401 - benchmarks/bench_gpu_layouts.py imports it from here
+    ephys_case,
+    generate_ephys,  # noqa: F401 - likewise
+    imaging_case,
 )
+from hdmf_zarr_parallel.bench import BenchCase as Case
 
 REPO = Path(__file__).resolve().parent.parent
 STOCK_CONFIGS = ("stock-serial", "stock-jobs")
@@ -122,66 +122,19 @@ def _dask_client(workers: int):
 # --------------------------------------------------------------------------------------
 # Cases: the data, its chunking and the NWB file around it
 # --------------------------------------------------------------------------------------
-@dataclass
-class Case:
-    name: str
-    npy: Path
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    chunks: tuple[int, ...]
-    buffer_shape: tuple[int, ...]
-    series: str  # acquisition name
-    build: Callable[[NpyMemmapIterator], object]  # iterator -> NWBFile
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-    @property
-    def data_path(self) -> str:
-        return f"acquisition/{self.series}/data"
-
-    def iterator(self, pid_log: str | None = None) -> NpyMemmapIterator:
-        return NpyMemmapIterator(
-            str(self.npy), pid_log=pid_log, chunk_shape=self.chunks, buffer_shape=self.buffer_shape
-        )
-
-
 def make_cases(args, workdir: Path) -> list[Case]:
+    say = lambda line: print(f"[data] {line.strip()}")  # noqa: E731
     cases = []
     for name in args.cases:
         if name == "ephys":
             npy = workdir / f"ephys-{args.ephys_gb:g}GB-seed{args.seed}.npy"
-            shape = _generate_once(npy, lambda p: generate_ephys(p, args.ephys_gb * 1e9, args.seed), "ephys")
-            rows = max(8192, (args.buffer_mb << 20) // (shape[1] * 2) // 8192 * 8192)
-            cases.append(
-                Case("ephys", npy, shape, np.dtype("int16"), (8192, 64), (min(rows, shape[0]), shape[1]),
-                     "ElectricalSeries", build_ephys_nwb)
-            )
+            cases.append(ephys_case(npy, args.ephys_gb * 1e9, args.buffer_mb, args.seed, say))
         elif name == "imaging":
             npy = workdir / f"imaging-{args.imaging_gb:g}GB-seed{args.seed}.npy"
-            shape = _generate_once(npy, lambda p: generate_imaging(p, args.imaging_gb * 1e9, args.seed + 1), "imaging")
-            frames = max(8, (args.buffer_mb << 20) // (shape[1] * shape[2] * 2) // 8 * 8)
-            cases.append(
-                Case("imaging", npy, shape, np.dtype("uint16"), (8, 256, 256), (min(frames, shape[0]), *shape[1:]),
-                     "TwoPhotonSeries", build_imaging_nwb)
-            )
+            cases.append(imaging_case(npy, args.imaging_gb * 1e9, args.buffer_mb, args.seed, say))
         else:
             raise SystemExit(f"unknown case {name!r}; choose from ephys, imaging")
     return cases
-
-
-def _generate_once(npy: Path, generate: Callable[[Path], tuple[int, ...]], label: str) -> tuple[int, ...]:
-    if npy.exists():
-        shape = np.load(npy, mmap_mode="r").shape
-        print(f"[data] {label}: reusing {npy.name} {shape}")
-        return shape
-    t0 = time.perf_counter()
-    tmp = npy.with_suffix(".partial.npy")
-    shape = generate(tmp)
-    tmp.rename(npy)
-    print(f"[data] {label}: generated {shape} {npy.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.1f} s")
-    return shape
 
 
 # --------------------------------------------------------------------------------------
@@ -471,26 +424,47 @@ def machine_facts(workers: int) -> dict:
         "ram_bytes": ram,
         "python": platform.python_version(),
         "versions": {
-            d: _version(d)
-            for d in ("numpy", "zarr", "numcodecs", "hdmf", "hdmf-zarr", "pynwb", "hdmf-zarr-parallel")
+            d: _version(d) for d in ("numpy", "zarr", "numcodecs", "hdmf", "hdmf-zarr", "pynwb", "hdmf-zarr-parallel")
         },
     }
 
 
 def _fmt_table(rows: list[dict]) -> str:
-    head = ["case", "config", "best s", "median s", "MB/s", "x stock serial", "% ceiling", "stored/raw",
-            "cores busy", "min cpu s", "readers"]
+    head = [
+        "case",
+        "config",
+        "best s",
+        "median s",
+        "MB/s",
+        "x stock serial",
+        "% ceiling",
+        "stored/raw",
+        "cores busy",
+        "min cpu s",
+        "readers",
+    ]
     lines = [head]
     for r in rows:
         if r.get("skipped"):
-            lines.append([r["case"], r["config"], "-", "-", "-", "-", "-", "-", "-", "-", "skipped: " + r["skipped"][:60]])
+            lines.append(
+                [r["case"], r["config"], "-", "-", "-", "-", "-", "-", "-", "-", "skipped: " + r["skipped"][:60]]
+            )
             continue
-        lines.append([
-            r["case"], r["label"], f"{r['best_s']:.2f}", f"{r['median_s']:.2f}", f"{r['MBps']:.0f}",
-            f"{r['x_stock_serial']:.2f}" if r.get("x_stock_serial") else "-",
-            f"{100 * r['fraction_of_ceiling']:.0f}%" if r.get("fraction_of_ceiling") else "-",
-            f"{r['stored_over_raw']:.3f}", f"{r['cores_busy']:.2f}", f"{r['min_cpu_s']:.1f}", r["readers"],
-        ])
+        lines.append(
+            [
+                r["case"],
+                r["label"],
+                f"{r['best_s']:.2f}",
+                f"{r['median_s']:.2f}",
+                f"{r['MBps']:.0f}",
+                f"{r['x_stock_serial']:.2f}" if r.get("x_stock_serial") else "-",
+                f"{100 * r['fraction_of_ceiling']:.0f}%" if r.get("fraction_of_ceiling") else "-",
+                f"{r['stored_over_raw']:.3f}",
+                f"{r['cores_busy']:.2f}",
+                f"{r['min_cpu_s']:.1f}",
+                r["readers"],
+            ]
+        )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     out = []
     for k, line in enumerate(lines):
@@ -525,8 +499,12 @@ def _readers(config: str, res: WriteResult) -> str:
 # --------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="where the source .npy files and outputs go (default: a new temp dir, deleted at the end)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the source .npy files and outputs go (default: a new temp dir, deleted at the end)",
+    )
     p.add_argument("--keep-data", action="store_true", help="keep the generated .npy files (reused when present)")
     p.add_argument("--ephys-gb", type=float, default=1.0, help="size of the ephys recording in GB (1e9 bytes)")
     p.add_argument("--imaging-gb", type=float, default=0.5, help="size of the imaging recording in GB")
@@ -534,15 +512,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="repetitions of each configuration")
     p.add_argument("--workers", type=int, default=None, help="N for the parallel configurations (default: all cores)")
     p.add_argument("--cases", default="ephys,imaging", help="comma-separated: ephys, imaging")
-    p.add_argument("--configs", default=",".join(STOCK_CONFIGS + OUR_CONFIGS),
-                   help=f"comma-separated, from: {', '.join(ALL_CONFIGS)}")
+    p.add_argument(
+        "--configs",
+        default=",".join(STOCK_CONFIGS + OUR_CONFIGS),
+        help=f"comma-separated, from: {', '.join(ALL_CONFIGS)}",
+    )
     p.add_argument("--gpu", action="store_true", help="also run engine='gpu' (skipped with the reason if unusable)")
     p.add_argument("--quick", action="store_true", help="smoke test: ~100 MB datasets, 1 repeat, 24 MiB buffers")
     p.add_argument("--profile", action="store_true", help="break down where the threads engine spends its time")
     p.add_argument("--no-verify", action="store_true", help="skip reading back and comparing each configuration")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", type=Path, default=None,
-                   help="JSON path (default: benchmarks/results/cpu-<cores>c-<date>.json; gpu-... with --gpu)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON path (default: benchmarks/results/cpu-<cores>c-<date>.json; gpu-... with --gpu)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.ephys_gb = min(args.ephys_gb, 0.1)
@@ -568,14 +553,19 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hzp-bench-")) if own_workdir else args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     facts = machine_facts(workers)
-    print(f"[machine] {facts['cpu_model']}, {facts['cores_usable']} usable cores, "
-          f"{(facts['ram_bytes'] or 0) / 2**30:.0f} GiB RAM, Python {facts['python']}, "
-          + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()))
+    print(
+        f"[machine] {facts['cpu_model']}, {facts['cores_usable']} usable cores, "
+        f"{(facts['ram_bytes'] or 0) / 2**30:.0f} GiB RAM, Python {facts['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in facts["versions"].items())
+    )
     print(f"[run] workdir {workdir}; workers N={workers}; repeats {args.repeats}; configs {','.join(args.configs)}")
     warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks.*")
     warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-    results: dict = {"machine": facts, "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                                     for k, v in vars(args).items()}, "cases": {}}
+    results: dict = {
+        "machine": facts,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "cases": {},
+    }
     rows: list[dict] = []
     try:
         for case in make_cases(args, workdir):
@@ -597,7 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     if output is None:
         tag = "gpu" if "gpu" in args.configs else "cpu"
         quick = "-quick" if args.quick else ""
-        output = REPO / "benchmarks" / "results" / f"{tag}-{facts['cores_usable']}c{quick}-{dt.date.today():%Y%m%d}.json"
+        output = (
+            REPO / "benchmarks" / "results" / f"{tag}-{facts['cores_usable']}c{quick}-{dt.date.today():%Y%m%d}.json"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"\n[json] {output}")
@@ -605,21 +597,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> list[dict]:
-    print(f"\n=== {case.name}: {case.shape} {case.dtype}, {case.nbytes / 1e9:.3f} GB, chunks {case.chunks} "
-          f"({math.prod(case.chunks) * case.dtype.itemsize / 2**20:.2f} MiB), iterator buffer {case.buffer_shape} "
-          f"({math.prod(case.buffer_shape) * case.dtype.itemsize / 2**20:.0f} MiB)")
+    print(
+        f"\n=== {case.name}: {case.shape} {case.dtype}, {case.nbytes / 1e9:.3f} GB, chunks {case.chunks} "
+        f"({math.prod(case.chunks) * case.dtype.itemsize / 2**20:.2f} MiB), iterator buffer {case.buffer_shape} "
+        f"({math.prod(case.buffer_shape) * case.dtype.itemsize / 2**20:.0f} MiB)"
+    )
     ceil = Ceiling(case, workers)
     ceil.measure(max(2, min(args.repeats, 3)))
     ceiling = ceil.as_dict()
     ratio = ceiling["compression_ratio_raw_over_stored"]
     flag = "" if 1.45 <= ratio <= 2.1 else "  (outside the intended 1.5-2!)"
-    print(f"[source] zarr default codecs {[c['name'] for c in ceiling['codecs']]}: compression ratio raw/stored "
-          f"{ratio:.2f}{flag}")
-    print(f"[ceiling] encode-only, {workers} threads over in-memory chunks: {ceiling['MBps']:.0f} MB/s "
-          f"(1 thread: {ceiling['single_thread_MBps']:.0f} MB/s)")
+    print(
+        f"[source] zarr default codecs {[c['name'] for c in ceiling['codecs']]}: compression ratio raw/stored "
+        f"{ratio:.2f}{flag}"
+    )
+    print(
+        f"[ceiling] encode-only, {workers} threads over in-memory chunks: {ceiling['MBps']:.0f} MB/s "
+        f"(1 thread: {ceiling['single_thread_MBps']:.0f} MB/s)"
+    )
     case_result = {
-        "shape": list(case.shape), "dtype": str(case.dtype), "raw_bytes": case.nbytes, "chunks": list(case.chunks),
-        "buffer_shape": list(case.buffer_shape), "ceiling": ceiling, "configs": {},
+        "shape": list(case.shape),
+        "dtype": str(case.dtype),
+        "raw_bytes": case.nbytes,
+        "chunks": list(case.chunks),
+        "buffer_shape": list(case.buffer_shape),
+        "ceiling": ceiling,
+        "configs": {},
     }
     results["cases"][case.name] = case_result
     times: dict[str, list[WriteResult]] = {}
@@ -654,9 +657,11 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
                 verified.add(config)
             _release(out)
             times.setdefault(config, []).append(res)
-            print(f"[write] {case.name} {config:13s} rep {rep + 1}: {res.wall_s:6.2f} s  "
-                  f"{case.nbytes / res.wall_s / 1e6:6.0f} MB/s  cpu {res.cpu_s:6.1f} s  readers: "
-                  f"{_readers(config, res)}" + (f"  engine: {res.engine}" if res.engine else "") + extra)
+            print(
+                f"[write] {case.name} {config:13s} rep {rep + 1}: {res.wall_s:6.2f} s  "
+                f"{case.nbytes / res.wall_s / 1e6:6.0f} MB/s  cpu {res.cpu_s:6.1f} s  readers: "
+                f"{_readers(config, res)}" + (f"  engine: {res.engine}" if res.engine else "") + extra
+            )
     ceil.measure(2, single_thread=False)
     ceil.release()
     case_result["ceiling"] = ceiling = ceil.as_dict()
@@ -667,8 +672,9 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
         base = min(r.wall_s for r in times["stock-serial"])
     for config in args.configs:
         if config in skipped:
-            rows.append({"case": case.name, "config": config, "label": _label(config, workers),
-                         "skipped": skipped[config]})
+            rows.append(
+                {"case": case.name, "config": config, "label": _label(config, workers), "skipped": skipped[config]}
+            )
             case_result["configs"][config] = {"skipped": skipped[config]}
             continue
         runs = times.get(config)
@@ -704,13 +710,17 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
     if "stock-jobs" in times:
         r = min(times["stock-jobs"], key=lambda r: r.wall_s)
         parallel = r.pids - (1 if r.main_pid_read else 0)
-        print(f"[check] stock number_of_jobs={workers}: data read in {parallel} worker process(es) "
-              f"{'(the process pool was used)' if parallel >= 2 else '(NOT parallel!)'}")
+        print(
+            f"[check] stock number_of_jobs={workers}: data read in {parallel} worker process(es) "
+            f"{'(the process pool was used)' if parallel >= 2 else '(NOT parallel!)'}"
+        )
     if args.profile:
         case_result["profile_threads"] = prof = profile_threads(case, workdir, workers)
-        print(f"\n[profile] threads engine, {case.name}: wall {prof['wall_s']:.2f} s = pipeline "
-              f"{prof['pipeline_wall_s']:.2f} s + outside the pipeline (NWB objects, metadata, open/close) "
-              f"{prof['outside_pipeline_s']:.2f} s; cpu {prof['cpu_s']:.1f} s")
+        print(
+            f"\n[profile] threads engine, {case.name}: wall {prof['wall_s']:.2f} s = pipeline "
+            f"{prof['pipeline_wall_s']:.2f} s + outside the pipeline (NWB objects, metadata, open/close) "
+            f"{prof['outside_pipeline_s']:.2f} s; cpu {prof['cpu_s']:.1f} s"
+        )
         print(f"[profile] thread-seconds per stage over {workers} workers x {prof['pipeline_wall_s']:.2f} s:")
         for stage, v in prof["stages"].items():
             print(f"           {stage:40s} {v['thread_s']:7.2f} s  {100 * (v['share_of_worker_capacity'] or 0):5.1f}%")

@@ -40,6 +40,26 @@ def _rebuild_numpy_iterator(array, kwargs):
     return NumpyIterator(array, **kwargs)
 
 
+class FailingNumpyIterator(NumpyIterator):
+    """Raises, as a failing disk would, when asked for a region holding ``fail_at_row``."""
+
+    def __init__(self, array, fail_at_row, **kwargs):
+        self.fail_at_row = fail_at_row
+        super().__init__(array, **kwargs)
+
+    def __reduce__(self):
+        return (_rebuild_failing, (self.array, self.fail_at_row, self._init_kwargs))
+
+    def _get_data(self, selection):
+        if selection[0].start <= self.fail_at_row < selection[0].stop:
+            raise OSError("disk on fire")
+        return super()._get_data(selection)
+
+
+def _rebuild_failing(array, fail_at_row, kwargs):
+    return FailingNumpyIterator(array, fail_at_row, **kwargs)
+
+
 class BlockIterator(AbstractDataChunkIterator):
     """A plain AbstractDataChunkIterator yielding arbitrary (possibly misaligned) blocks in C order."""
 
@@ -99,4 +119,12 @@ def store(tmp_path):
     return zarr.storage.LocalStore(tmp_path / "data.zarr")
 
 
-__all__ = ["BlockIterator", "DataChunkIterator", "NumpyIterator", "make_array", "pipeline_write", "realistic"]
+__all__ = [
+    "BlockIterator",
+    "DataChunkIterator",
+    "FailingNumpyIterator",
+    "NumpyIterator",
+    "make_array",
+    "pipeline_write",
+    "realistic",
+]

@@ -15,7 +15,7 @@ from hdmf.data_utils import DataChunkIterator
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.codecs.numcodecs import LZ4
 
-from conftest import BlockIterator, NumpyIterator, make_array, pipeline_write, realistic
+from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError, NWBParallelZarrIO
 from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.engines.gpu_lanes import HostLane
@@ -118,24 +118,6 @@ class PidLoggingStore(SettingsStore):
         if "/c/" in f"/{key}":
             Path(self.log_dir, f"store-{os.getpid()}").touch()
         super().set_sync(key, value)
-
-
-class FailingIterator(NumpyIterator):
-    def __init__(self, array, fail_at_row, **kwargs):
-        self.fail_at_row = fail_at_row
-        super().__init__(array, **kwargs)
-
-    def __reduce__(self):
-        return (_rebuild_failing, (self.array, self.fail_at_row, self._init_kwargs))
-
-    def _get_data(self, selection):
-        if selection[0].start <= self.fail_at_row < selection[0].stop:
-            raise OSError("disk on fire")
-        return super()._get_data(selection)
-
-
-def _rebuild_failing(array, fail_at_row, kwargs):
-    return FailingIterator(array, fail_at_row, **kwargs)
 
 
 class FullDiskStore(zarr.storage.LocalStore):
@@ -524,7 +506,7 @@ def test_iterator_failure_on_a_worker_names_dataset_and_region(tmp_path, dask_cl
     data = realistic((4000, 8))
     store = zarr.storage.LocalStore(tmp_path / "f.zarr")
     array = make_array(store, data.shape, data.dtype, (100, 8))
-    iterator = FailingIterator(data, fail_at_row=2500, buffer_shape=(500, 8), chunk_shape=(100, 8))
+    iterator = FailingNumpyIterator(data, fail_at_row=2500, buffer_shape=(500, 8), chunk_shape=(100, 8))
     start = time.monotonic()
     with pytest.raises(ChunkWriteError, match=r"dataset '/'.*reading region \[2400:2600, 0:8\].*disk on fire") as err:
         pipeline_write([(array, iterator)], engine="dask", client=dask_client, max_inflight_bytes=16_000)

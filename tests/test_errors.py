@@ -7,27 +7,9 @@ import numpy as np
 import pytest
 import zarr
 
-from conftest import BlockIterator, NumpyIterator, make_array, pipeline_write, realistic
+from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError
 from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
-
-
-class FailingNumpyIterator(NumpyIterator):
-    def __init__(self, array, fail_at_row, **kwargs):
-        self.fail_at_row = fail_at_row
-        super().__init__(array, **kwargs)
-
-    def __reduce__(self):
-        return (_rebuild_failing, (self.array, self.fail_at_row, self._init_kwargs))
-
-    def _get_data(self, selection):
-        if selection[0].start <= self.fail_at_row < selection[0].stop:
-            raise OSError("disk on fire")
-        return super()._get_data(selection)
-
-
-def _rebuild_failing(array, fail_at_row, kwargs):
-    return FailingNumpyIterator(array, fail_at_row, **kwargs)
 
 
 class FailingBlocks(BlockIterator):

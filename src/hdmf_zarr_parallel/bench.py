@@ -259,8 +259,14 @@ class BenchCase:
     def nbytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
 
-    def iterator(self) -> NpyMemmapIterator:
-        return NpyMemmapIterator(str(self.npy), chunk_shape=self.chunks, buffer_shape=self.buffer_shape)
+    @property
+    def data_path(self) -> str:
+        return f"acquisition/{self.series}/data"
+
+    def iterator(self, pid_log: str | None = None) -> NpyMemmapIterator:
+        return NpyMemmapIterator(
+            str(self.npy), pid_log=pid_log, chunk_shape=self.chunks, buffer_shape=self.buffer_shape
+        )
 
 
 @dataclass(frozen=True)
@@ -331,32 +337,37 @@ def _label(writer: str, workers: int) -> str:
     }[writer]
 
 
+def ephys_case(npy: Path, nbytes: float, buffer_mb: int, seed: int, say: Callable[[str], None]) -> BenchCase:
+    """384-channel int16 ephys in ~1 MiB chunks (8192 × 64), iterator buffers of whole chunk rows."""
+    shape = _generate_once(npy, lambda p: generate_ephys(p, nbytes, seed), say)
+    chunks = (min(8192, shape[0]), min(64, shape[1]))
+    rows = max(chunks[0], (buffer_mb << 20) // (shape[1] * 2) // chunks[0] * chunks[0])
+    return BenchCase(
+        "ephys", npy, shape, np.dtype("int16"), chunks, (min(rows, shape[0]), shape[1]),
+        "ElectricalSeries", build_ephys_nwb,
+    )  # fmt: skip
+
+
+def imaging_case(npy: Path, nbytes: float, buffer_mb: int, seed: int, say: Callable[[str], None]) -> BenchCase:
+    """512 × 512 uint16 frames in ~1 MiB chunks (8 × 256 × 256), iterator buffers of whole frames."""
+    shape = _generate_once(npy, lambda p: generate_imaging(p, nbytes, seed + 1), say)
+    chunks = (min(8, shape[0]), min(256, shape[1]), min(256, shape[2]))
+    frames = max(chunks[0], (buffer_mb << 20) // (shape[1] * shape[2] * 2) // chunks[0] * chunks[0])
+    return BenchCase(
+        "imaging", npy, shape, np.dtype("uint16"), chunks, (min(frames, shape[0]), *shape[1:]),
+        "TwoPhotonSeries", build_imaging_nwb,
+    )  # fmt: skip
+
+
 def make_bench_cases(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> list[BenchCase]:
     cases = []
-    buffer_bytes = config.buffer_mb << 20
     for name in config.cases:
         if name == "ephys":
             npy = workdir / f"ephys-{config.ephys_mb:g}MB-seed{config.seed}.npy"
-            shape = _generate_once(npy, lambda p: generate_ephys(p, config.ephys_mb * 1e6, config.seed), say)
-            chunks = (min(8192, shape[0]), min(64, shape[1]))
-            rows = max(chunks[0], buffer_bytes // (shape[1] * 2) // chunks[0] * chunks[0])
-            cases.append(
-                BenchCase(
-                    "ephys", npy, shape, np.dtype("int16"), chunks, (min(rows, shape[0]), shape[1]),
-                    "ElectricalSeries", build_ephys_nwb,
-                )
-            )  # fmt: skip
+            cases.append(ephys_case(npy, config.ephys_mb * 1e6, config.buffer_mb, config.seed, say))
         else:
             npy = workdir / f"imaging-{config.imaging_mb:g}MB-seed{config.seed}.npy"
-            shape = _generate_once(npy, lambda p: generate_imaging(p, config.imaging_mb * 1e6, config.seed + 1), say)
-            chunks = (min(8, shape[0]), min(256, shape[1]), min(256, shape[2]))
-            frames = max(chunks[0], buffer_bytes // (shape[1] * shape[2] * 2) // chunks[0] * chunks[0])
-            cases.append(
-                BenchCase(
-                    "imaging", npy, shape, np.dtype("uint16"), chunks, (min(frames, shape[0]), *shape[1:]),
-                    "TwoPhotonSeries", build_imaging_nwb,
-                )
-            )  # fmt: skip
+            cases.append(imaging_case(npy, config.imaging_mb * 1e6, config.buffer_mb, config.seed, say))
     return cases
 
 
