@@ -193,12 +193,10 @@ def _nwbfile(description: str):
 def build_ephys_nwb(iterator: NpyMemmapIterator):
     from pynwb.ecephys import ElectricalSeries
 
+    from .demo import add_probe
+
     nwb = _nwbfile("benchmark: ephys")
-    device = nwb.create_device(name="probe", description="Neuropixels-like probe, 384 channels")
-    group = nwb.create_electrode_group(name="shank0", description="shank 0", location="CA1", device=device)
-    for _ in range(iterator.maxshape[1]):
-        nwb.add_electrode(group=group, location="CA1")
-    region = nwb.create_electrode_table_region(list(range(iterator.maxshape[1])), "all electrodes")
+    region = add_probe(nwb, iterator.maxshape[1])
     nwb.add_acquisition(
         ElectricalSeries(
             name="ElectricalSeries",

@@ -143,6 +143,18 @@ class DemoConfig:
         return self.num_frames * self.channels * 2
 
 
+def add_probe(nwbfile: Any, channels: int) -> Any:
+    """A synthetic Neuropixels-like probe: a device, a shank, one electrode per channel; returns
+    the electrodes-table region over all of them (what an ElectricalSeries points at)."""
+    probe = nwbfile.create_device(name="probe", description="synthetic Neuropixels-like probe")
+    shank = nwbfile.create_electrode_group(name="shank0", description="synthetic shank", location="CA1", device=probe)
+    for channel in range(channels):
+        nwbfile.add_electrode(
+            group=shank, location="CA1", x=float(16 * (channel % 4)), y=float(20 * (channel // 2)), z=0.0
+        )
+    return nwbfile.create_electrode_table_region(region=list(range(channels)), description="all channels")
+
+
 def build_nwbfile(data: Any, channels: int):
     """An NWBFile holding ``data`` as an ElectricalSeries over a ``channels``-row electrodes table."""
     from pynwb import NWBFile
@@ -153,13 +165,7 @@ def build_nwbfile(data: Any, channels: int):
         identifier="hdmf-zarr-parallel-demo",
         session_start_time=datetime(2024, 6, 11, 12, 0, tzinfo=UTC),
     )
-    device = nwbfile.create_device(name="probe", description="synthetic Neuropixels-like probe")
-    group = nwbfile.create_electrode_group(name="shank0", description="synthetic shank", location="CA1", device=device)
-    for channel in range(channels):
-        nwbfile.add_electrode(
-            group=group, location="CA1", x=float(16 * (channel % 4)), y=float(20 * (channel // 2)), z=0.0
-        )
-    region = nwbfile.create_electrode_table_region(region=list(range(channels)), description="all channels")
+    region = add_probe(nwbfile, channels)
     nwbfile.add_acquisition(
         ElectricalSeries(
             name="ElectricalSeries",
@@ -310,13 +316,7 @@ def build_example_nwbfile(
         lab="example lab",
         institution="example institute",
     )
-    probe = nwbfile.create_device(name="probe", description="synthetic Neuropixels-like probe")
-    shank = nwbfile.create_electrode_group(name="shank0", description="synthetic shank", location="CA1", device=probe)
-    for channel in range(channels):
-        nwbfile.add_electrode(
-            group=shank, location="CA1", x=float(16 * (channel % 4)), y=float(20 * (channel // 2)), z=0.0
-        )
-    everything = nwbfile.create_electrode_table_region(region=list(range(channels)), description="all channels")
+    everything = add_probe(nwbfile, channels)
     raw = SyntheticEphys(channels, seed).frames(0, num_frames)
     nwbfile.add_acquisition(
         ElectricalSeries(
