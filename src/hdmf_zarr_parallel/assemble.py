@@ -8,13 +8,12 @@ unit is always encoded once, whole, by one owner (invariant 2).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .plan import Coords, Region, UnitGrid
+from .plan import Coords, Region, UnitGrid, region_size
 
 
 @dataclass
@@ -41,10 +40,6 @@ class UnitAssembler:
 
     def __post_init__(self) -> None:
         self.extent = [0] * len(self.unit_shape)
-
-    @property
-    def unit_nbytes(self) -> int:
-        return math.prod(self.unit_shape) * np.dtype(self.dtype).itemsize
 
     def _grid(self) -> UnitGrid:
         # an unbounded axis is treated as reaching past every unit touched so far
@@ -79,8 +74,8 @@ class UnitAssembler:
             )
             in_data = tuple(slice(o.start - r.start, o.stop - r.start) for o, r in zip(overlap, region, strict=True))
             staged.data[in_unit] = data[in_data]
-            staged.filled += math.prod(o.stop - o.start for o in overlap)
-            if staged.filled == _size(unit_region):
+            staged.filled += region_size(overlap)
+            if staged.filled == region_size(unit_region):
                 del self._staged[coords]
                 yield coords, staged.data
 
@@ -95,10 +90,6 @@ class UnitAssembler:
     @property
     def staged_count(self) -> int:
         return len(self._staged)
-
-
-def _size(region: Region) -> int:
-    return math.prod(max(0, r.stop - r.start) for r in region)
 
 
 def _stops(region: Region) -> tuple[int, ...]:

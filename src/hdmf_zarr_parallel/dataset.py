@@ -104,10 +104,14 @@ class DatasetWriter:
         return self.region_nbytes(region)
 
     # -- sequential iterators -------------------------------------------------------
-    def assembler(self) -> UnitAssembler:
+    @property
+    def bounds(self) -> tuple[int | None, ...]:
+        """Per axis, the final extent of a sequential iterator's data, or ``None`` where it may still grow."""
         maxshape = getattr(self.iterator, "maxshape", None) or (None,) * len(self.shape)
-        bounds = tuple(None if m is None else int(a) for a, m in zip(self.array.shape, maxshape, strict=True))
-        return UnitAssembler(self.unit_shape, self.dtype, self.array.metadata.fill_value, bounds)
+        return tuple(None if m is None else int(a) for a, m in zip(self.array.shape, maxshape, strict=True))
+
+    def assembler(self) -> UnitAssembler:
+        return UnitAssembler(self.unit_shape, self.dtype, self.array.metadata.fill_value, self.bounds)
 
     def chunks(self) -> Iterator[tuple[Region, np.ndarray]]:
         """The buffers of a sequential iterator as (region, data) pairs."""

@@ -21,7 +21,7 @@ from .budget import ByteBudget, WriteCancelled
 from .dataset import DatasetWriter
 from .engines.base import Engine
 from .options import WriteOptions
-from .plan import Region, UnitGrid, choose_tile_units
+from .plan import Region, UnitGrid, choose_tile_units, region_size
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -140,16 +140,15 @@ class PipelineRun:
             self.abort()
             raise
         self.datasets += 1
-        if writer.random_access:
+        if None in writer.bounds:  # a generator of unknown length
+            self.progress.mark_unbounded()
+        else:
             self.progress.add_total(math.prod(writer.shape) * writer.dtype.itemsize)
+        if writer.random_access:
             if self._dispatcher is None:
                 self._dispatcher = _Dispatcher(self)
             self._dispatcher.add(writer)
             return
-        if None in writer.assembler().bounds:
-            self.progress.mark_unbounded()
-        else:
-            self.progress.add_total(math.prod(writer.shape) * writer.dtype.itemsize)
         feeder = threading.Thread(target=self._feed, args=(writer,), name=f"hzp-feed-{writer.name}", daemon=True)
         self._feeders.append(feeder)
         feeder.start()
@@ -200,7 +199,7 @@ class PipelineRun:
             if not units:
                 return
             grid = UnitGrid(assembler.final_shape(), writer.unit_shape)
-            in_bounds = sum(math.prod(r.stop - r.start for r in grid.unit_region(c)) for c, _ in units)
+            in_bounds = sum(region_size(grid.unit_region(c)) for c, _ in units)
             self.submit(
                 lambda: self.engine.submit_units(writer, units),
                 inflight=len(units) * writer.unit_nbytes,
