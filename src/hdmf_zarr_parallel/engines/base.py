@@ -20,6 +20,12 @@ from ..plan import Coords, Region
 MAX_TILE_BYTES = 64 << 20  # beyond this, bigger CPU tasks only add latency
 
 
+def tile_bytes_for(max_inflight_bytes: int, concurrent: int, cap: int = MAX_TILE_BYTES) -> int:
+    """Bytes per region task: enough to amortise overheads, small enough that ``concurrent`` tasks
+    in flight and as many waiting fit twice into the memory bound."""
+    return max(1, min(cap, max_inflight_bytes // (2 * max(1, concurrent))))
+
+
 def write_units(writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
     """Encode and store already assembled units; returns their in-memory size."""
     for coords, data in units:
@@ -52,9 +58,8 @@ class Engine(ABC):
         """Release every worker; with ``cancel`` drop queued tasks first."""
 
     def tile_bytes(self, options: WriteOptions) -> int:
-        """Bytes per region task: enough to amortise overheads, small enough that every worker
-        has work and twice the workers' tiles fit the memory bound."""
-        return max(1, min(MAX_TILE_BYTES, options.max_inflight_bytes // (2 * options.workers)))
+        """Bytes per region task, with one task in flight per worker."""
+        return tile_bytes_for(options.max_inflight_bytes, options.workers)
 
     def describe(self) -> str:
         return f"{self.name} ({self.max_workers} workers)"

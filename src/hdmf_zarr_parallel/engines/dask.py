@@ -61,7 +61,7 @@ from ..dataset import DatasetWriter
 from ..errors import ChunkWriteError
 from ..options import WriteOptions
 from ..plan import Coords, Region
-from .base import MAX_TILE_BYTES, Engine, write_units
+from .base import Engine, tile_bytes_for, write_units
 from .gpu import encode_region_on_lane, encode_units_on_lane, store_encoded
 from .gpu_lanes import Lane, NvcompLane
 
@@ -445,7 +445,7 @@ class DaskEngine(Engine):
 
     def tile_bytes(self, options: WriteOptions) -> int:
         """As for the other engines, with the cluster's threads as the workers."""
-        return max(1, min(MAX_TILE_BYTES, options.max_inflight_bytes // (2 * max(1, self._threads))))
+        return tile_bytes_for(options.max_inflight_bytes, self._threads)
 
     # -- tasks ----------------------------------------------------------------------------------
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:

@@ -35,7 +35,7 @@ from ..dataset import DatasetWriter
 from ..errors import ChunkWriteError
 from ..options import WriteOptions
 from ..plan import Coords, Region
-from .base import Engine
+from .base import Engine, tile_bytes_for
 from .gpu_lanes import Lane, NvcompLane, chunk_matrix, fill_rows
 from .threads import ThreadEngine
 
@@ -175,8 +175,8 @@ class GpuEngine(Engine):
         return f"gpu ({self.lane_count} streams, {self.max_workers} writer threads)"
 
     def tile_bytes(self, options: WriteOptions) -> int:
-        # one tile per lane in flight plus as many waiting to be stored
-        return max(1, min(self.batch_bytes, options.max_inflight_bytes // (2 * self.lane_count)))
+        # one tile per lane in flight plus as many waiting to be stored, each at most one batch
+        return tile_bytes_for(options.max_inflight_bytes, self.lane_count, cap=self.batch_bytes)
 
     # -- set-up ---------------------------------------------------------------------
     def admit(self, writer: DatasetWriter) -> None:
