@@ -192,10 +192,10 @@ class RecordingLane(HostLane):
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         (self.log_dir / f"lane-{self.id}").touch()
 
-    def encode(self, plan, chunks):
+    def encode(self, plan, rows, indices):
         with open(self.log_dir / f"encode-{self.id}", "a") as log:
-            log.write(f"{len(chunks)}\n")
-        return super().encode(plan, chunks)
+            log.write(f"{len(indices)}\n")
+        return super().encode(plan, rows, indices)
 
     def close(self):
         (self.log_dir / f"closed-{self.id}").touch()

@@ -271,3 +271,33 @@ def test_big_batch_of_1mib_chunks(algo):
         assert bytes(cpu.decode(bytes(blob))) == host[i << 19 : (i + 1) << 19].tobytes()
     ratio = data.nbytes / sum(len(b) for b in blobs)
     assert ratio > 1.0
+
+
+@pytest.mark.parametrize("chunk_shape", [(64, 384), (37, 101)], ids=["aligned-rows", "odd-rows"])
+@pytest.mark.parametrize("algo", ALGOS)
+def test_encode_rows_reads_the_chosen_rows_of_one_matrix(algo, chunk_shape):
+    """The engine's call: rows of a chunk matrix, read in place (or through a padded copy
+    when a row's size is not aligned), encoded into nvCOMP's pre-allocated output."""
+    n = math.prod(chunk_shape)
+    arr = _create(
+        zarr.storage.MemoryStore(), shape=(12 * n,), dtype="int16", chunks=(n,), compressors=_compressor(algo)
+    )
+    plan = classify(arr)
+    host = _realistic((12, n), "int16", seed=21)
+    rows = cupy.asarray(host)
+    picked = [0, 3, 4, 10, 11]
+    cpu = _cpu_codec(algo)
+    with NvcompBatchEncoder(plan) as enc:
+        for _ in range(2):  # the first call checks the pre-allocated output, the second uses it
+            blobs = enc.encode_rows(rows, picked)
+            assert len(blobs) == len(picked)
+            for i, blob in zip(picked, blobs, strict=True):
+                assert bytes(cpu.decode(bytes(blob))) == host[i].tobytes()
+        assert enc.preallocated_output is True, "nvCOMP did not encode into the pre-allocated buffer"
+        assert enc.encode_rows(rows, []) == []
+        with pytest.raises(IndexError):
+            enc.encode_rows(rows, [12])
+        with pytest.raises(ValueError):
+            enc.encode_rows(rows[:, :-1], [0])
+        with pytest.raises(TypeError):
+            enc.encode_rows(host, [0])

@@ -35,9 +35,9 @@ class CountingLane(HostLane):
         self.closed = False
         CountingLane.instances.append(self)
 
-    def encode(self, plan, chunks):
-        self.calls.append(len(chunks))
-        return super().encode(plan, chunks)
+    def encode(self, plan, rows, indices):
+        self.calls.append(len(indices))
+        return super().encode(plan, rows, indices)
 
     def close(self):
         self.closed = True
@@ -48,11 +48,11 @@ class TightMemoryLane(CountingLane):
 
     limit = 3
 
-    def encode(self, plan, chunks):
-        if len(chunks) > self.limit:
-            self.calls.append(-len(chunks))
+    def encode(self, plan, rows, indices):
+        if len(indices) > self.limit:
+            self.calls.append(-len(indices))
             raise MemoryError("out of device memory")
-        return super().encode(plan, chunks)
+        return super().encode(plan, rows, indices)
 
 
 def gpu_write(pairs, lane=CountingLane, batch_bytes=64 << 10, **options):

@@ -4,9 +4,11 @@ cupy and nvidia.nvcomp are imported inside functions and constructors only: impo
 this module is free on a machine without a GPU.
 
 One :class:`NvcompBatchEncoder` per thread (an nvCOMP ``Codec`` is not thread-safe). Each
-:meth:`NvcompBatchEncoder.encode` call is ONE batched nvCOMP encode of a list of chunks on
-the encoder's CUDA stream, followed by asynchronous device-to-host copies of the
-compressed bytes into a reused pinned host buffer and one stream synchronisation.
+:meth:`NvcompBatchEncoder.encode_rows` call is ONE batched nvCOMP encode on the encoder's
+CUDA stream: nvCOMP reads the chunks as rows of one device matrix through an offset table
+and writes into one pre-allocated output buffer of fixed-size slots. One device-to-host
+copy brings that region into a reused pinned buffer, and one bulk host copy frees the
+pinned buffer for the next batch. No step costs Python work per chunk on the device side.
 
 Framing per algorithm (what zarr's CPU codecs read):
 
@@ -20,8 +22,11 @@ Framing per algorithm (what zarr's CPU codecs read):
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +55,8 @@ MAX_CHUNK_NBYTES: dict[str, int] = {
     "lz4": 1 << 24,
 }
 _D2H = 2  # cudaMemcpyDeviceToHost
+
+logger = logging.getLogger(__name__)
 
 
 def _stream_ptr(stream: Any) -> int:
@@ -151,8 +158,11 @@ class NvcompBatchEncoder:
         except Exception:
             self._align = 16
         self._pinned: np.ndarray | None = None
+        self._slot: int | None = None
         self._closed = False
         self.last_encoded_nbytes = 0
+        #: whether nvCOMP encodes into our own output buffer (None: not tried yet)
+        self.preallocated_output: bool | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -169,6 +179,10 @@ class NvcompBatchEncoder:
         self._pinned = None
         if self._owns_stream:
             self.stream = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("NvcompBatchEncoder is closed")
 
     def __enter__(self) -> NvcompBatchEncoder:
         return self
@@ -192,24 +206,47 @@ class NvcompBatchEncoder:
             self._pinned = cupyx.empty_pinned(cap, dtype=np.uint8)
         return self._pinned
 
-    def _prepare(self, chunks: Sequence[Any]) -> list[Any]:
+    def _check_chunks(self, chunks: Sequence[Any]) -> None:
         cupy = self._cupy
         shape = tuple(self.plan.chunk_shape)
-        dtype = np.dtype(self.plan.dtype)
-        out = []
         for i, c in enumerate(chunks):
             if not isinstance(c, cupy.ndarray):
                 raise TypeError(f"chunk {i}: expected a cupy.ndarray, got {type(c).__name__}")
             if tuple(c.shape) != shape:
                 raise ValueError(f"chunk {i}: shape {tuple(c.shape)} != chunk shape {shape} (pad edge chunks first)")
-            if c.dtype.itemsize != dtype.itemsize or c.dtype.kind != dtype.kind:
-                raise ValueError(f"chunk {i}: dtype {c.dtype} != {dtype}")
-            if not c.flags.c_contiguous:
-                c = cupy.ascontiguousarray(c)
-            if _array_ptr(c) % self._align:
-                c = c.copy()  # nvCOMP needs aligned input buffers; fresh allocations are
-            out.append(c.reshape(-1).view(cupy.uint8))
-        return out
+            self._check_dtype(c.dtype, f"chunk {i}")
+
+    def _check_dtype(self, dtype: Any, what: str) -> None:
+        want = np.dtype(self.plan.dtype)
+        if dtype.itemsize != want.itemsize or dtype.kind != want.kind:
+            raise ValueError(f"{what}: dtype {dtype} != {want}")
+
+    def _input_buffer(self, rows: Any) -> tuple[Any, int]:
+        """The rows as one aligned, C-contiguous byte buffer and the byte stride between rows.
+
+        Rows whose size is not a multiple of nVCOMP's alignment are copied once into a
+        matrix with padded rows (nvCOMP needs every input address aligned).
+        """
+        cupy = self._cupy
+        if not rows.flags.c_contiguous or _array_ptr(rows) % self._align:
+            rows = cupy.ascontiguousarray(rows) if not rows.flags.c_contiguous else rows.copy()
+        nbytes = self.plan.chunk_nbytes
+        flat = rows.reshape(-1).view(cupy.uint8)
+        if nbytes % self._align == 0:
+            return flat, nbytes
+        stride = -(-nbytes // self._align) * self._align
+        padded = cupy.empty((len(rows), stride), dtype=cupy.uint8)
+        padded[:, :nbytes] = flat.reshape(len(rows), nbytes)
+        return padded.reshape(-1), stride
+
+    def _slot_nbytes(self, sample: Any) -> int:
+        """Bytes reserved per chunk in the output buffer: nvCOMP's bound, rounded up to 256."""
+        if self._slot is None:
+            from nvidia import nvcomp
+
+            bound = int(self._codec.get_max_comp_buffer_size(nvcomp.as_array(sample, cuda_stream=self._stream_ptr)))
+            self._slot = -(-bound // 256) * 256
+        return self._slot
 
     @staticmethod
     def _device_ptr(entry: Any) -> int:
@@ -220,61 +257,128 @@ class NvcompBatchEncoder:
 
         return int(cupy.asarray(entry).data.ptr)
 
-    # ------------------------------------------------------------------ encode
-    def encode(self, chunks: Sequence[Any], copy: bool = True) -> list[memoryview]:
-        """Encode ``chunks`` (cupy arrays of the plan's chunk shape) in one nvCOMP call.
-
-        Returns one host buffer per chunk, framed as the CPU codec expects. With
-        ``copy=False`` the views point into the encoder's pinned staging buffer and are
-        valid only until the next :meth:`encode` call.
-        """
-        if self._closed:
-            raise RuntimeError("NvcompBatchEncoder is closed")
-        if not chunks:
-            return []
+    def _wait_for_current_stream(self) -> None:
+        """Work queued on the caller's current stream (e.g. an H2D copy) must finish first."""
         cupy = self._cupy
-        from nvidia import nvcomp
-
-        srcs = self._prepare(chunks)
-        # Work queued on the caller's current stream (e.g. an H2D copy) must finish first.
         current = cupy.cuda.get_current_stream()
         if self._stream_ptr and current.ptr != self._stream_ptr and hasattr(self.stream, "wait_event"):
             ev = cupy.cuda.Event(disable_timing=True)
             ev.record(current)
             self.stream.wait_event(ev)
 
-        batch = nvcomp.as_arrays(srcs, cuda_stream=self._stream_ptr)
-        enc = self._codec.encode(batch)
-        # wait here, where cupy lets other threads run, rather than inside nvCOMP's
-        # buffer_sizes, which holds the GIL while it waits (measured on an H200)
-        self._synchronize()
-        sizes = [int(s) for s in enc.buffer_sizes]
+    # ------------------------------------------------------------------ encode
+    def encode(self, chunks: Sequence[Any], copy: bool = True) -> list[memoryview]:
+        """Encode ``chunks`` (cupy arrays of the plan's chunk shape) in one nvCOMP call.
+
+        The chunks are stacked into one device matrix (one device copy) and encoded by
+        :meth:`encode_rows`.
+        """
+        self._check_open()
+        if not chunks:
+            return []
+        self._check_chunks(chunks)
+        rows = self._cupy.stack([c.reshape(-1) for c in chunks])
+        return self.encode_rows(rows, copy=copy)
+
+    def encode_rows(self, rows: Any, indices: Sequence[int] | None = None, copy: bool = True) -> list[memoryview]:
+        """Encode the chosen rows of a ``(chunks, chunk elements)`` device matrix in ONE nvCOMP call.
+
+        Each row is one chunk in C order (what ``chunk_matrix`` builds). nvCOMP reads the
+        rows in place through an offset table and writes into one pre-allocated output
+        buffer, so a batch costs no per-chunk Python work on the device side. Returns one
+        host buffer per encoded row, framed as the CPU codec expects. With ``copy=False``
+        the views point into the encoder's pinned staging buffer and are valid only until
+        the next call.
+        """
+        self._check_open()
+        cupy = self._cupy
+        from nvidia import nvcomp
+
+        if not isinstance(rows, cupy.ndarray):
+            raise TypeError(f"expected a cupy.ndarray of chunk rows, got {type(rows).__name__}")
+        elems = math.prod(self.plan.chunk_shape)
+        if rows.ndim != 2 or rows.shape[1] != elems:
+            raise ValueError(
+                f"rows of shape {tuple(rows.shape)}: expected (n, {elems}) for chunks of {self.plan.chunk_shape}"
+            )
+        self._check_dtype(rows.dtype, "rows")
+        picked = np.arange(len(rows)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if picked.size == 0:
+            return []
+        if picked.min() < 0 or picked.max() >= len(rows):
+            raise IndexError(f"row indices must lie in [0, {len(rows)})")
+
+        self._wait_for_current_stream()
+        with self._on_stream():
+            buffer, stride = self._input_buffer(rows)
+            nbytes = self.plan.chunk_nbytes
+            batch = nvcomp.as_arrays(
+                buffer, (picked * stride).tolist(), [nbytes] * picked.size, cuda_stream=self._stream_ptr
+            )
+            enc, out_ptrs, out_buffer = self._encode_batch(batch, buffer[:nbytes], picked.size)
+            # wait here, where cupy lets other threads run, rather than inside nvCOMP's
+            # buffer_sizes, which holds the GIL while it waits (measured on an H200)
+            self._synchronize()
+            sizes = [int(s) for s in enc.buffer_sizes]
+            ptrs = out_ptrs if out_ptrs is not None else [self._device_ptr(enc[i]) for i in range(len(sizes))]
+            out = self._download(ptrs, sizes, copy)
+            del enc, batch, out_buffer
+        if self.plan.algorithm == "gzip":
+            out = self._ensure_gzip_members(out, lambda i: rows[int(picked[i])])
+        return out
+
+    def _encode_batch(self, batch: Any, sample: Any, count: int) -> tuple[Any, list[int] | None, Any]:
+        """nvCOMP's encode into one pre-allocated output buffer of fixed-size slots, whose
+        addresses are known without asking each output; falls back to nvCOMP's own output."""
+        if self.preallocated_output is not False:
+            from nvidia import nvcomp
+
+            cupy = self._cupy
+            try:
+                slot = self._slot_nbytes(sample)
+                out_buffer = cupy.empty(count * slot, dtype=cupy.uint8)
+                base = int(out_buffer.data.ptr)
+                offsets = [i * slot for i in range(count)]
+                out = nvcomp.as_arrays(out_buffer, offsets, [slot] * count, cuda_stream=self._stream_ptr)
+                enc = self._codec.encode(batch, out=out)
+                ptrs = [base + o for o in offsets]
+                if self.preallocated_output is None:  # first call: check that nvCOMP wrote where we said
+                    self._synchronize()
+                    first = [self._device_ptr(enc[0]), self._device_ptr(enc[count - 1])]
+                    if first != [ptrs[0], ptrs[-1]] or max(int(n) for n in enc.buffer_sizes) >= slot:
+                        raise RuntimeError("nvCOMP did not report its output inside the given buffer")
+                    self.preallocated_output = True
+                return enc, ptrs, out_buffer
+            except cupy.cuda.memory.OutOfMemoryError:
+                raise  # the engine retries with smaller batches
+            except Exception as exc:
+                if self.preallocated_output:
+                    raise
+                logger.info("nvCOMP encode into a pre-allocated buffer failed (%r): using nvCOMP's output", exc)
+                self.preallocated_output = False
+        return self._codec.encode(batch), None, None
+
+    def _download(self, ptrs: list[int], sizes: list[int], copy: bool) -> list[memoryview]:
+        """The compressed bytes on the host: one D2H copy of the output region when it is compact."""
+        cupy = self._cupy
         header = LZ4_HEADER_SIZE if self.plan.algorithm == "lz4" else 0
-        ptrs = [self._device_ptr(enc[i]) for i in range(len(sizes))]
         lo = min(ptrs)
         span = max(p + n for p, n in zip(ptrs, sizes, strict=True)) - lo
-        if span <= 4 * self.plan.chunk_nbytes * len(sizes) + (1 << 20):
-            # nvCOMP places a batch's outputs in one allocation: one D2H copy of that region
-            # beats one copy per chunk (per-chunk copies halve throughput at 64 KiB chunks)
-            pinned = self._pinned_buffer(span)
-            cupy.cuda.runtime.memcpyAsync(pinned.ctypes.data, lo, span, _D2H, self._stream_ptr)
-            self._synchronize()
-            region = memoryview(pinned[:span])
-            pieces = [region[p - lo : p - lo + n] for p, n in zip(ptrs, sizes, strict=True)]
-            if copy:  # only the compressed bytes, not the gaps between nvCOMP's output slots
-                pieces = [memoryview(bytes(piece)) for piece in pieces]
-            if header:
-                framing = lz4_header_bytes(self.plan.chunk_nbytes)
-                pieces = [memoryview(framing + bytes(piece)) for piece in pieces]
-            out = pieces
-            self.last_encoded_nbytes = sum(sizes) + header * len(sizes)
-            del enc, batch
-        else:
-            out = self._copy_each(enc, sizes, ptrs, header, copy)
-            del enc, batch
-        if self.plan.algorithm == "gzip":
-            out = self._ensure_gzip_members(out, srcs)
-        return out
+        if span > 4 * self.plan.chunk_nbytes * len(sizes) + (1 << 20):
+            return self._copy_each(ptrs, sizes, header, copy)
+        # nvCOMP's outputs sit in one allocation: one D2H copy of that region beats one
+        # copy per chunk (per-chunk copies halve throughput at 64 KiB chunks)
+        pinned = self._pinned_buffer(span)
+        cupy.cuda.runtime.memcpyAsync(pinned.ctypes.data, lo, span, _D2H, self._stream_ptr)
+        self._synchronize()
+        # one bulk host copy (numpy releases the GIL) instead of a Python copy per chunk
+        region = memoryview(pinned[:span].copy() if copy else pinned[:span])
+        pieces = [region[p - lo : p - lo + n] for p, n in zip(ptrs, sizes, strict=True)]
+        if header:
+            framing = lz4_header_bytes(self.plan.chunk_nbytes)
+            pieces = [memoryview(framing + bytes(piece)) for piece in pieces]
+        self.last_encoded_nbytes = sum(sizes) + header * len(sizes)
+        return pieces
 
     def _synchronize(self) -> None:
         if self._stream_ptr:
@@ -282,7 +386,11 @@ class NvcompBatchEncoder:
         else:
             self._cupy.cuda.runtime.deviceSynchronize()
 
-    def _copy_each(self, enc, sizes: list[int], ptrs: list[int], header: int, copy: bool) -> list[memoryview]:
+    def _on_stream(self):
+        """The encoder's stream as the current one (for cupy allocations and kernels)."""
+        return self.stream if hasattr(self.stream, "__enter__") else contextlib.nullcontext()
+
+    def _copy_each(self, ptrs: list[int], sizes: list[int], header: int, copy: bool) -> list[memoryview]:
         """One D2H copy per chunk into the pinned buffer (outputs scattered in device memory)."""
         total = sum(sizes) + header * len(sizes)
         pinned = self._pinned_buffer(total)
@@ -303,13 +411,13 @@ class NvcompBatchEncoder:
         view = memoryview(bytearray(pinned[:total])) if copy else memoryview(pinned)[:total]
         return [view[a:b] for a, b in bounds]
 
-    def _ensure_gzip_members(self, blobs: list[memoryview], srcs: list[Any]) -> list[memoryview]:
+    def _ensure_gzip_members(self, blobs: list[memoryview], source: Callable[[int], Any]) -> list[memoryview]:
         """Complete bare deflate streams into gzip members (fallback; normally a no-op)."""
         fixed: list[memoryview] = []
-        for blob, src in zip(blobs, srcs, strict=True):
+        for i, blob in enumerate(blobs):
             if len(blob) >= 2 and blob[0] == 0x1F and blob[1] == 0x8B:
                 fixed.append(blob)
             else:
-                raw = self._cupy.asnumpy(src).tobytes()
+                raw = self._cupy.asnumpy(source(i)).tobytes()
                 fixed.append(memoryview(_gzip_member_from_deflate(bytes(blob), raw)))
         return fixed

@@ -86,9 +86,8 @@ def _encode_matrix(
     skip_empty = not writer.array._async_array.config.write_empty_chunks
     with lane.context():
         empty = fill_rows(lane.xp, rows, plan.fill_value) if skip_empty else np.zeros(len(rows), bool)
-    todo = [rows[i].reshape(plan.chunk_shape) for i in np.flatnonzero(~empty)]
     try:
-        encoded = iter(encode_batched(lane, plan, todo))
+        encoded = iter(encode_batched(lane, plan, rows, np.flatnonzero(~empty)))
     except Exception as exc:
         raise ChunkWriteError(writer.name, coords[0] if coords else None, "encoding on the GPU", repr(exc)) from exc
     blobs = [None if e else next(encoded) for e in empty]
@@ -102,14 +101,14 @@ def _encode_matrix(
     return out
 
 
-def encode_batched(lane: Lane, plan: GpuCodecPlan, chunks: list) -> list:
-    """One encode call for all chunks; on device out-of-memory, retry in halves down to one chunk."""
+def encode_batched(lane: Lane, plan: GpuCodecPlan, rows, indices: np.ndarray) -> list:
+    """One encode call for the chosen rows; on device out-of-memory, retry in halves down to one chunk."""
     out: list = []
-    step = max(1, len(chunks))
+    step = max(1, len(indices))
     start = 0
-    while start < len(chunks):
+    while start < len(indices):
         try:
-            out.extend(lane.encode(plan, chunks[start : start + step]))
+            out.extend(lane.encode(plan, rows, indices[start : start + step]))
             start += step
         except lane.out_of_memory as exc:
             if step == 1:

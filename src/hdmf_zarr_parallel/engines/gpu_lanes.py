@@ -76,8 +76,9 @@ class Lane(ABC):
         """Copy a host array to the device (through pinned staging where there is a device)."""
 
     @abstractmethod
-    def encode(self, plan: GpuCodecPlan, chunks: Sequence[Any]) -> list[memoryview | bytes]:
-        """One batched encode; host bytes per chunk, framed as the CPU codec reads them."""
+    def encode(self, plan: GpuCodecPlan, rows: Any, indices: Sequence[int]) -> list[memoryview | bytes]:
+        """One batched encode of the chosen rows (chunks) of a ``(chunks, chunk elements)``
+        matrix; host bytes per row, framed as the CPU codec reads them."""
 
     def free_memory(self) -> None:  # noqa: B027 - optional hook
         """Give cached device memory back (before retrying a smaller batch)."""
@@ -118,14 +119,14 @@ class NvcompLane(Lane):
             device.set(staging, stream=self.stream)
         return device
 
-    def encode(self, plan: GpuCodecPlan, chunks: Sequence[Any]) -> list[memoryview | bytes]:
+    def encode(self, plan: GpuCodecPlan, rows: Any, indices: Sequence[int]) -> list[memoryview | bytes]:
         from ..codecs.gpu import NvcompBatchEncoder
 
         encoder = self._encoders.get(plan)
         if encoder is None:
             encoder = self._encoders[plan] = NvcompBatchEncoder(plan, stream=self.stream)
         with self.stream:
-            return encoder.encode(chunks, copy=True)
+            return encoder.encode_rows(rows, indices, copy=True)
 
     def free_memory(self) -> None:
         self.stream.synchronize()
@@ -149,7 +150,7 @@ class HostLane(Lane):
     def upload(self, host: np.ndarray) -> np.ndarray:
         return host
 
-    def encode(self, plan: GpuCodecPlan, chunks: Sequence[np.ndarray]) -> list[bytes]:
+    def encode(self, plan: GpuCodecPlan, rows: np.ndarray, indices: Sequence[int]) -> list[bytes]:
         import numcodecs
 
         codec = {
@@ -157,4 +158,4 @@ class HostLane(Lane):
             "gzip": lambda: numcodecs.GZip(level=plan.level if plan.level is not None else 5),
             "lz4": lambda: numcodecs.LZ4(acceleration=plan.level or 1),
         }[plan.algorithm]()
-        return [codec.encode(np.ascontiguousarray(c, dtype=plan.dtype)) for c in chunks]
+        return [codec.encode(np.ascontiguousarray(rows[i], dtype=plan.dtype)) for i in indices]
