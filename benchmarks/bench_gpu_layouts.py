@@ -36,8 +36,9 @@ LAYOUTS = {
 }
 
 
-def write_layout(npy: Path, shape: tuple[int, ...], geometry: dict, config: str, out: Path) -> float:
-    """One write of the recording into a fresh array of ``geometry``; returns the seconds it took."""
+def write_layout(npy: Path, shape: tuple[int, ...], geometry: dict, config: str, out: Path, **options) -> float:
+    """One write of the recording into a fresh array of ``geometry``; returns the seconds it took.
+    ``options`` go to :class:`WriteOptions` (e.g. ``gpu_streams``)."""
     shutil.rmtree(out, ignore_errors=True)
     array = zarr.create_array(zarr.storage.LocalStore(out), shape=shape, dtype="int16", **geometry)
     unit = geometry["shards"] or geometry["chunks"]
@@ -52,8 +53,8 @@ def write_layout(npy: Path, shape: tuple[int, ...], geometry: dict, config: str,
         queue.append(array, iterator)
         queue.exhaust_queue()
     else:
-        options = WriteOptions(engine=config)
-        write_datasets([DatasetWriter(array, iterator)], make_engine(options), options)
+        settings = WriteOptions(engine=config, **options)
+        write_datasets([DatasetWriter(array, iterator)], make_engine(settings), settings)
     return time.perf_counter() - t0
 
 

@@ -7,8 +7,9 @@ One :class:`NvcompBatchEncoder` per thread (an nvCOMP ``Codec`` is not thread-sa
 :meth:`NvcompBatchEncoder.encode_rows` call is ONE batched nvCOMP encode on the encoder's
 CUDA stream: nvCOMP reads the chunks as rows of one device matrix through an offset table
 and writes into one pre-allocated output buffer of fixed-size slots. One device-to-host
-copy brings that region into a reused pinned buffer, and one bulk host copy frees the
-pinned buffer for the next batch. No step costs Python work per chunk on the device side.
+copy brings that region into pinned host memory that the returned views own (back to
+cupy's pinned pool once they are stored). No step costs Python work per chunk on the
+device side.
 
 Framing per algorithm (what zarr's CPU codecs read):
 
@@ -206,6 +207,19 @@ class NvcompBatchEncoder:
             self._pinned = cupyx.empty_pinned(cap, dtype=np.uint8)
         return self._pinned
 
+    @staticmethod
+    def _batch_host_buffer(nbytes: int) -> np.ndarray:
+        """Pinned host memory for one batch's output, owned by the views handed out.
+
+        It goes back to cupy's pinned memory pool when the last view is dropped (after
+        the writers stored it), so the next batch reuses it without a host copy or a new
+        ``cudaHostAlloc``; sizes are rounded up to 4 MiB so that batches share blocks.
+        """
+        import cupyx
+
+        bucket = 4 << 20
+        return cupyx.empty_pinned(-(-nbytes // bucket) * bucket, dtype=np.uint8)
+
     def _check_chunks(self, chunks: Sequence[Any]) -> None:
         cupy = self._cupy
         shape = tuple(self.plan.chunk_shape)
@@ -368,11 +382,10 @@ class NvcompBatchEncoder:
             return self._copy_each(ptrs, sizes, header, copy)
         # nvCOMP's outputs sit in one allocation: one D2H copy of that region beats one
         # copy per chunk (per-chunk copies halve throughput at 64 KiB chunks)
-        pinned = self._pinned_buffer(span)
-        cupy.cuda.runtime.memcpyAsync(pinned.ctypes.data, lo, span, _D2H, self._stream_ptr)
+        host = self._batch_host_buffer(span) if copy else self._pinned_buffer(span)
+        cupy.cuda.runtime.memcpyAsync(host.ctypes.data, lo, span, _D2H, self._stream_ptr)
         self._synchronize()
-        # one bulk host copy (numpy releases the GIL) instead of a Python copy per chunk
-        region = memoryview(pinned[:span].copy() if copy else pinned[:span])
+        region = memoryview(host[:span])
         pieces = [region[p - lo : p - lo + n] for p, n in zip(ptrs, sizes, strict=True)]
         if header:
             framing = lz4_header_bytes(self.plan.chunk_nbytes)
