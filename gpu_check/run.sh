@@ -1,17 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check: run on the GPU machine from the repo root, with .whl carried
 # (scripts/fetch_gpu_wheels.sh fills it here). Needs no internet. Writes results under $OUT.
-set -u
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/gpu-check-out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
-nproc | tee -a "$OUT/device.txt"
+source gpu_check/setup.sh
 MODE=${1:-all}
 if [ "$MODE" = all ] || [ "$MODE" = tests ]; then
-  timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_device.py tests/test_gpu_engine_device.py \
-    -o addopts="" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+  run_gpu_tests 120
 fi
 if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   W=/tmp/hzp-bench; mkdir -p $W /dev/shm/hzp-bench

@@ -1,13 +1,7 @@
 #!/usr/bin/env bash
 # Second-round GPU check: device tests, end-to-end NWB benchmark (local disk), layouts, ceilings.
-set -u
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/gpu-check-out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-timeout 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_device.py tests/test_gpu_engine_device.py \
-  -o addopts="" -x 2>&1 | tail -15
+source gpu_check/setup.sh
+run_gpu_tests 100
 W=/tmp/hzp-bench; mkdir -p $W
 timeout 130 python3 benchmarks/bench_write.py --gpu --workdir $W --keep-data --repeats 2 --no-verify \
   --configs stock-serial,stock-jobs,threads,gpu --output "$OUT/bench_disk.json" 2>&1 | tail -12

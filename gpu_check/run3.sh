@@ -2,14 +2,8 @@
 # Third-round GPU check (~5 min): device tests, ceilings at 1 MiB and 64 KiB chunks (nvCOMP alone
 # and through our encoder), both layouts with a per-stage profile of the gpu engine, and the NWB
 # ephys benchmark against stock hdmf-zarr in the same run.
-set -u
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/gpu-check-out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_device.py tests/test_gpu_engine_device.py \
-  -o addopts="" 2>&1 | tail -25
+source gpu_check/setup.sh
+run_gpu_tests 120
 W=/tmp/hzp-bench; mkdir -p $W
 timeout 100 python3 benchmarks/bench_write.py --gpu --workdir $W --keep-data --repeats 2 --no-verify --cases ephys \
   --configs stock-serial,stock-jobs,threads,gpu --output "$OUT/bench_disk.json" 2>&1 | tail -8
