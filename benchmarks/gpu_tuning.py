@@ -1,10 +1,11 @@
-"""How many GPU lanes (CUDA streams, ``gpu_streams``) the gpu engine should run, per chunk layout.
+"""How many GPU lanes (``gpu_streams``) and CPU helpers (``gpu_cpu_helpers``) the gpu engine
+should run, per chunk layout.
 
 Writes the ephys recording with each layout of ``bench_gpu_layouts.py`` through stock
-hdmf-zarr's queue (the baseline, same run) and through engine="gpu" with each lane count;
-prints MB/s and ratios, writes JSON.
+hdmf-zarr's queue (the baseline, same run) and through engine="gpu": each lane count
+without helpers, then each helper count with 4 lanes. Prints MB/s and ratios, writes JSON.
 
-Usage: python benchmarks/gpu_tuning.py --npy ephys.npy --streams 2,4,8,12 --output tuning.json
+Usage: python benchmarks/gpu_tuning.py --npy ephys.npy --streams 2,4,8 --helpers 4,8,12 --output tuning.json
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> int:
     p.add_argument("--npy", type=Path, required=True)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/hzp-tuning"))
     p.add_argument("--streams", default="2,4,8,12")
+    p.add_argument("--helpers", default="", help="CPU helper counts to try with 4 lanes, e.g. 4,8,12")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args()
@@ -37,22 +39,26 @@ def main() -> int:
     for layout, geometry in LAYOUTS.items():
         stock = write_layout(args.npy, shape, geometry, "stock-queue", out)
         rows.append({"layout": layout, "config": "stock-queue", "best_s": stock, "MBps": nbytes / stock / 1e6})
-        for streams in (int(s) for s in args.streams.split(",")):
+        settings = [(int(n), 0) for n in args.streams.split(",") if n]
+        settings += [(4, int(n)) for n in args.helpers.split(",") if n]
+        for streams, helpers in settings:
             best = min(
-                write_layout(args.npy, shape, geometry, "gpu", out, gpu_streams=streams) for _ in range(args.repeats)
+                write_layout(args.npy, shape, geometry, "gpu", out, gpu_streams=streams, gpu_cpu_helpers=helpers)
+                for _ in range(args.repeats)
             )
             rows.append(
                 {
                     "layout": layout,
-                    "config": f"gpu, {streams} streams",
+                    "config": f"gpu, {streams} streams, {helpers} CPU helpers",
                     "streams": streams,
+                    "cpu_helpers": helpers,
                     "best_s": best,
                     "MBps": nbytes / best / 1e6,
                     "x_stock_queue": stock / best,
                 }
             )
             print(
-                f"{layout:30s} gpu {streams:2d} streams {rows[-1]['MBps']:7.0f} MB/s  {stock / best:5.2f}x stock",
+                f"{layout:30s} {rows[-1]['config']:32s} {rows[-1]['MBps']:7.0f} MB/s  {stock / best:5.2f}x stock",
                 flush=True,
             )
     args.output.write_text(json.dumps({"shape": list(shape), "rows": rows}, indent=2))

@@ -6,7 +6,9 @@ except the nvCOMP call itself runs for real here and is checked by stock zarr re
 
 import itertools
 import logging
+import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.codecs.numcodecs import LZ4
 
-from conftest import BlockIterator, NumpyIterator, make_array, realistic
+from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel import ChunkWriteError
 from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.engines.gpu import GpuEngine
@@ -43,6 +45,14 @@ class CountingLane(HostLane):
         self.closed = True
 
 
+class SlowLane(CountingLane):
+    """A lane slow enough that CPU helpers get to shave rows off the queued tasks."""
+
+    def encode(self, plan, rows, indices):
+        time.sleep(0.05)
+        return super().encode(plan, rows, indices)
+
+
 class TightMemoryLane(CountingLane):
     """Runs out of device memory for batches of more than ``limit`` chunks."""
 
@@ -55,9 +65,9 @@ class TightMemoryLane(CountingLane):
         return super().encode(plan, rows, indices)
 
 
-def gpu_write(pairs, lane=CountingLane, batch_bytes=64 << 10, **options):
+def gpu_write(pairs, lane=CountingLane, batch_bytes=64 << 10, cpu_helpers=0, **options):
     options = WriteOptions(engine="gpu", max_workers=3, **options)
-    engine = GpuEngine(3, batch_bytes, lanes=2, lane_factory=lane)
+    engine = GpuEngine(3, batch_bytes, lanes=2, lane_factory=lane, cpu_helpers=cpu_helpers)
     return write_datasets([DatasetWriter(a, i) for a, i in pairs], engine, options)
 
 
@@ -230,3 +240,36 @@ def test_the_data_path_is_plain_functions_usable_without_the_engine(store):
     lane.close()
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     assert lane.calls[0] < 0 and 0 < max(lane.calls) <= 3
+
+
+@pytest.mark.parametrize("shards", [None, (32, 16)])
+@pytest.mark.parametrize("kind", ["aligned", "misaligned", "sequential"])
+def test_cpu_helpers_share_the_work_and_it_reads_back_exactly(store, shards, kind):
+    data = realistic((301, 37), "int16")
+    array = make_array(store, data.shape, data.dtype, (16, 8), shards, compressors=ZstdCodec())
+    iterator = {
+        "aligned": lambda: NumpyIterator(data, buffer_shape=(128, 37)),
+        "misaligned": lambda: NumpyIterator(data, buffer_shape=(50, 37)),
+        "sequential": lambda: BlockIterator(data, (64, 37)),
+    }[kind]()
+    gpu_write([(array, iterator)], lane=SlowLane, cpu_helpers=2)
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    on_lanes = sum(sum(lane.calls) for lane in SlowLane.instances)
+    chunks = math.ceil(301 / 16) * math.ceil(37 / 8)
+    assert 0 < on_lanes < chunks, f"lanes encoded {on_lanes} of {chunks} chunks: helpers took none, or all"
+
+
+def test_a_failure_in_a_helper_row_is_re_raised(store):
+    data = realistic((256, 16))
+    array = make_array(store, data.shape, data.dtype, (16, 16))
+    iterator = FailingNumpyIterator(data, fail_at_row=250, buffer_shape=(256, 16))
+    with pytest.raises(ChunkWriteError, match="disk on fire"):
+        gpu_write([(array, iterator)], lane=SlowLane, cpu_helpers=1)
+
+
+def test_gpu_cpu_helpers_option_is_validated():
+    assert WriteOptions(engine="gpu", gpu_cpu_helpers=3).gpu_cpu_helpers == 3
+    with pytest.raises(ValueError, match="gpu_cpu_helpers must be >= 0"):
+        WriteOptions(gpu_cpu_helpers=-1)
+    with pytest.raises(TypeError, match="gpu_cpu_helpers must be an int"):
+        WriteOptions(gpu_cpu_helpers="4")

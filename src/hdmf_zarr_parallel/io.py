@@ -34,6 +34,7 @@ class _ParallelWriteMixin:
         progress: bool | dict[str, Any] = False,
         gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES,
         gpu_streams: int = 4,
+        gpu_cpu_helpers: int = 0,
         client: Any = None,
         dask_gpu: str = "auto",
         **kwargs: Any,
@@ -45,6 +46,7 @@ class _ParallelWriteMixin:
             progress=progress,
             gpu_batch_bytes=gpu_batch_bytes,
             gpu_streams=gpu_streams,
+            gpu_cpu_helpers=gpu_cpu_helpers,
             client=client,
             dask_gpu=dask_gpu,
         )

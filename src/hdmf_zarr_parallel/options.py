@@ -19,6 +19,7 @@ def default_workers() -> int:
 class WriteOptions:
     """How a write runs. ``max_workers=None`` means one worker per CPU core.
 
+    ``gpu_cpu_helpers`` threads encode with the CPU codecs beside the GPU lanes (``engine="gpu"``).
     ``client`` is the ``distributed.Client`` of ``engine="dask"`` (``None``: the current client);
     ``dask_gpu`` says whether its workers encode on their GPU: ``"auto"`` (where one is usable),
     ``"never"`` or ``"always"``.
@@ -32,6 +33,7 @@ class WriteOptions:
     max_threads_per_process: int | None = None
     gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES
     gpu_streams: int = 4
+    gpu_cpu_helpers: int = 0
     client: Any = field(default=None, compare=False, repr=False)
     dask_gpu: str = "auto"
 
@@ -45,6 +47,7 @@ class WriteOptions:
         _check_positive_int("max_threads_per_process", self.max_threads_per_process, allow_none=True)
         _check_positive_int("gpu_batch_bytes", self.gpu_batch_bytes)
         _check_positive_int("gpu_streams", self.gpu_streams)
+        _check_positive_int("gpu_cpu_helpers", self.gpu_cpu_helpers, minimum=0)
         if not isinstance(self.progress, (bool, dict)):
             raise TypeError(f"progress must be a bool or a dict of tqdm options, got {type(self.progress).__name__}")
         if self.client is not None and self.engine != "dask":
@@ -81,10 +84,10 @@ class WriteOptions:
         return replace(self, **changes)
 
 
-def _check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
+def _check_positive_int(name: str, value: object, allow_none: bool = False, minimum: int = 1) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")

@@ -37,6 +37,7 @@ from ..options import WriteOptions
 from ..plan import Coords, Region
 from .base import Engine, tile_bytes_for
 from .gpu_lanes import Lane, NvcompLane, chunk_matrix, fill_rows
+from .shared_tasks import SharedTask, TaskQueue
 from .threads import ThreadEngine
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,13 @@ def store_encoded(writer: DatasetWriter, encoded: Sequence[Encoded]) -> int:
 
 
 class GpuEngine(Engine):
+    """Lanes encode on the GPU; a writer pool stores; optional CPU helpers share the work.
+
+    ``cpu_helpers`` threads encode with the CPU codecs, one unit-row at a time, from the
+    tasks the lanes will reach last (see :mod:`.shared_tasks`), so cores the lanes leave
+    idle add throughput without lengthening the write's tail.
+    """
+
     name = "gpu"
 
     def __init__(
@@ -147,18 +155,23 @@ class GpuEngine(Engine):
         batch_bytes: int,
         lanes: int = 4,
         lane_factory: Callable[[], Lane] = NvcompLane,
+        cpu_helpers: int = 0,
     ) -> None:
         super().__init__(max_workers)
         self.batch_bytes = batch_bytes
         self.lane_count = lanes
+        self.cpu_helpers = cpu_helpers
         self._lane_factory = lane_factory
         self._cpu = ThreadEngine(max_workers)
         self._plans: dict[int, tuple[DatasetWriter, GpuCodecPlan]] = {}
         self._local = threading.local()
         self._open_lanes: list[Lane] = []
         self._lanes_lock = threading.Lock()
+        self._tasks = TaskQueue()
+        self._active_helpers = 0
         self._lane_pool: ThreadPoolExecutor | None = None
         self._store_pool: ThreadPoolExecutor | None = None
+        self._helper_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def create(cls, options: WriteOptions) -> GpuEngine:
@@ -168,10 +181,11 @@ class GpuEngine(Engine):
         status = gpu_status()
         if not status.available:
             raise RuntimeError(f"engine='gpu' needs a usable NVIDIA GPU with nvCOMP: {status.reason}")
-        return cls(options.workers, options.gpu_batch_bytes, options.gpu_streams)
+        return cls(options.workers, options.gpu_batch_bytes, options.gpu_streams, cpu_helpers=options.gpu_cpu_helpers)
 
     def describe(self) -> str:
-        return f"gpu ({self.lane_count} streams, {self.max_workers} writer threads)"
+        helpers = f", {self.cpu_helpers} CPU helpers" if self.cpu_helpers else ""
+        return f"gpu ({self.lane_count} streams, {self.max_workers} writer threads{helpers})"
 
     def tile_bytes(self, options: WriteOptions) -> int:
         # one tile per lane in flight plus as many waiting to be stored, each at most one batch
@@ -187,6 +201,8 @@ class GpuEngine(Engine):
         if self._lane_pool is None:
             self._lane_pool = ThreadPoolExecutor(self.lane_count, thread_name_prefix="hzp-gpu-lane")
             self._store_pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hzp-gpu-store")
+            if self.cpu_helpers:
+                self._helper_pool = ThreadPoolExecutor(self.cpu_helpers, thread_name_prefix="hzp-gpu-helper")
 
     def _plan_of(self, writer: DatasetWriter) -> GpuCodecPlan | None:
         entry = self._plans.get(id(writer))
@@ -202,34 +218,63 @@ class GpuEngine(Engine):
 
     # -- tasks ----------------------------------------------------------------------
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        plan = self._plan_of(writer)
-        if plan is None:
+        if self._plan_of(writer) is None:
             return self._cpu.submit_region(writer, region)
-        return self._run(writer, lambda lane: encode_region_on_lane(lane, writer, plan, region))
+        return self._enqueue(SharedTask(writer, region=region))
 
     def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
-        plan = self._plan_of(writer)
-        if plan is None:
+        if self._plan_of(writer) is None:
             return self._cpu.submit_units(writer, units)
-        return self._run(writer, lambda lane: encode_units_on_lane(lane, writer, plan, units))
+        return self._enqueue(SharedTask(writer, units=list(units)))
 
-    def _run(self, writer: DatasetWriter, encode: Callable[[Lane], list[Encoded]]) -> Future[int]:
-        """Encode on a lane, then store on the writer pool; the future ends when all is stored."""
-        done: Future[int] = Future()
+    def _enqueue(self, task: SharedTask) -> Future[int]:
+        """Queue a task; one lane job per task takes the oldest one, helpers shave the newest."""
+        self._tasks.put(task)
+        self._lane_pool.submit(self._lane_job)
+        if self._helper_pool is not None:
+            with self._tasks.lock:
+                start = self._active_helpers < self.cpu_helpers
+                self._active_helpers += start
+            if start:
+                self._helper_pool.submit(self._helper_job)
+        return task.done
 
-        def on_lane() -> None:
-            self._store(writer, encode(self._lane()), done)
+    def _lane_job(self) -> None:
+        """Encode the oldest queued task on this thread's lane, then hand it to the store pool."""
+        task = self._tasks.take_oldest()
+        if task is None:
+            return  # helpers took all of it
+        plan = self._plan_of(task.writer)
+        try:
+            lane = self._lane()
+            if task.region is not None:
+                encoded = encode_region_on_lane(lane, task.writer, plan, task.region)
+            else:
+                encoded = encode_units_on_lane(lane, task.writer, plan, task.units)
+        except BaseException as exc:
+            task.part_done(exc)
+            return
+        self._store(task.writer, encoded, task.part_done)
 
-        def lane_finished(f: Future) -> None:
-            if not f.cancelled() and f.exception() is not None:
-                done.set_exception(f.exception())  # nothing was handed to the store pool
-
-        self._lane_pool.submit(on_lane).add_done_callback(lane_finished)
-        return done
+    def _helper_job(self) -> None:
+        """Encode unit-rows of the newest tasks with the CPU codecs until none is left to shave."""
+        while True:
+            with self._tasks.lock:
+                piece = self._tasks.shave_newest()
+                if piece is None:
+                    self._active_helpers -= 1
+                    return
+            task, work = piece
+            try:
+                work()
+            except BaseException as exc:
+                task.part_done(exc)
+            else:
+                task.part_done()
 
     # -- store ------------------------------------------------------------------------
-    def _store(self, writer: DatasetWriter, encoded: list[Encoded], done: Future[int]) -> None:
-        """Hand each unit to the store pool (:func:`put_encoded`); ``done`` ends with the last one."""
+    def _store(self, writer: DatasetWriter, encoded: list[Encoded], finished: Callable) -> None:
+        """Hand each unit to the store pool (:func:`put_encoded`); ``finished(error)`` once, after the last."""
         pending = [len(encoded)]
         lock = threading.Lock()
 
@@ -237,24 +282,27 @@ class GpuEngine(Engine):
             error = f.exception() if not f.cancelled() else RuntimeError("store cancelled")
             with lock:
                 pending[0] -= 1
-                if done.done():
-                    return
+                if pending[0] < 0:
+                    return  # already reported
                 if error is not None:
-                    done.set_exception(error)
-                elif pending[0] == 0:
-                    done.set_result(len(encoded))
+                    pending[0] = -1
+                elif pending[0] > 0:
+                    return
+            finished(error)
 
         if not encoded:
-            done.set_result(0)
+            finished(None)
         for coords, blob in encoded:
             self._store_pool.submit(put_encoded, writer, coords, blob).add_done_callback(stored)
 
     # -- tear-down ----------------------------------------------------------------------
     def shutdown(self, cancel: bool = False) -> None:
-        for pool in (self._lane_pool, self._store_pool):
+        if cancel:
+            self._tasks.cancel_all()
+        for pool in (self._lane_pool, self._helper_pool, self._store_pool):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=cancel)
-        self._lane_pool = self._store_pool = None
+        self._lane_pool = self._helper_pool = self._store_pool = None
         self._cpu.shutdown(cancel)
         with self._lanes_lock:
             lanes, self._open_lanes = self._open_lanes, []

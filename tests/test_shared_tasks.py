@@ -1,0 +1,88 @@
+"""How GPU lanes and CPU helpers split queued tasks: lanes take whole tasks oldest first,
+helpers shave one unit-row at a time off the newest, never the last row."""
+
+from concurrent.futures import CancelledError
+
+import numpy as np
+import pytest
+import zarr
+
+from conftest import NumpyIterator, make_array
+from hdmf_zarr_parallel.dataset import DatasetWriter
+from hdmf_zarr_parallel.engines.shared_tasks import SharedTask, TaskQueue
+
+
+@pytest.fixture
+def writer():
+    data = np.arange(301 * 24, dtype="int16").reshape(301, 24)
+    array = make_array(zarr.storage.MemoryStore(), data.shape, data.dtype, (16, 8))
+    return DatasetWriter(array, NumpyIterator(data, buffer_shape=(64, 24)))
+
+
+def test_shaving_takes_unit_rows_from_the_end_and_leaves_the_first(writer):
+    task = SharedTask(writer, region=(slice(256, 301), slice(0, 24)))
+    tails = []
+    while task.shave() is not None:
+        tails.append(task.region)
+    assert tails == [(slice(256, 288), slice(0, 24)), (slice(256, 272), slice(0, 24))]
+    assert task.region == (slice(256, 272), slice(0, 24))
+    assert task.shave() is None
+
+
+def test_shaved_rows_are_written_by_the_work_they_return(writer):
+    task = SharedTask(writer, region=(slice(0, 64), slice(0, 24)))
+    work = task.shave()
+    assert task.region == (slice(0, 48), slice(0, 24))
+    work()
+    back = zarr.open_array(writer.array.store, mode="r")[...]
+    np.testing.assert_array_equal(back[48:64], writer.iterator.array[48:64])
+    assert not back[:48].any(), "only the shaved row was written"
+
+
+def test_units_are_shaved_one_at_a_time_keeping_one(writer):
+    units = [((i, 0), np.zeros((16, 8), "int16")) for i in range(3)]
+    task = SharedTask(writer, units=list(units))
+    assert task.shave() is not None and task.shave() is not None
+    assert task.shave() is None and len(task.units) == 1
+
+
+def test_the_future_ends_after_every_part_and_with_the_first_error(writer):
+    task = SharedTask(writer, region=(slice(0, 64), slice(0, 24)))
+    task.shave()
+    task.part_done()
+    assert not task.done.done(), "one part is still out"
+    task.part_done()
+    assert task.done.result() == 64 * 24 * 2
+
+    failed = SharedTask(writer, region=(slice(0, 64), slice(0, 24)))
+    failed.shave()
+    failed.part_done(OSError("first"))
+    failed.part_done(OSError("second"))
+    with pytest.raises(OSError, match="first"):
+        failed.done.result()
+
+
+def test_a_task_is_a_region_or_units_not_both(writer):
+    with pytest.raises(ValueError):
+        SharedTask(writer)
+    with pytest.raises(ValueError):
+        SharedTask(writer, region=(slice(0, 16), slice(0, 24)), units=[])
+
+
+def test_queue_order_newest_shaved_first_and_cancel(writer):
+    queue = TaskQueue()
+    old = SharedTask(writer, region=(slice(0, 64), slice(0, 24)))
+    single = SharedTask(writer, region=(slice(64, 80), slice(0, 24)))
+    queue.put(old)
+    queue.put(single)
+    with queue.lock:
+        task, _ = queue.shave_newest()
+    assert task is old, "a one-row task is left to the lanes"
+    assert queue.take_oldest() is old
+    queue.cancel_all()
+    with pytest.raises(CancelledError):
+        single.done.result()
+    assert queue.take_oldest() is None
+    with queue.lock:
+        assert queue.shave_newest() is None
+    single.part_done(OSError("late"))  # a part ending after the cancel is ignored
