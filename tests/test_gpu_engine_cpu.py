@@ -132,7 +132,7 @@ def test_unsupported_chains_go_to_the_cpu_pool_with_a_reason(tmp_path, caplog):
 
 def test_out_of_memory_retries_with_smaller_batches(store, caplog):
     caplog.set_level(logging.INFO, logger="hdmf_zarr_parallel")
-    data = realistic((512, 8))
+    data = realistic((2048, 8))  # four tasks of 32 chunks
     array = make_array(store, data.shape, data.dtype, (16, 8))
     gpu_write([(array, NumpyIterator(data, buffer_shape=(512, 8)))], lane=TightMemoryLane, batch_bytes=1 << 20)
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
@@ -245,17 +245,17 @@ def test_the_data_path_is_plain_functions_usable_without_the_engine(store):
 @pytest.mark.parametrize("shards", [None, (32, 16)])
 @pytest.mark.parametrize("kind", ["aligned", "misaligned", "sequential"])
 def test_cpu_helpers_share_the_work_and_it_reads_back_exactly(store, shards, kind):
-    data = realistic((301, 37), "int16")
+    data = realistic((1201, 37), "int16")  # big enough for tasks of several unit-rows
     array = make_array(store, data.shape, data.dtype, (16, 8), shards, compressors=ZstdCodec())
     iterator = {
         "aligned": lambda: NumpyIterator(data, buffer_shape=(128, 37)),
-        "misaligned": lambda: NumpyIterator(data, buffer_shape=(50, 37)),
+        "misaligned": lambda: NumpyIterator(data, buffer_shape=(100, 37)),
         "sequential": lambda: BlockIterator(data, (64, 37)),
     }[kind]()
     gpu_write([(array, iterator)], lane=SlowLane, cpu_helpers=2)
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     on_lanes = sum(sum(lane.calls) for lane in SlowLane.instances)
-    chunks = math.ceil(301 / 16) * math.ceil(37 / 8)
+    chunks = math.ceil(1201 / 16) * math.ceil(37 / 8)
     assert 0 < on_lanes < chunks, f"lanes encoded {on_lanes} of {chunks} chunks: helpers took none, or all"
 
 

@@ -1,9 +1,17 @@
 import math
 from collections import Counter
 
+import numpy as np
+import zarr
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import NumpyIterator, make_array
+from hdmf_zarr_parallel.dataset import DatasetWriter
+from hdmf_zarr_parallel.engines.base import MAX_TILE_BYTES, tile_bytes_for
+from hdmf_zarr_parallel.engines.threads import ThreadEngine
+from hdmf_zarr_parallel.options import WriteOptions
+from hdmf_zarr_parallel.pipeline import plan_tiles
 from hdmf_zarr_parallel.plan import UnitGrid, choose_tile_units, region_size
 
 
@@ -44,3 +52,21 @@ def test_tiles_follow_the_buffer_then_shrink_to_the_byte_target():
     small = choose_tile_units(grid, (400, 384), itemsize=2, target_bytes=2 * 100 * 64 * 6)
     assert math.prod(small) * 100 * 64 * 2 <= 2 * 100 * 64 * 6
     assert choose_tile_units(grid, (400, 384), itemsize=2, target_bytes=1) == (1, 1)
+
+
+def test_tile_bytes_for_is_capped_by_memory_by_the_cap_and_by_the_dataset():
+    assert tile_bytes_for(1 << 30, 4, dataset_nbytes=10 << 30) == MAX_TILE_BYTES
+    assert tile_bytes_for(64 << 20, 4, dataset_nbytes=10 << 30) == 8 << 20  # the memory bound, twice over
+    assert tile_bytes_for(1 << 30, 4, dataset_nbytes=16 << 20) == 2 << 20  # two tasks per worker
+    assert tile_bytes_for(1 << 30, 4, dataset_nbytes=5) == 1
+
+
+def test_a_small_dataset_still_makes_two_tasks_per_worker():
+    """One iterator buffer holding the whole dataset must not become one task for one worker."""
+    data = np.zeros((1024, 64), "int16")  # 16 chunks of 8 KiB
+    array = make_array(zarr.storage.MemoryStore(), data.shape, data.dtype, (64, 64))
+    writer = DatasetWriter(array, NumpyIterator(data, buffer_shape=(1024, 64)))
+    options = WriteOptions(engine="threads", max_workers=4)
+    tiles = list(plan_tiles(writer, ThreadEngine(4), options))
+    assert len(tiles) == 8
+    assert sorted(r[0].start for r in tiles) == list(range(0, 1024, 128))

@@ -49,6 +49,11 @@ class DatasetWriter:
         return UnitGrid(self.shape, self.unit_shape)
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the data to write (of what a sequential iterator has announced so far)."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
     def unit_nbytes(self) -> int:
         return math.prod(self.unit_shape) * self.dtype.itemsize
 

@@ -48,9 +48,11 @@ def validate(writers: Sequence[DatasetWriter], options: WriteOptions) -> None:
             )
 
 
-def plan_tiles(writer: DatasetWriter, target_bytes: int) -> Iterator[Region]:
+def plan_tiles(writer: DatasetWriter, engine: Engine, options: WriteOptions) -> Iterator[Region]:
+    """The unit-aligned region tasks of a random-access dataset, sized by the engine."""
     if writer.grid.is_empty:
         return iter(())
+    target_bytes = engine.tile_bytes(options, writer.nbytes)
     units = choose_tile_units(writer.grid, writer.buffer_shape, writer.dtype.itemsize, target_bytes)
     return writer.grid.tiles(units)
 
@@ -77,7 +79,6 @@ class _Dispatcher:
 
     def _loop(self) -> None:
         run = self._run
-        tile_bytes = run.engine.tile_bytes(run.options)
         active: list[Iterator[tuple[DatasetWriter, Region]]] = []
         closed = False
         try:
@@ -90,7 +91,7 @@ class _Dispatcher:
                     if writer is None:
                         closed = True
                         break
-                    active.append(zip(itertools.repeat(writer), plan_tiles(writer, tile_bytes)))
+                    active.append(zip(itertools.repeat(writer), plan_tiles(writer, run.engine, run.options)))
                 if not active:
                     if closed:
                         return

@@ -20,10 +20,12 @@ from ..plan import Coords, Region
 MAX_TILE_BYTES = 64 << 20  # beyond this, bigger CPU tasks only add latency
 
 
-def tile_bytes_for(max_inflight_bytes: int, concurrent: int, cap: int = MAX_TILE_BYTES) -> int:
+def tile_bytes_for(max_inflight_bytes: int, concurrent: int, dataset_nbytes: int, cap: int = MAX_TILE_BYTES) -> int:
     """Bytes per region task: enough to amortise overheads, small enough that ``concurrent`` tasks
-    in flight and as many waiting fit twice into the memory bound."""
-    return max(1, min(cap, max_inflight_bytes // (2 * max(1, concurrent))))
+    in flight and as many waiting fit twice into the memory bound, and that a dataset smaller
+    than that still makes about two tasks per concurrent worker (else one worker writes it alone)."""
+    concurrent = max(1, concurrent)
+    return max(1, min(cap, max_inflight_bytes // (2 * concurrent), dataset_nbytes // (2 * concurrent)))
 
 
 def write_units(writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
@@ -57,9 +59,9 @@ class Engine(ABC):
     def shutdown(self, cancel: bool = False) -> None:
         """Release every worker; with ``cancel`` drop queued tasks first."""
 
-    def tile_bytes(self, options: WriteOptions) -> int:
-        """Bytes per region task, with one task in flight per worker."""
-        return tile_bytes_for(options.max_inflight_bytes, options.workers)
+    def tile_bytes(self, options: WriteOptions, dataset_nbytes: int) -> int:
+        """Bytes per region task of a dataset, with one task in flight per worker."""
+        return tile_bytes_for(options.max_inflight_bytes, options.workers, dataset_nbytes)
 
     def describe(self) -> str:
         return f"{self.name} ({self.max_workers} workers)"

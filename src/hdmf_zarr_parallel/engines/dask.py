@@ -443,9 +443,9 @@ class DaskEngine(Engine):
                     "workers must reach the store: a path on a filesystem every worker mounts, or an fsspec URL"
                 )
 
-    def tile_bytes(self, options: WriteOptions) -> int:
+    def tile_bytes(self, options: WriteOptions, dataset_nbytes: int) -> int:
         """As for the other engines, with the cluster's threads as the workers."""
-        return tile_bytes_for(options.max_inflight_bytes, self._threads)
+        return tile_bytes_for(options.max_inflight_bytes, self._threads, dataset_nbytes)
 
     # -- tasks ----------------------------------------------------------------------------------
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:

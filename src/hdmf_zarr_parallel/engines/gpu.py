@@ -187,9 +187,9 @@ class GpuEngine(Engine):
         helpers = f", {self.cpu_helpers} CPU helpers" if self.cpu_helpers else ""
         return f"gpu ({self.lane_count} streams, {self.max_workers} writer threads{helpers})"
 
-    def tile_bytes(self, options: WriteOptions) -> int:
+    def tile_bytes(self, options: WriteOptions, dataset_nbytes: int) -> int:
         # one tile per lane in flight plus as many waiting to be stored, each at most one batch
-        return tile_bytes_for(options.max_inflight_bytes, self.lane_count, cap=self.batch_bytes)
+        return tile_bytes_for(options.max_inflight_bytes, self.lane_count, dataset_nbytes, cap=self.batch_bytes)
 
     # -- set-up ---------------------------------------------------------------------
     def admit(self, writer: DatasetWriter) -> None:
