@@ -17,7 +17,9 @@ from ..dataset import DatasetWriter
 from ..options import WriteOptions
 from ..plan import Coords, Region
 
-MAX_TILE_BYTES = 64 << 20  # beyond this, bigger CPU tasks only add latency
+# Beyond this, bigger CPU tasks only lengthen the tail: on 2 cores, 1 GB of ephys wrote 4-5 %
+# faster with 8-32 MiB tasks than with 64 MiB (benchmarks/RESULTS.md).
+MAX_TILE_BYTES = 16 << 20
 
 
 def tile_bytes_for(max_inflight_bytes: int, concurrent: int, dataset_nbytes: int, cap: int = MAX_TILE_BYTES) -> int:
