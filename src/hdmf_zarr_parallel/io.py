@@ -4,8 +4,9 @@ The integration is deliberately thin. hdmf-zarr assigns its write queue to the
 private attribute ``_ZarrIO__dci_queue`` in ``write()``, ``export()`` and
 ``write_dataset()``; a property of that name intercepts each assignment and puts
 our queue in its place, carrying over hdmf-zarr's ``number_of_jobs``,
-``max_threads_per_process`` and ``multiprocessing_context``. Everything else is
-stock hdmf-zarr. ``tests/test_io.py`` fails loudly if upstream renames the attribute.
+``max_threads_per_process`` and ``multiprocessing_context``. Datasets of object
+references are stored in one write instead of one per element (``references.py``).
+Everything else is stock hdmf-zarr. ``tests/test_io.py`` fails loudly if upstream renames the attribute.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from hdmf.build import DatasetBuilder
+from hdmf.query import HDMFDataset
 from hdmf_zarr import NWBZarrIO, ZarrIO
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
+from hdmf_zarr.zarr_utils import is_reference_dtype
 
 from .engines import make_engine
 from .options import DEFAULT_GPU_BATCH_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, WriteOptions
 from .pipeline import WriteReport
 from .queue import ParallelDataChunkIteratorQueue
+from .references import CollectingGroup, collecting_group
 
 
 class _ParallelWriteMixin:
@@ -89,6 +94,17 @@ class _ParallelWriteMixin:
         with self._aborting_on_error():
             return super().export(*args, **kwargs)
 
+    def write_dataset(self, *args: Any, **kwargs: Any) -> Any:
+        """hdmf-zarr's ``write_dataset``; a dataset of object references is stored in one write
+        instead of one chunk rewrite per element (see :mod:`.references`)."""
+        parent, builder = kwargs.get("parent"), kwargs.get("builder")
+        if args or isinstance(parent, CollectingGroup) or not _holds_references(builder, kwargs.get("force_data")):
+            return super().write_dataset(*args, **kwargs)
+        group = collecting_group(parent)
+        dset = super().write_dataset(*args, **{**kwargs, "parent": group})
+        group.flush()
+        return dset
+
     @contextlib.contextmanager
     def _aborting_on_error(self):
         """Datasets start writing while hdmf-zarr is still at work: if it fails, stop them too."""
@@ -98,6 +114,14 @@ class _ParallelWriteMixin:
             if self._parallel_queue is not None:
                 self._parallel_queue.abort()
             raise
+
+
+def _holds_references(builder: Any, force_data: Any) -> bool:
+    """Whether hdmf-zarr writes this dataset element by element: references, or containers to refer to."""
+    if not isinstance(builder, DatasetBuilder):
+        return False
+    data = builder.data if force_data is None else force_data
+    return is_reference_dtype(builder.dtype) or isinstance(data, HDMFDataset)
 
 
 class ParallelZarrIO(_ParallelWriteMixin, ZarrIO):
