@@ -341,24 +341,36 @@ class _StageClock:
 
 def profile_threads(case: Case, workdir: Path, workers: int) -> dict:
     """Where one threads-engine write spends its time: per-stage thread-seconds, and the phases of the write."""
-    from hdmf_zarr_parallel import codecs, dataset, queue, sink  # noqa: F401
+    from hdmf_zarr_parallel import codecs, dataset, pipeline, queue, sink  # noqa: F401
 
     clock = _StageClock()
     clock.wrap(dataset.DatasetWriter, "read", "read (iterator, memmap -> RAM)")
     clock.wrap(codecs.cpu.ZarrUnitEncoder, "pad", "contiguous copy / pad of a chunk")
     clock.wrap(codecs.cpu.ZarrUnitEncoder, "encode", "_encode_total")
     clock.wrap(sink.ChunkSink, "put", "store (write chunk file)")
-    clock.wrap(queue, "write_datasets", "_pipeline_wall")
+    # the pipeline runs from the first dataset hdmf-zarr queues until the queue is exhausted
+    started: list[float] = []
+    original_add = pipeline.PipelineRun.add
+
+    def add(self, *args, **kwargs):
+        started.append(time.perf_counter())
+        return original_add(self, *args, **kwargs)
+
+    clock.patches.append((pipeline.PipelineRun, "add", original_add))
+    pipeline.PipelineRun.add = add
+    clock.wrap(queue.ParallelDataChunkIteratorQueue, "exhaust_queue", "_exhaust")
     out = workdir / f"out-{case.name}-profile"
     shutil.rmtree(out, ignore_errors=True)
     try:
         res = write_once(case, "threads", out, workers, workdir / "pids-profile.log")
+        finished = time.perf_counter()
     finally:
         clock.restore()
         _release(out)
     t = dict(clock.totals)
     encode_total = t.pop("_encode_total", 0.0)
-    pipeline_wall = t.pop("_pipeline_wall", 0.0)
+    t.pop("_exhaust", None)
+    pipeline_wall = finished - min(started) if started else 0.0
     copy = t.get("contiguous copy / pad of a chunk", 0.0)
     t["codec (zstd, zarr codec chain)"] = encode_total - copy
     busy = sum(t.values())
