@@ -259,7 +259,7 @@ def test_cpu_helpers_share_the_work_and_it_reads_back_exactly(store, shards, kin
     assert 0 < on_lanes < chunks, f"lanes encoded {on_lanes} of {chunks} chunks: helpers took none, or all"
 
 
-def test_a_failure_in_a_helper_row_is_re_raised(store):
+def test_a_read_failure_with_cpu_helpers_is_re_raised(store):
     data = realistic((256, 16))
     array = make_array(store, data.shape, data.dtype, (16, 16))
     iterator = FailingNumpyIterator(data, fail_at_row=250, buffer_shape=(256, 16))
