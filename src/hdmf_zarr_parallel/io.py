@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import zarr
 from hdmf.build import DatasetBuilder
 from hdmf.query import HDMFDataset
 from hdmf_zarr import NWBZarrIO, ZarrIO
@@ -98,7 +99,12 @@ class _ParallelWriteMixin:
         """hdmf-zarr's ``write_dataset``; a dataset of object references is stored in one write
         instead of one chunk rewrite per element (see :mod:`.references`)."""
         parent, builder = kwargs.get("parent"), kwargs.get("builder")
-        if args or isinstance(parent, CollectingGroup) or not _holds_references(builder, kwargs.get("force_data")):
+        if (
+            args
+            or not isinstance(parent, zarr.Group)
+            or isinstance(parent, CollectingGroup)
+            or not _holds_references(builder, kwargs.get("force_data"))
+        ):
             return super().write_dataset(*args, **kwargs)
         group = collecting_group(parent)
         dset = super().write_dataset(*args, **{**kwargs, "parent": group})
