@@ -251,10 +251,9 @@ class GpuEngine(Engine):
                 encoded = encode_region_on_lane(lane, task.writer, plan, task.region)
             else:
                 encoded = encode_units_on_lane(lane, task.writer, plan, task.units)
-        except BaseException as exc:
+            self._store(task.writer, encoded, task.part_done)
+        except BaseException as exc:  # the task fails (a store already handed over may still end)
             task.part_done(exc)
-            return
-        self._store(task.writer, encoded, task.part_done)
 
     def _helper_job(self) -> None:
         """Encode unit-rows of the newest tasks with the CPU codecs until none is left to shave."""
