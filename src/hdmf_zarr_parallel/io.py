@@ -5,7 +5,8 @@ private attribute ``_ZarrIO__dci_queue`` in ``write()``, ``export()`` and
 ``write_dataset()``; a property of that name intercepts each assignment and puts
 our queue in its place, carrying over hdmf-zarr's ``number_of_jobs``,
 ``max_threads_per_process`` and ``multiprocessing_context``. Datasets of object
-references are stored in one write instead of one per element (``references.py``).
+references are stored in one write instead of one per element (``references.py``),
+and each object's attributes in one metadata write (``attributes.py``).
 Everything else is stock hdmf-zarr. ``tests/test_io.py`` fails loudly if upstream renames the attribute.
 """
 
@@ -21,6 +22,7 @@ from hdmf_zarr import NWBZarrIO, ZarrIO
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
 from hdmf_zarr.zarr_utils import is_reference_dtype
 
+from .attributes import recording, store_recorded
 from .engines import make_engine
 from .options import DEFAULT_GPU_BATCH_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, WriteOptions
 from .pipeline import WriteReport
@@ -110,6 +112,19 @@ class _ParallelWriteMixin:
         dset = super().write_dataset(*args, **{**kwargs, "parent": group})
         group.flush()
         return dset
+
+    def write_attributes(self, *args: Any, **kwargs: Any) -> None:
+        """hdmf-zarr's ``write_attributes`` with one metadata write per object instead of one
+        per attribute (see :mod:`.attributes`)."""
+        obj = args[0] if args else kwargs.get("obj")
+        if not isinstance(obj, (zarr.Group, zarr.Array)):
+            return super().write_attributes(*args, **kwargs)
+        stand_in = recording(obj)
+        if args:
+            super().write_attributes(stand_in, *args[1:], **kwargs)
+        else:
+            super().write_attributes(**{**kwargs, "obj": stand_in})
+        store_recorded(obj, stand_in)
 
     @contextlib.contextmanager
     def _aborting_on_error(self):
