@@ -244,6 +244,23 @@ SUPPORTED = [
     ("bool", {"dtype": "bool"}, "zstd", False),
     ("float32", {"dtype": "float32", "fill_value": float("nan")}, "zstd", False),
     ("complex64", {"dtype": "complex64"}, "zstd", False),
+    ("zlib", {"compressors": zarr.codecs.numcodecs.Zlib(level=4)}, "zlib", False),
+    (
+        "hdf5-shuffle-zlib",  # what hdmf-zarr makes of HDF5's shuffle + gzip filters
+        {"compressors": [zarr.codecs.numcodecs.Shuffle(elementsize=2), zarr.codecs.numcodecs.Zlib(level=4)]},
+        "zlib",
+        False,
+    ),
+    ("shuffle-zstd", {"compressors": [zarr.codecs.numcodecs.Shuffle(elementsize=2), ZstdCodec()]}, "zstd", False),
+    (
+        "sharded-shuffle-lz4",
+        {
+            "shards": (50, 64),
+            "compressors": [zarr.codecs.numcodecs.Shuffle(elementsize=2), zarr.codecs.numcodecs.LZ4()],
+        },
+        "lz4",
+        True,
+    ),
 ]
 
 
@@ -266,6 +283,7 @@ def test_classify_supported(label, kw, algo, sharded):
         assert plan.shard_shape is None and plan.chunks_per_shard is None
     if label == "zstd-level":
         assert plan.level == 7
+    assert plan.shuffle_elementsize == (2 if "shuffle" in label else None)
 
 
 UNSUPPORTED = [
@@ -274,7 +292,12 @@ UNSUPPORTED = [
     ("zstd-checksum", {"compressors": ZstdCodec(checksum=True)}, "checksum"),
     ("transpose", {"filters": [zarr.codecs.TransposeCodec(order=(1, 0))]}, "transpose"),
     ("delta", {"filters": [zarr.codecs.numcodecs.Delta(dtype="int16")]}, "array-to-array"),
-    ("shuffle", {"compressors": zarr.codecs.numcodecs.Shuffle()}, "shuffle"),
+    ("shuffle-alone", {"compressors": zarr.codecs.numcodecs.Shuffle()}, "shuffle"),
+    (
+        "shuffle-partial-elements",  # 10 x 16 int16 = 320 bytes, not a whole number of 3-byte elements
+        {"compressors": [zarr.codecs.numcodecs.Shuffle(elementsize=3), ZstdCodec()]},
+        "whole number",
+    ),
     ("big-endian-bytes", {"serializer": BytesCodec(endian="big")}, "big-endian"),
     ("no-compressor", {"compressors": None}, "no compressor"),
     ("two-compressors", {"compressors": [ZstdCodec(), Crc32cCodec()]}, "more than one"),

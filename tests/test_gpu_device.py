@@ -50,17 +50,22 @@ def is_fill_chunks(chunks, fill_value):
     return list(fill_rows(cupy, cupy.stack([c.reshape(-1) for c in chunks]), fill_value))
 
 
-ALGOS = ["zstd", "gzip", "lz4"]
+ALGOS = ["zstd", "gzip", "lz4", "zlib"]
 DTYPES = ["uint8", "int16", "uint16", "int32", "float32", "float64"]
 CHUNK_SHAPES = [(4096,), (64, 384), (37, 101), (3, 17, 29), (1 << 18,)]
 
 
 def _compressor(algo):
-    return {"zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5), "lz4": zarr.codecs.numcodecs.LZ4()}[algo]
+    return {
+        "zstd": ZstdCodec(level=3),
+        "gzip": GzipCodec(level=5),
+        "lz4": zarr.codecs.numcodecs.LZ4(),
+        "zlib": zarr.codecs.numcodecs.Zlib(level=4),
+    }[algo]
 
 
 def _cpu_codec(algo):
-    return {"zstd": numcodecs.Zstd(), "gzip": numcodecs.GZip(), "lz4": numcodecs.LZ4()}[algo]
+    return {"zstd": numcodecs.Zstd(), "gzip": numcodecs.GZip(), "lz4": numcodecs.LZ4(), "zlib": numcodecs.Zlib()}[algo]
 
 
 def _realistic(shape, dtype, seed=0):
@@ -301,3 +306,20 @@ def test_encode_rows_reads_the_chosen_rows_of_one_matrix(algo, chunk_shape):
             enc.encode_rows(rows[:, :-1], [0])
         with pytest.raises(TypeError):
             enc.encode_rows(host, [0])
+
+
+def test_shuffle_and_adler32_on_the_device_match_the_host():
+    """The byte shuffle and zlib's Adler-32 with cupy give what numpy (and numcodecs, zlib) give."""
+    import zlib
+
+    from hdmf_zarr_parallel.codecs.shuffle import shuffle_rows
+    from hdmf_zarr_parallel.codecs.zlib_frame import adler32_rows
+
+    host = _realistic((9, 70_001), "int32", seed=4)
+    device = cupy.asarray(host)
+    assert cupy.asnumpy(shuffle_rows(cupy, device, 4)).tobytes() == shuffle_rows(np, host, 4).tobytes()
+    assert bytes(cupy.asnumpy(shuffle_rows(cupy, device, 4))[0]) == bytes(
+        numcodecs.Shuffle(elementsize=4).encode(host[0])
+    )
+    as_bytes = device.view(cupy.uint8)
+    assert list(adler32_rows(cupy, as_bytes)) == [zlib.adler32(row.tobytes()) for row in host]

@@ -16,7 +16,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
-from zarr.codecs.numcodecs import LZ4
+from zarr.codecs.numcodecs import LZ4, Shuffle, Zlib
 
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel import ChunkWriteError
@@ -273,3 +273,24 @@ def test_gpu_cpu_helpers_option_is_validated():
         WriteOptions(gpu_cpu_helpers=-1)
     with pytest.raises(TypeError, match="gpu_cpu_helpers must be an int"):
         WriteOptions(gpu_cpu_helpers="4")
+
+
+CHAINS_WITH_SHUFFLE_OR_ZLIB = {
+    "zlib": lambda size: [Zlib(level=1)],
+    "shuffle+zlib": lambda size: [Shuffle(elementsize=size), Zlib(level=4)],  # HDF5's shuffle + gzip
+    "shuffle+zstd": lambda size: [Shuffle(elementsize=size), ZstdCodec(level=3)],
+    "shuffle+lz4": lambda size: [Shuffle(elementsize=size), LZ4()],
+}
+
+
+@pytest.mark.parametrize("chain", list(CHAINS_WITH_SHUFFLE_OR_ZLIB))
+@pytest.mark.parametrize("shards", [None, (64, 16)])
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "float32", "float64"])
+def test_shuffle_and_zlib_chains_read_back_exactly_with_stock_zarr(store, chain, shards, dtype):
+    """The byte shuffle and the zlib framing (header, raw deflate, Adler-32) as the lanes do them."""
+    data = realistic((301, 37), dtype)
+    compressors = CHAINS_WITH_SHUFFLE_OR_ZLIB[chain](np.dtype(dtype).itemsize)
+    array = make_array(store, data.shape, data.dtype, (16, 8), shards, compressors=compressors)
+    gpu_write([(array, NumpyIterator(data, buffer_shape=(100, 37)))])
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    assert sum(sum(lane.calls) for lane in CountingLane.instances) > 0, "the chunks went through the lanes"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import zarr
 from zarr.codecs import GzipCodec, ZstdCodec
-from zarr.codecs.numcodecs import LZ4
+from zarr.codecs.numcodecs import LZ4, Shuffle, Zlib
 
 from conftest import BlockIterator, NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel.dataset import DatasetWriter
@@ -20,7 +20,7 @@ from hdmf_zarr_parallel.engines.gpu import GpuEngine  # noqa: E402
 from hdmf_zarr_parallel.options import WriteOptions  # noqa: E402
 from hdmf_zarr_parallel.pipeline import write_datasets  # noqa: E402
 
-CODECS = {"zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5), "lz4": LZ4()}
+CODECS = {"zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5), "lz4": LZ4(), "zlib": Zlib(level=4)}
 DTYPES = ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64", "bool"]
 
 
@@ -87,3 +87,15 @@ def test_compression_ratio_is_close_to_the_cpu_codecs(tmp_path, record_property)
     for codec in CODECS:
         record_property(f"ratio_{codec}", ratios)
         assert ratios[f"{codec}-gpu"] > 0.7 * ratios[f"{codec}-cpu"]
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "float32", "float64"])
+@pytest.mark.parametrize("shards", [None, (256, 64)])
+def test_hdf5_style_shuffle_and_zlib_on_the_gpu_read_back_exactly(tmp_path, dtype, shards):
+    """What hdmf-zarr makes of HDF5's shuffle + gzip filters, shuffled and framed on the device."""
+    data = realistic((1003, 97), "float64", seed=9).astype(dtype)
+    store = zarr.storage.LocalStore(tmp_path / "s.zarr")
+    compressors = [Shuffle(elementsize=np.dtype(dtype).itemsize), Zlib(level=4)]
+    array = make_array(store, data.shape, data.dtype, (64, 32), shards, compressors=compressors)
+    gpu_write([(array, NumpyIterator(data, buffer_shape=(256, 97)))])
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)

@@ -19,6 +19,11 @@ Framing per algorithm (what zarr's CPU codecs read):
   ISIZE; the CRC needs the uncompressed bytes, so this fallback is slow).
 * ``lz4``: nvCOMP LZ4, RAW bitstream = one raw LZ4 block; numcodecs' 4-byte
   little-endian uncompressed-size header is put in front.
+* ``zlib``: nvCOMP Deflate, RAW bitstream = one raw deflate stream; the zlib header goes in
+  front and the Adler-32 of the chunk (computed on the device) behind.
+
+Rows may also come as bytes (``uint8``, one row of ``chunk_nbytes`` per chunk), as after
+the byte shuffle of a ``numcodecs.shuffle`` chain.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ import numpy as np
 from .gpu_plan import GpuCodecPlan
 from .lz4_frame import HEADER_SIZE as LZ4_HEADER_SIZE
 from .lz4_frame import header_bytes as lz4_header_bytes
+from .zlib_frame import HEADER as ZLIB_HEADER
+from .zlib_frame import adler32_rows
+from .zlib_frame import frame as zlib_frame
 
 __all__ = [
     "ALGORITHM_NAMES",
@@ -48,12 +56,14 @@ ALGORITHM_NAMES: dict[str, tuple[str, ...]] = {
     "zstd": ("Zstd", "zstd", "ZSTD"),
     "gzip": ("Gzip", "gzip", "GZIP"),
     "lz4": ("LZ4", "lz4"),
+    "zlib": ("Deflate", "deflate", "DEFLATE"),
 }
 # Largest uncompressed chunk nvCOMP compresses as one RAW unit (nvcomp/*.h).
 MAX_CHUNK_NBYTES: dict[str, int] = {
     "zstd": (1 << 31) - 1,
     "gzip": (1 << 31) - 1,
     "lz4": 1 << 24,
+    "zlib": (1 << 31) - 1,
 }
 _D2H = 2  # cudaMemcpyDeviceToHost
 
@@ -311,11 +321,13 @@ class NvcompBatchEncoder:
         if not isinstance(rows, cupy.ndarray):
             raise TypeError(f"expected a cupy.ndarray of chunk rows, got {type(rows).__name__}")
         elems = math.prod(self.plan.chunk_shape)
-        if rows.ndim != 2 or rows.shape[1] != elems:
-            raise ValueError(
-                f"rows of shape {tuple(rows.shape)}: expected (n, {elems}) for chunks of {self.plan.chunk_shape}"
-            )
-        self._check_dtype(rows.dtype, "rows")
+        as_bytes = rows.dtype == cupy.uint8 and rows.ndim == 2 and rows.shape[1] == self.plan.chunk_nbytes
+        if not as_bytes:  # typed rows: one element per value
+            if rows.ndim != 2 or rows.shape[1] != elems:
+                raise ValueError(
+                    f"rows of shape {tuple(rows.shape)}: expected (n, {elems}) for chunks of {self.plan.chunk_shape}"
+                )
+            self._check_dtype(rows.dtype, "rows")
         picked = np.arange(len(rows)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if picked.size == 0:
             return []
@@ -329,6 +341,7 @@ class NvcompBatchEncoder:
             batch = nvcomp.as_arrays(
                 buffer, (picked * stride).tolist(), [nbytes] * picked.size, cuda_stream=self._stream_ptr
             )
+            checksums = self._zlib_checksums(buffer, stride, picked)
             enc, out_ptrs, out_buffer = self._encode_batch(batch, buffer[:nbytes], picked.size)
             # wait here, where cupy lets other threads run, rather than inside nvCOMP's
             # buffer_sizes, which holds the GIL while it waits (measured on an H200)
@@ -339,7 +352,17 @@ class NvcompBatchEncoder:
             del enc, batch, out_buffer
         if self.plan.algorithm == "gzip":
             out = self._ensure_gzip_members(out, lambda i: rows[int(picked[i])])
+        if checksums is not None:
+            out = [memoryview(zlib_frame(piece, checksum)) for piece, checksum in zip(out, checksums, strict=True)]
+            self.last_encoded_nbytes += len(out) * (len(ZLIB_HEADER) + 4)
         return out
+
+    def _zlib_checksums(self, buffer: Any, stride: int, picked: np.ndarray) -> np.ndarray | None:
+        """zlib only: the Adler-32 of each chosen row, computed on the device (zlib's trailer)."""
+        if self.plan.algorithm != "zlib":
+            return None
+        matrix = buffer.reshape(-1, stride)[:, : self.plan.chunk_nbytes]
+        return adler32_rows(self._cupy, matrix[self._cupy.asarray(picked)])
 
     def _encode_batch(self, batch: Any, sample: Any, count: int) -> tuple[Any, list[int] | None, Any]:
         """nvCOMP's encode into one pre-allocated output buffer of fixed-size slots, whose

@@ -6,7 +6,7 @@ stock zarr reads them) or an :class:`Unsupported` with a human reason.
 
 Supported chains (everything else is refused, with a reason):
 
-* ``[bytes(little|native), C]`` where ``C`` is one of
+* ``[bytes(little|native), (numcodecs.shuffle)?, C]`` where ``C`` is one of
 
   - ``zstd`` (:class:`zarr.codecs.ZstdCodec`, ``checksum=False``) or ``numcodecs.zstd``
     (no checksum): nvCOMP Zstd, RAW bitstream (a plain zstd frame);
@@ -14,6 +14,11 @@ Supported chains (everything else is refused, with a reason):
     (a gzip member);
   - ``numcodecs.lz4``: nvCOMP LZ4, RAW (a raw LZ4 block) plus numcodecs' 4-byte
     little-endian uncompressed-size header;
+  - ``numcodecs.zlib``: nvCOMP Deflate, RAW (a raw deflate stream) between the zlib
+    header and the Adler-32 trailer (what HDF5's gzip filter becomes in hdmf-zarr);
+
+  and the optional ``numcodecs.shuffle`` byte shuffle runs on the device before it (HDF5's
+  shuffle filter);
 
 * the same chain as the inner codecs of ``sharding_indexed`` whose index codecs are
   ``[bytes(little)]`` optionally followed by ``[crc32c]``.
@@ -32,7 +37,7 @@ import numpy as np
 
 __all__ = ["GpuCodecPlan", "Unsupported", "classify"]
 
-Algorithm = Literal["zstd", "gzip", "lz4"]
+Algorithm = Literal["zstd", "gzip", "lz4", "zlib"]
 IndexLocation = Literal["start", "end"]
 
 # numpy kinds cupy can hold and nvCOMP can compress as plain bytes
@@ -70,6 +75,8 @@ class GpuCodecPlan:
     index_crc32c: bool = False
     fill_value: Any = None
     codec_name: str = ""
+    #: ``numcodecs.shuffle``'s element size when the chain shuffles bytes before compressing
+    shuffle_elementsize: int | None = None
 
     def __bool__(self) -> bool:
         return True
@@ -131,8 +138,10 @@ def _endian_of(bytes_codec: Any) -> str | None:
     return getattr(endian, "value", endian)  # enum or plain string or None
 
 
-def _parse_chain(codecs: tuple[Any, ...], where: str) -> tuple[Algorithm, int | None, str, str] | Unsupported:
-    """Parse ``[bytes, compressor]`` -> (algorithm, level, byte_order, codec_name)."""
+def _parse_chain(
+    codecs: tuple[Any, ...], where: str
+) -> tuple[Algorithm, int | None, str, str, int | None] | Unsupported:
+    """Parse ``[bytes, (shuffle)?, compressor]`` -> (algorithm, level, byte_order, codec_name, shuffle element size)."""
     cls = _zarr_classes()
     codecs = tuple(codecs)
     if not codecs:
@@ -160,6 +169,10 @@ def _parse_chain(codecs: tuple[Any, ...], where: str) -> tuple[Algorithm, int | 
     for c in rest:
         if not _is_bytes_bytes(c):
             return Unsupported(f"{where}: unexpected codec '{_codec_name(c)}' after the serializer")
+    shuffle = None
+    if len(rest) == 2 and _codec_name(rest[0]) == "numcodecs.shuffle":
+        shuffle = int(_numcodecs_config(rest[0]).get("elementsize", 4))
+        rest = rest[1:]
     if not rest:
         return Unsupported(f"{where}: no compressor (nothing for the GPU to do; the CPU path writes it)")
     if len(rest) > 1:
@@ -170,20 +183,23 @@ def _parse_chain(codecs: tuple[Any, ...], where: str) -> tuple[Algorithm, int | 
     if isinstance(comp, cls["zstd"]):
         if comp.checksum:
             return Unsupported(f"{where}: zstd with checksum=True is not supported on the GPU path")
-        return "zstd", int(comp.level), byte_order, "zstd"
+        return "zstd", int(comp.level), byte_order, "zstd", shuffle
     if isinstance(comp, cls["gzip"]):
-        return "gzip", int(comp.level), byte_order, "gzip"
+        return "gzip", int(comp.level), byte_order, "gzip", shuffle
     if name == "numcodecs.zstd":
         cfg = _numcodecs_config(comp)
         if cfg.get("checksum"):
             return Unsupported(f"{where}: numcodecs.zstd with checksum=True is not supported on the GPU path")
-        return "zstd", int(cfg.get("level", 0) or 0), byte_order, name
+        return "zstd", int(cfg.get("level", 0) or 0), byte_order, name, shuffle
     if name == "numcodecs.gzip":
         cfg = _numcodecs_config(comp)
-        return "gzip", int(cfg.get("level", 1)), byte_order, name
+        return "gzip", int(cfg.get("level", 1)), byte_order, name, shuffle
     if name == "numcodecs.lz4":
         cfg = _numcodecs_config(comp)
-        return "lz4", int(cfg.get("acceleration", 1)), byte_order, name
+        return "lz4", int(cfg.get("acceleration", 1)), byte_order, name, shuffle
+    if name == "numcodecs.zlib":
+        cfg = _numcodecs_config(comp)
+        return "zlib", int(cfg.get("level", 1)), byte_order, name, shuffle
     if "blosc" in name.lower():
         return Unsupported(f"{where}: blosc has no nvCOMP equivalent; the GPU path cannot write it")
     if "shuffle" in name.lower():
@@ -275,35 +291,51 @@ def _classify(array: Any) -> GpuCodecPlan | Unsupported:
         inner = tuple(int(s) for s in sh.chunk_shape)
         if len(inner) != len(grid_shape) or any(s % i for s, i in zip(grid_shape, inner, strict=True)):
             return Unsupported(f"shard shape {grid_shape} is not a multiple of the inner chunk shape {inner}")
-        algorithm, level, byte_order, name = parsed
+        algorithm, level, byte_order, name, shuffle = parsed
         index_location = getattr(sh.index_location, "value", sh.index_location)
         if index_location not in ("start", "end"):
             return Unsupported(f"unknown shard index location {index_location!r}")
-        return GpuCodecPlan(
-            algorithm=algorithm,
-            level=level,
-            dtype=_storage_dtype(native, byte_order),
-            chunk_shape=inner,
-            byte_order=byte_order,  # type: ignore[arg-type]
-            sharded=True,
-            shard_shape=grid_shape,
-            chunks_per_shard=tuple(s // i for s, i in zip(grid_shape, inner, strict=True)),
-            index_location=index_location,
-            index_crc32c=bool(crc),
-            fill_value=fill_value,
-            codec_name=name,
+        return _whole_elements(
+            GpuCodecPlan(
+                algorithm=algorithm,
+                level=level,
+                dtype=_storage_dtype(native, byte_order),
+                chunk_shape=inner,
+                byte_order=byte_order,  # type: ignore[arg-type]
+                sharded=True,
+                shard_shape=grid_shape,
+                chunks_per_shard=tuple(s // i for s, i in zip(grid_shape, inner, strict=True)),
+                index_location=index_location,
+                index_crc32c=bool(crc),
+                fill_value=fill_value,
+                codec_name=name,
+                shuffle_elementsize=shuffle,
+            )
         )
 
     parsed = _parse_chain(codecs, "codecs")
     if isinstance(parsed, Unsupported):
         return parsed
-    algorithm, level, byte_order, name = parsed
-    return GpuCodecPlan(
-        algorithm=algorithm,
-        level=level,
-        dtype=_storage_dtype(native, byte_order),
-        chunk_shape=grid_shape,
-        byte_order=byte_order,  # type: ignore[arg-type]
-        fill_value=fill_value,
-        codec_name=name,
+    algorithm, level, byte_order, name, shuffle = parsed
+    return _whole_elements(
+        GpuCodecPlan(
+            algorithm=algorithm,
+            level=level,
+            dtype=_storage_dtype(native, byte_order),
+            chunk_shape=grid_shape,
+            byte_order=byte_order,  # type: ignore[arg-type]
+            fill_value=fill_value,
+            codec_name=name,
+            shuffle_elementsize=shuffle,
+        )
     )
+
+
+def _whole_elements(plan: GpuCodecPlan) -> GpuCodecPlan | Unsupported:
+    """numcodecs' shuffle refuses a chunk that is not a whole number of its elements."""
+    size = plan.shuffle_elementsize
+    if size and size > 1 and plan.chunk_nbytes % size:
+        return Unsupported(
+            f"a chunk of {plan.chunk_nbytes} bytes is not a whole number of {size}-byte shuffle elements"
+        )
+    return plan

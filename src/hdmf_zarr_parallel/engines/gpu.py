@@ -3,8 +3,9 @@
 Per task (one unit-aligned tile of a dataset, about ``gpu_batch_bytes``):
 
   read (host, iterator) → upload (pinned staging, async H2D) → carve and pad chunks on
-  the device → skip all-fill chunks → ONE batched nvCOMP encode → D2H of the compressed
-  bytes → assemble shards on the host → store by a pool of host writer threads.
+  the device → skip all-fill chunks → byte shuffle (when the chain has one) → ONE batched
+  nvCOMP encode → D2H of the compressed bytes → assemble shards on the host → store by a
+  pool of host writer threads.
 
 Several lanes (threads, each with its own CUDA stream and encoders) run at once, so one
 tile's copies overlap another's compression, while the writer pool stores the previous
@@ -31,6 +32,7 @@ from zarr.core.buffer import default_buffer_prototype
 
 from ..codecs.gpu_plan import GpuCodecPlan, classify
 from ..codecs.shard import build_shard
+from ..codecs.shuffle import shuffle_rows
 from ..dataset import DatasetWriter
 from ..errors import ChunkWriteError
 from ..options import WriteOptions
@@ -87,6 +89,8 @@ def _encode_matrix(
     skip_empty = not writer.array._async_array.config.write_empty_chunks
     with lane.context():
         empty = fill_rows(lane.xp, rows, plan.fill_value) if skip_empty else np.zeros(len(rows), bool)
+        if plan.shuffle_elementsize:  # numcodecs' byte shuffle, before the compressor, on the device
+            rows = shuffle_rows(lane.xp, rows, plan.shuffle_elementsize)
     try:
         encoded = iter(encode_batched(lane, plan, rows, np.flatnonzero(~empty)))
     except Exception as exc:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs.gpu_plan import GpuCodecPlan
+from ..codecs.zlib_frame import adler32_rows, frame
 
 
 def chunk_matrix(xp, tile, units: tuple[int, ...], inner: tuple[int, ...], chunk: tuple[int, ...], fill_value):
@@ -153,9 +154,27 @@ class HostLane(Lane):
     def encode(self, plan: GpuCodecPlan, rows: np.ndarray, indices: Sequence[int]) -> list[bytes]:
         import numcodecs
 
+        chunks = [_row_bytes(rows[i], plan) for i in indices]
+        if plan.algorithm == "zlib":  # nvCOMP's raw deflate, framed as on the device
+            checksums = adler32_rows(np, np.stack(chunks)) if chunks else []
+            return [frame(_raw_deflate(c, plan.level), a) for c, a in zip(chunks, checksums, strict=True)]
         codec = {
             "zstd": lambda: numcodecs.Zstd(level=plan.level or 0),
             "gzip": lambda: numcodecs.GZip(level=plan.level if plan.level is not None else 5),
             "lz4": lambda: numcodecs.LZ4(acceleration=plan.level or 1),
         }[plan.algorithm]()
-        return [codec.encode(np.ascontiguousarray(rows[i], dtype=plan.dtype)) for i in indices]
+        return [codec.encode(c) for c in chunks]
+
+
+def _row_bytes(row: np.ndarray, plan: GpuCodecPlan) -> np.ndarray:
+    """One chunk's bytes as stored: typed rows in the storage byte order; byte rows as they are."""
+    if row.dtype != np.uint8:
+        row = np.ascontiguousarray(row, dtype=plan.dtype)
+    return np.ascontiguousarray(row).view(np.uint8)
+
+
+def _raw_deflate(data: np.ndarray, level: int | None) -> bytes:
+    import zlib
+
+    compressor = zlib.compressobj(level if level is not None else 1, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush()
