@@ -291,44 +291,48 @@ def _classify(array: Any) -> GpuCodecPlan | Unsupported:
         inner = tuple(int(s) for s in sh.chunk_shape)
         if len(inner) != len(grid_shape) or any(s % i for s, i in zip(grid_shape, inner, strict=True)):
             return Unsupported(f"shard shape {grid_shape} is not a multiple of the inner chunk shape {inner}")
-        algorithm, level, byte_order, name, shuffle = parsed
         index_location = getattr(sh.index_location, "value", sh.index_location)
         if index_location not in ("start", "end"):
             return Unsupported(f"unknown shard index location {index_location!r}")
-        return _whole_elements(
-            GpuCodecPlan(
-                algorithm=algorithm,
-                level=level,
-                dtype=_storage_dtype(native, byte_order),
-                chunk_shape=inner,
-                byte_order=byte_order,  # type: ignore[arg-type]
-                sharded=True,
-                shard_shape=grid_shape,
-                chunks_per_shard=tuple(s // i for s, i in zip(grid_shape, inner, strict=True)),
-                index_location=index_location,
-                index_crc32c=bool(crc),
-                fill_value=fill_value,
-                codec_name=name,
-                shuffle_elementsize=shuffle,
-            )
+        return _plan(
+            parsed,
+            native,
+            inner,
+            fill_value,
+            sharded=True,
+            shard_shape=grid_shape,
+            chunks_per_shard=tuple(s // i for s, i in zip(grid_shape, inner, strict=True)),
+            index_location=index_location,
+            index_crc32c=bool(crc),
         )
 
     parsed = _parse_chain(codecs, "codecs")
     if isinstance(parsed, Unsupported):
         return parsed
+    return _plan(parsed, native, grid_shape, fill_value)
+
+
+def _plan(
+    parsed: tuple[Algorithm, int | None, str, str, int | None],
+    native: np.dtype,
+    chunk_shape: tuple[int, ...],
+    fill_value: Any,
+    **shard_fields: Any,
+) -> GpuCodecPlan | Unsupported:
+    """The plan for a parsed chain, refused when its shuffle cannot split a chunk into whole elements."""
     algorithm, level, byte_order, name, shuffle = parsed
-    return _whole_elements(
-        GpuCodecPlan(
-            algorithm=algorithm,
-            level=level,
-            dtype=_storage_dtype(native, byte_order),
-            chunk_shape=grid_shape,
-            byte_order=byte_order,  # type: ignore[arg-type]
-            fill_value=fill_value,
-            codec_name=name,
-            shuffle_elementsize=shuffle,
-        )
+    plan = GpuCodecPlan(
+        algorithm=algorithm,
+        level=level,
+        dtype=_storage_dtype(native, byte_order),
+        chunk_shape=chunk_shape,
+        byte_order=byte_order,  # type: ignore[arg-type]
+        fill_value=fill_value,
+        codec_name=name,
+        shuffle_elementsize=shuffle,
+        **shard_fields,
     )
+    return _whole_elements(plan)
 
 
 def _whole_elements(plan: GpuCodecPlan) -> GpuCodecPlan | Unsupported:
