@@ -191,22 +191,10 @@ def _nwbfile(description: str):
 
 
 def build_ephys_nwb(iterator: NpyMemmapIterator):
-    from pynwb.ecephys import ElectricalSeries
-
-    from .demo import add_probe
+    from .demo import add_raw_ephys
 
     nwb = _nwbfile("benchmark: ephys")
-    region = add_probe(nwb, iterator.maxshape[1])
-    nwb.add_acquisition(
-        ElectricalSeries(
-            name="ElectricalSeries",
-            data=iterator,
-            electrodes=region,
-            rate=EPHYS_RATE,
-            starting_time=0.0,
-            conversion=0.195e-6,
-        )
-    )
+    add_raw_ephys(nwb, iterator, iterator.maxshape[1])
     return nwb
 
 

@@ -155,28 +155,34 @@ def add_probe(nwbfile: Any, channels: int) -> Any:
     return nwbfile.create_electrode_table_region(region=list(range(channels)), description="all channels")
 
 
+def add_raw_ephys(nwbfile: Any, data: Any, channels: int, description: str = "no description") -> Any:
+    """The probe of :func:`add_probe` and, in acquisition, a 30 kHz ``ElectricalSeries`` of int16
+    counts (0.195 µV each) over all its channels; returns the series."""
+    from pynwb.ecephys import ElectricalSeries
+
+    series = ElectricalSeries(
+        name="ElectricalSeries",
+        data=data,
+        electrodes=add_probe(nwbfile, channels),
+        rate=RATE,
+        starting_time=0.0,
+        conversion=0.195e-6,
+        description=description,
+    )
+    nwbfile.add_acquisition(series)
+    return series
+
+
 def build_nwbfile(data: Any, channels: int):
     """An NWBFile holding ``data`` as an ElectricalSeries over a ``channels``-row electrodes table."""
     from pynwb import NWBFile
-    from pynwb.ecephys import ElectricalSeries
 
     nwbfile = NWBFile(
         session_description="hdmf-zarr-parallel demo: synthetic 30 kHz int16 recording",
         identifier="hdmf-zarr-parallel-demo",
         session_start_time=datetime(2024, 6, 11, 12, 0, tzinfo=UTC),
     )
-    region = add_probe(nwbfile, channels)
-    nwbfile.add_acquisition(
-        ElectricalSeries(
-            name="ElectricalSeries",
-            data=data,
-            electrodes=region,
-            rate=RATE,
-            starting_time=0.0,
-            conversion=0.195e-6,
-            description="synthetic int16 ephys",
-        )
-    )
+    add_raw_ephys(nwbfile, data, channels, description="synthetic int16 ephys")
     return nwbfile
 
 
@@ -316,19 +322,8 @@ def build_example_nwbfile(
         lab="example lab",
         institution="example institute",
     )
-    everything = add_probe(nwbfile, channels)
     raw = SyntheticEphys(channels, seed).frames(0, num_frames)
-    nwbfile.add_acquisition(
-        ElectricalSeries(
-            name="ElectricalSeries",
-            data=raw,
-            electrodes=everything,
-            rate=RATE,
-            starting_time=0.0,
-            conversion=0.195e-6,
-            description="synthetic raw int16 ephys",
-        )
-    )
+    add_raw_ephys(nwbfile, raw, channels, description="synthetic raw int16 ephys")
 
     half = nwbfile.create_electrode_table_region(region=list(range(0, channels, 2)), description="even channels")
     lfp_data = raw[::30, ::2].astype(np.float32) * np.float32(0.195)
