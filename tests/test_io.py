@@ -2,6 +2,8 @@
 
 import inspect
 import logging
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from pynwb.testing.mock.file import mock_NWBFile
 
 import hdmf_zarr_parallel.queue as queue_module
 from conftest import NumpyIterator, realistic
-from hdmf_zarr_parallel import NWBParallelZarrIO, ParallelZarrIO
+from hdmf_zarr_parallel import ChunkWriteError, NWBParallelZarrIO, ParallelZarrIO
 from hdmf_zarr_parallel.queue import ParallelDataChunkIteratorQueue
 
 
@@ -131,6 +133,46 @@ def test_datasets_start_writing_while_hdmf_zarr_is_still_writing_the_file(tmp_pa
     assert seen_before_second == [True]
     np.testing.assert_array_equal(read_series(tmp_path / "o.nwb.zarr", "a_first"), first)
     np.testing.assert_array_equal(read_series(tmp_path / "o.nwb.zarr", "b_second"), second)
+
+
+class ReadsLastAfterTheSpecCache(NumpyIterator):
+    """Reads its last region only once hdmf-zarr has cached the spec (gives up after 20 s),
+    then fails there if asked to."""
+
+    def __init__(self, array, spec_dir, fail=False, **kwargs):
+        self.spec_dir, self.fail, self.read_after_spec_cache = spec_dir, fail, None
+        super().__init__(array, **kwargs)
+
+    def _get_data(self, selection):
+        if selection[0].stop == self.array.shape[0]:
+            deadline = time.monotonic() + 20
+            while not (self.spec_dir / "zarr.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.read_after_spec_cache = (self.spec_dir / "zarr.json").exists()
+            if self.fail:
+                raise OSError("disk on fire")
+        return super()._get_data(selection)
+
+
+def test_data_keeps_being_written_while_hdmf_zarr_caches_the_spec(tmp_path):
+    """Stock waits for all data before its single-threaded tail (spec cache, consolidation); ours
+    overlaps them, then waits, and re-raises a failure of the data written meanwhile."""
+    data = realistic((6000, 4), seed=7)
+    path = tmp_path / "t.nwb.zarr"
+    iterator = ReadsLastAfterTheSpecCache(data, path / "specifications", buffer_shape=(1000, 4))
+    with NWBParallelZarrIO(str(path), mode="w", engine="threads", max_workers=2) as io:
+        io.write(nwbfile_with(x=iterator))
+        assert io.last_write_report.bytes_written == data.nbytes
+    assert iterator.read_after_spec_cache is True
+    np.testing.assert_array_equal(read_series(path, "x"), data)
+    assert zarr.open_consolidated(str(path)).metadata.consolidated_metadata is not None
+
+    failing = ReadsLastAfterTheSpecCache(data, tmp_path / "f.nwb.zarr" / "specifications", fail=True, buffer_shape=(1000, 4))
+    with NWBParallelZarrIO(str(tmp_path / "f.nwb.zarr"), mode="w", engine="threads", max_workers=2) as io:
+        with pytest.raises(ChunkWriteError, match="disk on fire"):
+            io.write(nwbfile_with(x=failing))
+    assert failing.read_after_spec_cache is True
+    assert not [t for t in threading.enumerate() if t.name.startswith("hzp-")]
 
 
 def test_a_failure_in_hdmf_zarr_itself_stops_the_datasets_already_writing(tmp_path, monkeypatch):

@@ -150,12 +150,14 @@ class DatasetWriter:
         region = tuple(region)
         return region, data.reshape(tuple(r.stop - r.start for r in region))
 
-    def grow_to(self, shape: tuple[int, ...]) -> None:
+    def grow_to(self, shape: tuple[int, ...]) -> bool:
         """Resize the array when a sequential iterator delivered more than it announced."""
-        if any(s > a for s, a in zip(shape, self.array.shape, strict=True)):
-            new_shape = tuple(max(s, a) for s, a in zip(shape, self.array.shape, strict=True))
-            self.array.resize(new_shape)
-            self.__dict__.pop("grid", None)
+        if not any(s > a for s, a in zip(shape, self.array.shape, strict=True)):
+            return False
+        new_shape = tuple(max(s, a) for s, a in zip(shape, self.array.shape, strict=True))
+        self.array.resize(new_shape)
+        self.__dict__.pop("grid", None)
+        return True
 
     # -- pickling for process pools -------------------------------------------------
     def __getstate__(self) -> dict:

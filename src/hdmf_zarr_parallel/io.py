@@ -7,6 +7,7 @@ our queue in its place, carrying over hdmf-zarr's ``number_of_jobs``,
 ``max_threads_per_process`` and ``multiprocessing_context``. Datasets of object
 references are stored in one write instead of one per element (``references.py``),
 and each object's attributes in one metadata write (``attributes.py``).
+Data keeps being written while hdmf-zarr caches the spec and consolidates the metadata.
 Everything else is stock hdmf-zarr. ``tests/test_io.py`` fails loudly if upstream renames the attribute.
 """
 
@@ -60,6 +61,7 @@ class _ParallelWriteMixin:
         )
         self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
         self._parallel_queue: ParallelDataChunkIteratorQueue | None = None
+        self._finish_later = False
         super().__init__(*args, **kwargs)
 
     @property
@@ -75,7 +77,7 @@ class _ParallelWriteMixin:
             queue.number_of_jobs, queue.max_threads_per_process, queue.multiprocessing_context
         )
         engine = self._engine if options == self.write_options else make_engine(options)
-        self._parallel_queue = ParallelDataChunkIteratorQueue(options, engine)
+        self._parallel_queue = ParallelDataChunkIteratorQueue(options, engine, finish_later=self._finish_later)
 
     @property
     def last_write_report(self) -> WriteReport | None:
@@ -84,9 +86,9 @@ class _ParallelWriteMixin:
 
     def write(self, *args: Any, **kwargs: Any) -> None:
         """hdmf-zarr's ``write``; by default every DataChunkIterator dataset is written concurrently
-        at the end (``exhaust_dci=False``) instead of one dataset after another."""
+        (``exhaust_dci=False``) instead of one dataset after another."""
         kwargs.setdefault("exhaust_dci", False)
-        with self._aborting_on_error():
+        with self._data_until_the_end(args, kwargs, kwargs["exhaust_dci"]):
             return super().write(*args, **kwargs)
 
     def export(self, *args: Any, **kwargs: Any) -> None:
@@ -94,7 +96,7 @@ class _ParallelWriteMixin:
         write_args = dict(kwargs.get("write_args") or {})
         write_args.setdefault("exhaust_dci", False)
         kwargs["write_args"] = write_args
-        with self._aborting_on_error():
+        with self._data_until_the_end(args, kwargs, write_args["exhaust_dci"]):
             return super().export(*args, **kwargs)
 
     def write_dataset(self, *args: Any, **kwargs: Any) -> Any:
@@ -127,14 +129,28 @@ class _ParallelWriteMixin:
         store_recorded(obj, stand_in)
 
     @contextlib.contextmanager
-    def _aborting_on_error(self):
-        """Datasets start writing while hdmf-zarr is still at work: if it fails, stop them too."""
+    def _data_until_the_end(self, args: tuple, kwargs: dict[str, Any], exhaust_dci: bool):
+        """Data keeps being written through hdmf-zarr's whole write, its tail included.
+
+        After exhausting the queue, stock consolidates the metadata, caches the spec and
+        consolidates again, all on one thread while the data cores idle. Here the queue is
+        waited for only after that tail. Array metadata is final by then, except where a
+        sequential iterator grew its dataset: then the metadata is consolidated again, after
+        the data. If hdmf-zarr fails meanwhile, the datasets still being written are stopped.
+        ``exhaust_dci=True`` (one dataset after another) keeps stock behaviour.
+        """
+        self._finish_later = not exhaust_dci
         try:
             yield
+            report = self._parallel_queue.finish() if self._parallel_queue is not None else None
         except BaseException:
             if self._parallel_queue is not None:
                 self._parallel_queue.abort()
             raise
+        finally:
+            self._finish_later = False
+        if report is not None and report.resized and kwargs.get("consolidate_metadata", True):
+            zarr.consolidate_metadata(store=self.path)
 
 
 def _holds_references(builder: Any, force_data: Any) -> bool:

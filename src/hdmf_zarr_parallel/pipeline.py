@@ -35,6 +35,7 @@ class WriteReport:
     datasets: int
     bytes_written: int
     peak_inflight_bytes: int
+    resized: tuple[str, ...] = ()  # datasets that sequential iterators grew past their announced shape
 
 
 def validate(writers: Sequence[DatasetWriter], options: WriteOptions) -> None:
@@ -234,6 +235,7 @@ class PipelineRun:
     def finish(self) -> WriteReport:
         """Wait for every dataset, grow the arrays that sequential iterators extended, and
         re-raise the first failure with nothing left running."""
+        resized: tuple[str, ...] = ()
         try:
             if self._dispatcher is not None:
                 self._dispatcher.close()
@@ -243,15 +245,14 @@ class PipelineRun:
                     feeder.join(timeout=0.2)
             self._wait_all()
             if not self.errors:
-                for writer, shape in self._final_shapes:
-                    writer.grow_to(shape)
+                resized = tuple(writer.name for writer, shape in self._final_shapes if writer.grow_to(shape))
         except BaseException as exc:  # KeyboardInterrupt included: stop the workers, then re-raise
             self.fail(exc)
         finally:
             self._close()
         if self.errors:
             raise self.errors[0]
-        return WriteReport(self.engine.describe(), self.datasets, self.progress.written, self.budget.peak)
+        return WriteReport(self.engine.describe(), self.datasets, self.progress.written, self.budget.peak, resized)
 
     def abort(self) -> None:
         """Stop everything now (hdmf-zarr itself failed, or a dataset was refused)."""

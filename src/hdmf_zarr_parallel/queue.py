@@ -2,7 +2,9 @@
 
 A numeric dataset starts writing the moment hdmf-zarr queues it, so its chunks are read,
 compressed and stored while hdmf-zarr goes on creating the file's other groups, datasets
-and attributes; ``exhaust_queue()`` then only waits for what is still in flight.
+and attributes; ``exhaust_queue()`` then only waits for what is still in flight. With
+``finish_later`` it does not even wait: the IO class calls :meth:`finish` once hdmf-zarr's
+own tail (the spec cache) is written too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def writable_in_parallel(array) -> bool:
 class ParallelDataChunkIteratorQueue(ZarrIODataChunkIteratorQueue):
     """A drop-in for hdmf-zarr's queue that writes everything queued concurrently."""
 
-    def __init__(self, options: WriteOptions, engine: Engine | None = None) -> None:
+    def __init__(self, options: WriteOptions, engine: Engine | None = None, finish_later: bool = False) -> None:
         super().__init__(
             number_of_jobs=1,
             max_threads_per_process=options.max_threads_per_process,
@@ -37,6 +39,7 @@ class ParallelDataChunkIteratorQueue(ZarrIODataChunkIteratorQueue):
         )
         self.options = options
         self.engine = engine or make_engine(options)
+        self.finish_later = finish_later
         self.last_report: WriteReport | None = None
         self._run: PipelineRun | None = None
 
@@ -57,13 +60,20 @@ class ParallelDataChunkIteratorQueue(ZarrIODataChunkIteratorQueue):
     def exhaust_queue(self) -> None:
         stock = list(self)
         self.clear()
-        run, self._run = self._run, None
-        if run is not None:
-            self.last_report = run.finish()
-            logger.debug("wrote %s", self.last_report)
+        if not self.finish_later:
+            self.finish()
         for dset, iterator in stock:  # hdmf-zarr's own one-buffer-at-a-time path
             while ZarrIODataChunkIteratorQueue.__write_chunk__(dset, iterator):
                 pass
+
+    def finish(self) -> WriteReport | None:
+        """Wait for every dataset still being written; re-raises the first failure."""
+        run, self._run = self._run, None
+        if run is None:
+            return None
+        self.last_report = run.finish()
+        logger.debug("wrote %s", self.last_report)
+        return self.last_report
 
     def abort(self) -> None:
         """hdmf-zarr failed mid-write: stop every dataset still being written."""
