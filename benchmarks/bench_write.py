@@ -100,6 +100,7 @@ from hdmf_zarr_parallel.bench import (
     ephys_case,
     generate_ephys,  # noqa: F401 - likewise
     imaging_case,
+    writer_label,
 )
 from hdmf_zarr_parallel.bench import BenchCase as Case
 
@@ -486,19 +487,6 @@ def _fmt_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _label(config: str, workers: int) -> str:
-    return {
-        "stock-serial": "stock serial",
-        "stock-jobs": f"stock number_of_jobs={workers}",
-        "serial": "ours serial",
-        "threads": f"ours threads ({workers})",
-        "processes": f"ours processes ({workers})",
-        "auto": "ours auto",
-        "gpu": "ours gpu",
-        "dask": f"ours dask LocalCluster ({workers})",
-    }[config]
-
-
 def _readers(config: str, res: WriteResult) -> str:
     if config in ("stock-jobs", "processes") or res.pids > 1 or not res.main_pid_read:
         other = res.pids - (1 if res.main_pid_read else 0)
@@ -685,7 +673,12 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
     for config in args.configs:
         if config in skipped:
             rows.append(
-                {"case": case.name, "config": config, "label": _label(config, workers), "skipped": skipped[config]}
+                {
+                    "case": case.name,
+                    "config": config,
+                    "label": writer_label(config, workers),
+                    "skipped": skipped[config],
+                }
             )
             case_result["configs"][config] = {"skipped": skipped[config]}
             continue
@@ -697,7 +690,7 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
         row = {
             "case": case.name,
             "config": config,
-            "label": _label(config, workers),
+            "label": writer_label(config, workers),
             "best_s": best.wall_s,
             "median_s": statistics.median(walls),
             "all_s": walls,

@@ -167,7 +167,9 @@ def test_data_keeps_being_written_while_hdmf_zarr_caches_the_spec(tmp_path):
     np.testing.assert_array_equal(read_series(path, "x"), data)
     assert zarr.open_consolidated(str(path)).metadata.consolidated_metadata is not None
 
-    failing = ReadsLastAfterTheSpecCache(data, tmp_path / "f.nwb.zarr" / "specifications", fail=True, buffer_shape=(1000, 4))
+    failing = ReadsLastAfterTheSpecCache(
+        data, tmp_path / "f.nwb.zarr" / "specifications", fail=True, buffer_shape=(1000, 4)
+    )
     with NWBParallelZarrIO(str(tmp_path / "f.nwb.zarr"), mode="w", engine="threads", max_workers=2) as io:
         with pytest.raises(ChunkWriteError, match="disk on fire"):
             io.write(nwbfile_with(x=failing))

@@ -312,14 +312,17 @@ def _workers(config: BenchConfig) -> int:
     return config.workers or default_workers()
 
 
-def _label(writer: str, workers: int) -> str:
+def writer_label(writer: str, workers: int) -> str:
+    """How tables name each writer (shared with ``benchmarks/bench_write.py``)."""
     return {
         "stock-serial": "stock hdmf-zarr, serial",
         "stock-jobs": f"stock hdmf-zarr, number_of_jobs={workers}",
         "serial": "ours, serial",
         "threads": f"ours, threads ({workers})",
         "processes": f"ours, processes ({workers})",
+        "auto": "ours, auto",
         "gpu": "ours, gpu",
+        "dask": f"ours, dask LocalCluster ({workers})",
     }[writer]
 
 
@@ -487,7 +490,7 @@ def run_bench(config: BenchConfig, out: TextIO) -> tuple[list[BenchRow], Path]:
         for case in make_bench_cases(config, workdir, say):
             say(f"{case.name}: {case.shape} {case.dtype}, {case.nbytes / 1e6:.0f} MB, chunks {case.chunks}")
             for writer in config.writers:
-                row = BenchRow(case.name, writer, _label(writer, workers), nbytes=case.nbytes)
+                row = BenchRow(case.name, writer, writer_label(writer, workers), nbytes=case.nbytes)
                 rows.append(row)
                 if writer == "gpu" and auto_name != "gpu":
                     row.skipped = auto_reason.split(": ", 1)[-1]

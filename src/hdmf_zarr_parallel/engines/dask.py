@@ -449,35 +449,21 @@ class DaskEngine(Engine):
 
     # -- tasks ----------------------------------------------------------------------------------
     def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        token, payload, gpu = self._writers[id(writer)]
-        future = self.client.submit(
-            _write_region,
-            token,
-            payload,
-            region,
-            gpu,
-            key=f"hzp-region-{uuid.uuid4().hex}",
-            pure=False,
-            retries=self.retries,
-        )
+        future = self._submit(_write_region, "region", writer, region)
         return self._wrap(future, writer, None, f"writing region {_fmt(region)}", writer.region_nbytes(region))
 
     def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
         units = list(units)
-        token, payload, gpu = self._writers[id(writer)]
-        future = self.client.submit(
-            _write_units,
-            token,
-            payload,
-            units,
-            gpu,
-            key=f"hzp-units-{uuid.uuid4().hex}",
-            pure=False,
-            retries=self.retries,
-        )
+        future = self._submit(_write_units, "units", writer, units)
         first = units[0][0] if units else None
         stage = "writing the assembled chunk" if len(units) == 1 else f"writing {len(units)} assembled units"
         return self._wrap(future, writer, first, stage, sum(data.nbytes for _, data in units))
+
+    def _submit(self, task: Callable[..., int], kind: str, writer: DatasetWriter, work: Any) -> Any:
+        """One Dask task over the writer's scattered state; never cached (``pure=False``), retried as asked."""
+        token, payload, gpu = self._writers[id(writer)]
+        key = f"hzp-{kind}-{uuid.uuid4().hex}"
+        return self.client.submit(task, token, payload, work, gpu, key=key, pure=False, retries=self.retries)
 
     def _wrap(self, dfuture: Any, writer: DatasetWriter, chunk: Coords | None, stage: str, nbytes: int) -> Future:
         """A ``concurrent.futures.Future`` that ends when the Dask task does (errors name dataset and chunk)."""
