@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import zarr
@@ -101,6 +103,23 @@ def realistic(shape: tuple[int, ...], dtype="int16", seed: int = 0) -> np.ndarra
         info = np.iinfo(dt)
         walk = np.clip(walk + (0 if dt.kind == "i" else info.max // 2), info.min, info.max)
     return walk.astype(dt)
+
+
+def walk(shape: tuple[int, ...], dtype, seed: int = 0) -> np.ndarray:
+    """Like :func:`realistic`, but one integer random walk through the flattened array: cheap
+    for the large buffers of the GPU codec tests, and defined for every dtype they cover."""
+    rng = np.random.default_rng(seed)
+    n = math.prod(shape)
+    steps = np.cumsum(rng.integers(-5, 6, size=n)) + rng.integers(-2, 3, size=n)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return (np.sin(np.arange(n) * 0.01) * 300 + steps * 0.125).astype(dt).reshape(shape)
+    if dt.kind == "b":
+        return (steps % 3 == 0).reshape(shape)
+    if dt.kind == "u":
+        return (np.abs(steps) % (int(np.iinfo(dt).max) + 1)).astype(dt).reshape(shape)
+    info = np.iinfo(dt)
+    return np.clip(steps, info.min, info.max).astype(dt).reshape(shape)
 
 
 def make_array(store, data_shape, dtype, chunks, shards=None, **kwargs) -> zarr.Array:

@@ -29,6 +29,7 @@ import zarr  # noqa: E402
 from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec  # noqa: E402
 from zarr.storage import LocalStore  # noqa: E402
 
+from conftest import walk  # noqa: E402
 from hdmf_zarr_parallel.codecs.gpu import NvcompBatchEncoder  # noqa: E402
 from hdmf_zarr_parallel.codecs.gpu_plan import GpuCodecPlan, classify  # noqa: E402
 from hdmf_zarr_parallel.codecs.shard import build_shard  # noqa: E402
@@ -68,19 +69,6 @@ def _cpu_codec(algo):
     return {"zstd": numcodecs.Zstd(), "gzip": numcodecs.GZip(), "lz4": numcodecs.LZ4(), "zlib": numcodecs.Zlib()}[algo]
 
 
-def _realistic(shape, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    n = math.prod(shape)
-    walk = np.cumsum(rng.integers(-6, 7, size=n)) + rng.integers(-2, 3, size=n)
-    dt = np.dtype(dtype)
-    if dt.kind == "f":
-        return (np.sin(np.arange(n) * 0.01) * 300 + walk * 0.125).astype(dt).reshape(shape)
-    if dt.kind == "u":
-        return (np.abs(walk) % (int(np.iinfo(dt).max) + 1)).astype(dt).reshape(shape)
-    info = np.iinfo(dt)
-    return np.clip(walk, info.min, info.max).astype(dt).reshape(shape)
-
-
 def _chunk_selections(shape, chunk_shape):
     grid = [math.ceil(s / c) for s, c in zip(shape, chunk_shape, strict=True)]
     for coords in itertools.product(*(range(g) for g in grid)):
@@ -114,7 +102,7 @@ def test_gpu_chunks_read_by_cpu_zarr(tmp_path, algo, dtype, chunk_shape):
     )
     plan = classify(arr)
     assert isinstance(plan, GpuCodecPlan), plan
-    data = _realistic(shape, dtype, seed=len(shape) * 7 + np.dtype(dtype).itemsize)
+    data = walk(shape, dtype, seed=len(shape) * 7 + np.dtype(dtype).itemsize)
 
     sels = list(_chunk_selections(shape, chunk_shape))
     dev_chunks = [
@@ -161,7 +149,7 @@ def test_gpu_sharded_read_by_cpu_zarr(tmp_path, algo, index_location, with_crc):
     )
     plan = classify(arr)
     assert isinstance(plan, GpuCodecPlan) and plan.sharded
-    data = _realistic(shape, "int16", seed=3)
+    data = walk(shape, "int16", seed=3)
     data[0:25, 0:64] = fill  # two all-fill inner chunks in the first shard
     data[100:200, :] = fill  # the whole second shard is fill: must not be written
 
@@ -215,7 +203,7 @@ def test_chunk_matrix_and_fill_rows_on_the_device_match_the_host():
 def test_encoder_lifecycle_and_validation():
     arr = _create(zarr.storage.MemoryStore(), shape=(1000,), dtype="int16", chunks=(100,), compressors=ZstdCodec())
     plan = classify(arr)
-    chunk = cupy.asarray(_realistic((100,), "int16"))
+    chunk = cupy.asarray(walk((100,), "int16"))
     stream = cupy.cuda.Stream(non_blocking=True)
     enc = NvcompBatchEncoder(plan, stream=stream)
     assert enc.encode([]) == []
@@ -229,7 +217,7 @@ def test_encoder_lifecycle_and_validation():
         with pytest.raises(TypeError):
             enc.encode([np.zeros(100, dtype=np.int16)])
     # non-contiguous input is made contiguous
-    strided = cupy.asarray(_realistic((200,), "int16"))[::2]
+    strided = cupy.asarray(walk((200,), "int16"))[::2]
     out = enc.encode([strided])
     assert bytes(numcodecs.Zstd().decode(bytes(out[0]))) == cupy.asnumpy(strided).tobytes()
     enc.close()
@@ -250,7 +238,7 @@ def test_unaligned_views_of_one_buffer(algo):
     )
     plan = classify(arr)
     n = 37 * 101
-    buf = cupy.asarray(_realistic((6 * n + 1,), "int16", seed=5))
+    buf = cupy.asarray(walk((6 * n + 1,), "int16", seed=5))
     views = [buf[1 + i * n : 1 + (i + 1) * n] for i in range(6)]
     with NvcompBatchEncoder(plan) as enc:
         blobs = enc.encode(views)
@@ -266,7 +254,7 @@ def test_big_batch_of_1mib_chunks(algo):
         zarr.storage.MemoryStore(), shape=(64 << 19,), dtype="int16", chunks=(1 << 19,), compressors=_compressor(algo)
     )
     plan = classify(arr)
-    data = cupy.asarray(_realistic((64 << 19,), "int16", seed=11))
+    data = cupy.asarray(walk((64 << 19,), "int16", seed=11))
     chunks = [data[i << 19 : (i + 1) << 19] for i in range(64)]
     with NvcompBatchEncoder(plan) as enc:
         blobs = enc.encode(chunks)
@@ -288,7 +276,7 @@ def test_encode_rows_reads_the_chosen_rows_of_one_matrix(algo, chunk_shape):
         zarr.storage.MemoryStore(), shape=(12 * n,), dtype="int16", chunks=(n,), compressors=_compressor(algo)
     )
     plan = classify(arr)
-    host = _realistic((12, n), "int16", seed=21)
+    host = walk((12, n), "int16", seed=21)
     rows = cupy.asarray(host)
     picked = [0, 3, 4, 10, 11]
     cpu = _cpu_codec(algo)
@@ -315,7 +303,7 @@ def test_shuffle_and_adler32_on_the_device_match_the_host():
     from hdmf_zarr_parallel.codecs.shuffle import shuffle_rows
     from hdmf_zarr_parallel.codecs.zlib_frame import adler32_rows
 
-    host = _realistic((9, 70_001), "int32", seed=4)
+    host = walk((9, 70_001), "int32", seed=4)
     device = cupy.asarray(host)
     assert cupy.asnumpy(shuffle_rows(cupy, device, 4)).tobytes() == shuffle_rows(np, host, 4).tobytes()
     assert bytes(cupy.asnumpy(shuffle_rows(cupy, device, 4))[0]) == bytes(

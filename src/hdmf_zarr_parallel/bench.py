@@ -30,6 +30,8 @@ from typing import Any, TextIO
 import numpy as np
 from hdmf.data_utils import GenericDataChunkIterator
 
+from .reopening import ReopensFromState
+
 EPHYS_RATE = 30_000.0
 IMAGING_RATE = 30.0
 
@@ -37,14 +39,8 @@ IMAGING_RATE = 30.0
 # --------------------------------------------------------------------------------------
 # The source iterator
 # --------------------------------------------------------------------------------------
-class NpyMemmapIterator(GenericDataChunkIterator):
-    """Reads buffers from a memmapped ``.npy`` file; pickles by path (the copy reopens the memmap).
-
-    ``GenericDataChunkIterator.__reduce__`` pickles through ``_to_dict``/``_from_dict``
-    (the pair stock hdmf-zarr checks before it uses a process pool), so those carry
-    the state: the path and the shapes, never the data. ``__getstate__`` and
-    ``__setstate__`` say the same for code that calls them directly.
-    """
+class NpyMemmapIterator(ReopensFromState, GenericDataChunkIterator):
+    """Reads buffers from a memmapped ``.npy`` file; pickles by path (the copy reopens the memmap)."""
 
     def __init__(self, path: str, pid_log: str | None = None, **kwargs) -> None:
         self.path = str(path)
@@ -72,16 +68,6 @@ class NpyMemmapIterator(GenericDataChunkIterator):
             "chunk_shape": tuple(self.chunk_shape),
             "buffer_shape": tuple(self.buffer_shape),
         }
-
-    @classmethod
-    def _from_dict(cls, dictionary: dict) -> NpyMemmapIterator:
-        return cls(**dictionary)
-
-    def __getstate__(self) -> dict:
-        return self._to_dict()
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
 
 
 # --------------------------------------------------------------------------------------

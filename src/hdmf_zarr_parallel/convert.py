@@ -39,6 +39,7 @@ import numpy as np
 from hdmf.data_utils import GenericDataChunkIterator
 
 from .options import DEFAULT_MAX_INFLIGHT_BYTES, ENGINES
+from .reopening import ReopensFromState
 from .verify import compare_nwb_files
 
 CODECS = ("zstd", "gzip", "lz4", "blosc")
@@ -134,7 +135,7 @@ def make_compressors(codec: str, level: int | None = None) -> list:
 # --------------------------------------------------------------------------------------
 # The source iterator
 # --------------------------------------------------------------------------------------
-class H5DatasetIterator(GenericDataChunkIterator):
+class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
     """Buffers of one HDF5 dataset; pickles by (file path, dataset name), the copy reopens the file.
 
     In the converting process it reads through the ``h5py.Dataset`` it was given (h5py
@@ -171,16 +172,6 @@ class H5DatasetIterator(GenericDataChunkIterator):
             "chunk_shape": tuple(self.chunk_shape),
             "buffer_shape": tuple(self.buffer_shape),
         }
-
-    @classmethod
-    def _from_dict(cls, state: dict) -> H5DatasetIterator:
-        return cls(**state)
-
-    def __getstate__(self) -> dict:
-        return self._to_dict()
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
 
     def close(self) -> None:
         if self._file is not None:
