@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Sixth-round GPU check (~6 min): what no device has measured yet, in one lease.
+# Sixth-round GPU check (~6 min, at most ~8): what no device has measured yet, in one lease.
 #   1. device tests (numcodecs.zlib and numcodecs.shuffle on the GPU, the shared task queue);
-#   2. NWB end to end against stock hdmf-zarr in the same run (the metadata fixes on many cores);
+#   2. NWB end to end against stock hdmf-zarr in the same run (the metadata fixes on many cores),
+#      with the threads engine's stage profile on 16 cores;
 #   3. both layouts with the gpu stage profile;
 #   4. lanes x CPU helpers (gpu_cpu_helpers) sweep;
 #   5. whole-shard writes with kvikio against D2H + host threads.
 source gpu_check/setup.sh
 run_gpu_tests 70
 W=/tmp/hzp-bench; mkdir -p $W
-timeout 150 python3 benchmarks/bench_write.py --gpu --workdir $W --keep-data --repeats 2 --no-verify \
-  --configs stock-serial,stock-jobs,threads,gpu --output "$OUT/bench_disk.json" 2>&1 | tail -12
+timeout 180 python3 benchmarks/bench_write.py --gpu --workdir $W --keep-data --repeats 2 --no-verify \
+  --configs stock-serial,stock-jobs,threads,gpu --profile --output "$OUT/bench_disk.json" 2>&1 | tail -40
 timeout 60 python3 benchmarks/bench_gpu_layouts.py --workdir $W --npy $W/ephys-1GB-seed0.npy --repeats 1 --profile \
   --output "$OUT/layouts.json" 2>&1 | tail -24
 timeout 100 python3 benchmarks/gpu_tuning.py --npy $W/ephys-1GB-seed0.npy --workdir $W --streams 2,4 --helpers 4,8,12 \
   --output "$OUT/tuning.json" 2>&1 | tail -14
-timeout 60 python3 benchmarks/gpu_kvikio.py --npy $W/ephys-1GB-seed0.npy --dir $W/kvikio --output "$OUT/kvikio.json" 2>&1 | tail -4
+timeout 50 python3 benchmarks/gpu_kvikio.py --npy $W/ephys-1GB-seed0.npy --dir $W/kvikio --output "$OUT/kvikio.json" 2>&1 | tail -4
 echo "GPU CHECK DONE"
