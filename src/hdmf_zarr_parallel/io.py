@@ -88,7 +88,7 @@ class _ParallelWriteMixin:
         """hdmf-zarr's ``write``; by default every DataChunkIterator dataset is written concurrently
         (``exhaust_dci=False``) instead of one dataset after another."""
         kwargs.setdefault("exhaust_dci", False)
-        with self._data_until_the_end(args, kwargs, kwargs["exhaust_dci"]):
+        with self._data_until_the_end(kwargs, kwargs["exhaust_dci"]):
             return super().write(*args, **kwargs)
 
     def export(self, *args: Any, **kwargs: Any) -> None:
@@ -96,7 +96,7 @@ class _ParallelWriteMixin:
         write_args = dict(kwargs.get("write_args") or {})
         write_args.setdefault("exhaust_dci", False)
         kwargs["write_args"] = write_args
-        with self._data_until_the_end(args, kwargs, write_args["exhaust_dci"]):
+        with self._data_until_the_end(kwargs, write_args["exhaust_dci"]):
             return super().export(*args, **kwargs)
 
     def write_dataset(self, *args: Any, **kwargs: Any) -> Any:
@@ -129,7 +129,7 @@ class _ParallelWriteMixin:
         store_recorded(obj, stand_in)
 
     @contextlib.contextmanager
-    def _data_until_the_end(self, args: tuple, kwargs: dict[str, Any], exhaust_dci: bool):
+    def _data_until_the_end(self, kwargs: dict[str, Any], exhaust_dci: bool):
         """Data keeps being written through hdmf-zarr's whole write, its tail included.
 
         After exhausting the queue, stock consolidates the metadata, caches the spec and
