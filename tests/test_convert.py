@@ -67,6 +67,39 @@ def test_default_convert_equals_stock_export(source, stock, tmp_path, engine):
     assert siblings(out) == ["ours.nwb.zarr"]  # no temporary left behind
 
 
+@pytest.fixture(scope="module")
+def compressed_source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gz") / "session.nwb"
+    return write_example_hdf5(path, compressed=True, seconds=2.0, channels=24, frames=60, frame_side=48, units=16)
+
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_a_gzip_shuffle_source_converts_as_stock_export_does(compressed_source, tmp_path, engine, monkeypatch):
+    """HDF5 chunks are inflated by the workers (``h5chunks``), not inside h5py: same store as stock."""
+    import h5py
+
+    from hdmf_zarr_parallel import h5chunks
+
+    with h5py.File(compressed_source, "r") as f:
+        raw = f["acquisition/ElectricalSeries/data"]
+        assert raw.compression == "gzip" and raw.shuffle and raw.id.get_num_chunks() > 1
+    stock = tmp_path / "stock.nwb.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with NWBHDF5IO(str(compressed_source), mode="r") as src_io, NWBZarrIO(str(stock), mode="w") as io:
+            io.export(src_io=src_io, write_args={"link_data": False})
+    decoded = []
+    real_chunk = h5chunks.DirectChunkReader._chunk
+    monkeypatch.setattr(h5chunks.DirectChunkReader, "_chunk", lambda self, o: decoded.append(o) or real_chunk(self, o))
+    out = tmp_path / "ours.nwb.zarr"
+    report = convert(compressed_source, out, ConvertOptions(engine=engine, workers=2, stream_min_bytes=SMALL))
+    assert {name for name, _ in report.streamed} == STREAMED
+    assert compare_zarr_stores(stock, out) == []  # gzip + shuffle mapped to zarr codecs as stock maps them
+    assert compare_nwb_files(compressed_source, out) == []
+    if engine == "threads":  # worker processes decode in their own memory, out of this test's sight
+        assert decoded
+
+
 def test_output_reads_with_pynwb(source, tmp_path):
     out = tmp_path / "ours.nwb.zarr"
     convert(source, out, ConvertOptions(stream_min_bytes=SMALL, codec="gzip", level=1, shards=2))

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from hdmf.data_utils import GenericDataChunkIterator
 
+from .h5chunks import DirectChunkReader
 from .options import DEFAULT_MAX_INFLIGHT_BYTES, ENGINES
 from .reopening import ReopensFromState
 from .verify import compare_nwb_files
@@ -138,8 +139,10 @@ def make_compressors(codec: str, level: int | None = None) -> list:
 class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
     """Buffers of one HDF5 dataset; pickles by (file path, dataset name), the copy reopens the file.
 
-    In the converting process it reads through the ``h5py.Dataset`` it was given (h5py
-    serialises reads with its own lock; the engines compress in parallel meanwhile).
+    In the converting process it reads through the ``h5py.Dataset`` it was given. h5py
+    serialises every read with one lock, and a gzip-compressed dataset is decompressed
+    inside it; so where the filters allow, the HDF5 chunks are read raw and decompressed
+    by the calling worker instead (:mod:`.h5chunks`), many at once.
     """
 
     def __init__(self, path: str, name: str, dataset: Any = None, **kwargs: Any) -> None:
@@ -152,12 +155,13 @@ class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
             self._file = h5py.File(self.path, "r")
             dataset = self._file[name]
         self._dataset = dataset
+        self._direct = DirectChunkReader.for_dataset(dataset)
         kwargs.setdefault("display_progress", False)
-        self._kwargs = {k: v for k, v in kwargs.items() if k in ("chunk_shape", "buffer_shape", "chunk_mb")}
         super().__init__(**kwargs)
 
     def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
-        return self._dataset[selection]
+        region = self._direct.region(selection) if self._direct is not None else None
+        return self._direct.read(region) if region is not None else self._dataset[selection]
 
     def _get_maxshape(self) -> tuple[int, ...]:
         return tuple(self._dataset.shape)

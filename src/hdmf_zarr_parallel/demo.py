@@ -15,6 +15,7 @@ prints both throughputs.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -299,6 +300,7 @@ def build_example_nwbfile(
     frame_side: int = 64,
     units: int = 8,
     seed: int = 20240611,
+    wrap: Callable[[np.ndarray], Any] = lambda data: data,
 ):
     """A small NWBFile with the neurodata types a conversion must carry over.
 
@@ -306,7 +308,8 @@ def build_example_nwbfile(
     downsampled ``LFP`` (``ElectricalSeries`` over an electrodes region) in an ``ecephys``
     processing module, a uint16 ``TwoPhotonSeries`` with its imaging plane, and a units
     table with ragged spike times and an electrodes column. Data are synthetic, seeded
-    and compressible (the ephys is :class:`SyntheticEphys`).
+    and compressible (the ephys is :class:`SyntheticEphys`). ``wrap`` is applied to the
+    three large arrays (raw, LFP, movie), e.g. to give them HDF5 storage settings.
     """
     from pynwb import NWBFile
     from pynwb.ecephys import LFP, ElectricalSeries
@@ -323,7 +326,7 @@ def build_example_nwbfile(
         institution="example institute",
     )
     raw = SyntheticEphys(channels, seed).frames(0, num_frames)
-    add_raw_ephys(nwbfile, raw, channels, description="synthetic raw int16 ephys")
+    add_raw_ephys(nwbfile, wrap(raw), channels, description="synthetic raw int16 ephys")
 
     half = nwbfile.create_electrode_table_region(region=list(range(0, channels, 2)), description="even channels")
     lfp_data = raw[::30, ::2].astype(np.float32) * np.float32(0.195)
@@ -331,7 +334,7 @@ def build_example_nwbfile(
     lfp = LFP()
     ecephys.add(lfp)  # attached first, so its series' electrodes region shares an ancestor with the table
     lfp.add_electrical_series(
-        ElectricalSeries(name="LFP", data=lfp_data, electrodes=half, rate=RATE / 30, filtering="decimated 30x")
+        ElectricalSeries(name="LFP", data=wrap(lfp_data), electrodes=half, rate=RATE / 30, filtering="decimated 30x")
     )
 
     microscope = nwbfile.create_device(name="microscope", description="two-photon microscope")
@@ -352,7 +355,7 @@ def build_example_nwbfile(
     nwbfile.add_acquisition(
         TwoPhotonSeries(
             name="TwoPhotonSeries",
-            data=np.clip(np.rint(movie), 0, 65535).astype(np.uint16),
+            data=wrap(np.clip(np.rint(movie), 0, 65535).astype(np.uint16)),
             imaging_plane=plane,
             rate=30.0,
             unit="n.a.",
@@ -371,11 +374,22 @@ def build_example_nwbfile(
     return nwbfile
 
 
-def write_example_hdf5(path: str | Path, **kwargs: Any) -> Path:
-    """Write :func:`build_example_nwbfile` (``kwargs`` passed on) to an NWB HDF5 file at ``path``."""
+def write_example_hdf5(path: str | Path, compressed: bool = False, **kwargs: Any) -> Path:
+    """Write :func:`build_example_nwbfile` (``kwargs`` passed on) to an NWB HDF5 file at ``path``.
+
+    ``compressed=True`` stores its large arrays as NWB conversion tools usually write them: in
+    chunks of about 1 MiB along time, shuffled and gzip-compressed (level 4). Else they are
+    contiguous and uncompressed.
+    """
+    from hdmf.backends.hdf5 import H5DataIO
     from pynwb import NWBHDF5IO
+
+    def gzip(data: np.ndarray) -> H5DataIO:
+        rows = max(1, (1 << 20) // (math.prod(data.shape[1:]) * data.itemsize))
+        chunks = (min(rows, data.shape[0]), *data.shape[1:])
+        return H5DataIO(data, chunks=chunks, compression="gzip", compression_opts=4, shuffle=True)
 
     path = Path(path)
     with NWBHDF5IO(str(path), mode="w") as io:
-        io.write(build_example_nwbfile(**kwargs))
+        io.write(build_example_nwbfile(**kwargs, **({"wrap": gzip} if compressed else {})))
     return path

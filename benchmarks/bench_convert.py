@@ -1,0 +1,174 @@
+"""NWB HDF5 -> NWB Zarr conversion: stock hdmf-zarr export vs ``hdmf_zarr_parallel.convert``.
+
+The source is what NWB conversion tools usually write: the example file of
+``demo.write_example_hdf5`` (384-channel int16 ephys, LFP, a two-photon movie, units) with
+its large arrays in ~1 MiB HDF5 chunks, shuffled and gzip-compressed. Each configuration
+converts it into a fresh store, interleaved with the others, ``--repeats`` times:
+
+- ``stock-export``: ``NWBZarrIO.export(src_io=NWBHDF5IO(src), write_args={"link_data": False})``;
+- ``threads``: ``convert(engine="threads")`` with the same codecs as stock (gzip + shuffle);
+- ``threads-h5py``: the same, but reading through ``h5py.Dataset[...]`` (decompression
+  serialised by h5py's lock), to measure what ``h5chunks`` (workers inflating HDF5 chunks)
+  brings in the same run;
+- ``threads-zstd``: ``convert(engine="threads", codec="zstd")``;
+- ``gpu``: ``convert(engine="gpu")`` with the same codecs as stock, where a GPU is usable.
+
+The first conversion of each configuration is compared with the source (``compare_nwb_files``).
+Prints a table (seconds, MB/s of uncompressed array data, ratio to stock) and writes JSON.
+
+    python benchmarks/bench_convert.py --seconds 20 --repeats 3 --output /tmp/convert.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from bench_write import _cpu_seconds, machine_facts  # noqa: E402
+
+from hdmf_zarr_parallel import h5chunks  # noqa: E402
+from hdmf_zarr_parallel.convert import ConvertOptions, convert  # noqa: E402
+from hdmf_zarr_parallel.demo import write_example_hdf5  # noqa: E402
+from hdmf_zarr_parallel.verify import compare_nwb_files  # noqa: E402
+
+CONFIGS = ("stock-export", "threads", "threads-h5py", "threads-zstd", "gpu")
+
+
+def array_bytes(source: Path) -> int:
+    """Uncompressed bytes of every numeric dataset in the source: the work of a conversion."""
+    import h5py
+
+    total = 0
+
+    def visit(_name: str, obj) -> None:
+        nonlocal total
+        if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biuf":
+            total += obj.size * obj.dtype.itemsize
+
+    with h5py.File(source, "r") as f:
+        f.visititems(visit)
+    return total
+
+
+@contextlib.contextmanager
+def reading_through_h5py():
+    """Every HDF5 read goes through ``h5py.Dataset[...]`` (no direct chunk reads)."""
+    original = vars(h5chunks.DirectChunkReader)["for_dataset"]
+    h5chunks.DirectChunkReader.for_dataset = classmethod(lambda cls, dataset: None)
+    try:
+        yield
+    finally:
+        h5chunks.DirectChunkReader.for_dataset = original
+
+
+def convert_once(config: str, source: Path, out: Path, workers: int) -> tuple[float, float]:
+    """One conversion into ``out``; returns (wall seconds, CPU seconds of this process)."""
+    from hdmf_zarr.nwb import NWBZarrIO
+    from pynwb import NWBHDF5IO
+
+    shutil.rmtree(out, ignore_errors=True)
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if config == "stock-export":
+            with NWBHDF5IO(str(source), mode="r") as src_io, NWBZarrIO(str(out), mode="w") as io:
+                io.export(src_io=src_io, write_args={"link_data": False})
+        else:
+            engine = "gpu" if config == "gpu" else "threads"
+            options = ConvertOptions(engine=engine, workers=workers, codec="zstd" if config == "threads-zstd" else None)
+            with reading_through_h5py() if config == "threads-h5py" else contextlib.nullcontext():
+                convert(source, out, options)
+    return time.perf_counter() - t0, _cpu_seconds() - cpu0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/hzp-bench-convert"), help="source and outputs (kept)")
+    p.add_argument("--seconds", type=float, default=20.0, help="recording length of the example file (default 20)")
+    p.add_argument("--channels", type=int, default=384)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=None, help="default: all cores")
+    p.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "gpu"), help=f"from {', '.join(CONFIGS)}")
+    p.add_argument("--output", type=Path, required=True)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if unknown := set(configs) - set(CONFIGS):
+        raise SystemExit(f"unknown configs: {sorted(unknown)}")
+    workers = args.workers or len(os.sched_getaffinity(0))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    source = args.workdir / f"example-gzip-{args.seconds:g}s-{args.channels}ch.nwb"
+    if not source.exists():
+        print(f"[source] writing {source} (gzip + shuffle, ~1 MiB HDF5 chunks) ...", flush=True)
+        write_example_hdf5(source, compressed=True, seconds=args.seconds, channels=args.channels)
+    nbytes = array_bytes(source)
+    print(f"[source] {source.name}: {nbytes / 1e6:.0f} MB of arrays, {source.stat().st_size / 1e6:.0f} MB on disk")
+    if "gpu" in configs:
+        from hdmf_zarr_parallel.gpu_support import gpu_status
+
+        if not (status := gpu_status()).available:
+            print(f"[skip] gpu: {status.reason}")
+            configs.remove("gpu")
+    runs: dict[str, list[tuple[float, float]]] = {c: [] for c in configs}
+    for repeat in range(args.repeats):
+        for config in configs:
+            out = args.workdir / f"out-{config}.nwb.zarr"
+            wall, cpu = convert_once(config, source, out, workers)
+            runs[config].append((wall, cpu))
+            note = ""
+            if repeat == 0:
+                problems = compare_nwb_files(source, out)
+                if problems:
+                    raise SystemExit(f"{config}: output differs from the source: {problems[:3]}")
+                note = "; same content as the source"
+            print(f"[convert] {config:13s} rep {repeat + 1}: {wall:6.2f} s  cpu {cpu:5.1f} s{note}", flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+    stock_best = min(w for w, _ in runs["stock-export"]) if "stock-export" in runs else None
+    rows = []
+    for config, tries in runs.items():
+        best = min(w for w, _ in tries)
+        rows.append(
+            {
+                "config": config,
+                "best_s": best,
+                "median_s": statistics.median(w for w, _ in tries),
+                "all_s": [w for w, _ in tries],
+                "min_cpu_s": min(c for _, c in tries),
+                "MBps": nbytes / best / 1e6,
+                "x_stock_export": stock_best / best if stock_best else None,
+            }
+        )
+    print("\n| config | best s | median s | MB/s | x stock export | min cpu s |\n|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = f"{r['x_stock_export']:.2f}" if r["x_stock_export"] else "-"
+        print(
+            f"| {r['config']} | {r['best_s']:.2f} | {r['median_s']:.2f} | {r['MBps']:.0f} | {ratio} | {r['min_cpu_s']:.1f} |"
+        )
+    result = {
+        "machine": machine_facts(workers),
+        "source": {"file": source.name, "array_bytes": nbytes, "file_bytes": source.stat().st_size},
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
+    print(f"[json] {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
