@@ -44,6 +44,8 @@ class DirectChunkReader:
         dtype = np.dtype(dataset.dtype)
         if dataset.chunks is None or dtype.kind not in "biuf" or dtype.fields is not None or dataset.ndim == 0:
             return None
+        if not hasattr(dataset.id, "get_chunk_info_by_coord"):  # h5py built on HDF5 < 1.10.5
+            return None
         plist = dataset.id.get_create_plist()
         filters = tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
         if not set(filters) <= SUPPORTED_FILTERS:
