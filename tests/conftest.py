@@ -18,6 +18,8 @@ from hdmf_zarr_parallel.pipeline import WriteReport, write_datasets
 class NumpyIterator(GenericDataChunkIterator):
     """A random-access iterator over an in-memory array (picklable, for the processes engine)."""
 
+    concurrent_reads = True
+
     def __init__(self, array: np.ndarray, **kwargs) -> None:
         self.array = array
         if "buffer_shape" in kwargs:
@@ -129,7 +131,7 @@ def make_array(store, data_shape, dtype, chunks, shards=None, **kwargs) -> zarr.
 def pipeline_write(arrays_and_iterators, **option_kwargs) -> WriteReport:
     """Write through the pipeline as the queue would, with the given WriteOptions."""
     options = WriteOptions(**{"engine": "threads", "max_workers": 3, **option_kwargs})
-    writers = [DatasetWriter(array, iterator) for array, iterator in arrays_and_iterators]
+    writers = [DatasetWriter(array, iterator, options.concurrent_reads) for array, iterator in arrays_and_iterators]
     return write_datasets(writers, make_engine(options), options)
 
 

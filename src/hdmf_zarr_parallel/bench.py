@@ -42,6 +42,8 @@ IMAGING_RATE = 30.0
 class NpyMemmapIterator(ReopensFromState, GenericDataChunkIterator):
     """Reads buffers from a memmapped ``.npy`` file; pickles by path (the copy reopens the memmap)."""
 
+    concurrent_reads = True  # slicing a read-only memmap is thread-safe
+
     def __init__(self, path: str, pid_log: str | None = None, **kwargs) -> None:
         self.path = str(path)
         self.pid_log = pid_log

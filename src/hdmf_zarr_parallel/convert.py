@@ -145,6 +145,8 @@ class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
     by the calling worker instead (:mod:`.h5chunks`), many at once.
     """
 
+    concurrent_reads = True  # h5py locks each call; direct chunk reads share no state
+
     def __init__(self, path: str, name: str, dataset: Any = None, **kwargs: Any) -> None:
         self.path = str(path)
         self.name = name

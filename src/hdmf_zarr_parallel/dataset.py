@@ -7,7 +7,10 @@ engine all share one definition of "write this region".
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import threading
 from collections.abc import Iterator
 from functools import cached_property
 
@@ -21,16 +24,43 @@ from .errors import ChunkWriteError
 from .plan import Coords, Region, UnitGrid, region_size
 from .sink import ChunkSink
 
+logger = logging.getLogger(__name__)
+
+
+def reads_concurrently(iterator: AbstractDataChunkIterator, requested: bool | None = None) -> bool:
+    """Whether several workers may call one iterator's ``_get_data`` at the same time.
+
+    ``requested`` (the ``concurrent_reads`` write option) decides when given. Else the
+    iterator's own ``concurrent_reads`` attribute does: an iterator that reads through a
+    shared file handle (seek, then read) would return the wrong bytes if two threads
+    interleaved, so one that says nothing is read by one worker at a time, while
+    encoding and storing stay parallel.
+    """
+    if requested is not None:
+        return requested
+    return getattr(iterator, "concurrent_reads", False) is True
+
 
 class DatasetWriter:
     """Writes the data of one ``AbstractDataChunkIterator`` into one zarr array."""
 
-    def __init__(self, array: zarr.Array, iterator: AbstractDataChunkIterator) -> None:
+    def __init__(
+        self, array: zarr.Array, iterator: AbstractDataChunkIterator, concurrent_reads: bool | None = None
+    ) -> None:
         self.array = array
         self.iterator = iterator
         self.name = array.path or array.name or "<root>"
         self.dtype = np.dtype(array.dtype)
         self.unit_shape: tuple[int, ...] = tuple(array.shards or array.chunks)
+        self.concurrent_reads = reads_concurrently(iterator, concurrent_reads)
+        self._read_lock = None if self.concurrent_reads else threading.Lock()
+        if not self.concurrent_reads and self.random_access:
+            logger.info(
+                "dataset '%s': %s does not declare concurrent_reads, so its regions are read one at a time "
+                "(encoding stays parallel); pass concurrent_reads=True if its _get_data is thread-safe",
+                self.name,
+                type(iterator).__name__,
+            )
 
     # -- geometry -------------------------------------------------------------------
     @property
@@ -74,10 +104,10 @@ class DatasetWriter:
         return ChunkSink(self.array)
 
     def read(self, region: Region) -> np.ndarray:
-        """Read one region from a random-access iterator."""
+        """Read one region from a random-access iterator (one at a time unless it reads concurrently)."""
         try:
-            data = self.iterator._get_data(selection=region)
-            return np.asarray(data, dtype=self.dtype)
+            with self._read_lock or contextlib.nullcontext():
+                return np.asarray(self.iterator._get_data(selection=region), dtype=self.dtype)
         except Exception as exc:
             raise ChunkWriteError(self.name, None, f"reading region {_fmt(region)}", repr(exc)) from exc
 
@@ -162,9 +192,13 @@ class DatasetWriter:
     # -- pickling for process pools -------------------------------------------------
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for derived in ("encoder", "sink", "grid"):
+        for derived in ("encoder", "sink", "grid", "_read_lock"):
             state.pop(derived, None)
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._read_lock = None if self.concurrent_reads else threading.Lock()
 
 
 def _fmt(region: Region) -> str:

@@ -89,6 +89,8 @@ def _tile_rows(table: np.ndarray, start: int, out: np.ndarray, add: bool) -> Non
 class SyntheticEphysIterator(GenericDataChunkIterator):
     """A picklable GenericDataChunkIterator over a :class:`SyntheticEphys` recording."""
 
+    concurrent_reads = True  # every region is computed from read-only tables
+
     def __init__(self, num_frames: int, channels: int, seed: int = 20240611, **kwargs: Any) -> None:
         if num_frames < 1:
             raise ValueError(f"the recording must have at least one frame, got {num_frames}")

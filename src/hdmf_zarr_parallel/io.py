@@ -46,6 +46,7 @@ class _ParallelWriteMixin:
         gpu_cpu_helpers: int = 0,
         client: Any = None,
         dask_gpu: str = "auto",
+        concurrent_reads: bool | None = None,
         **kwargs: Any,
     ) -> None:
         self.write_options = WriteOptions(
@@ -58,6 +59,7 @@ class _ParallelWriteMixin:
             gpu_cpu_helpers=gpu_cpu_helpers,
             client=client,
             dask_gpu=dask_gpu,
+            concurrent_reads=concurrent_reads,
         )
         self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
         self._parallel_queue: ParallelDataChunkIteratorQueue | None = None

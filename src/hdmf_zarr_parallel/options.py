@@ -22,7 +22,8 @@ class WriteOptions:
     ``gpu_cpu_helpers`` threads encode with the CPU codecs beside the GPU lanes (``engine="gpu"``).
     ``client`` is the ``distributed.Client`` of ``engine="dask"`` (``None``: the current client);
     ``dask_gpu`` says whether its workers encode on their GPU: ``"auto"`` (where one is usable),
-    ``"never"`` or ``"always"``.
+    ``"never"`` or ``"always"``. ``concurrent_reads`` says whether several workers may read one
+    iterator at once (``None``: each iterator's own ``concurrent_reads`` attribute decides).
     """
 
     engine: str = "auto"
@@ -36,6 +37,7 @@ class WriteOptions:
     gpu_cpu_helpers: int = 0
     client: Any = field(default=None, compare=False, repr=False)
     dask_gpu: str = "auto"
+    concurrent_reads: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.engine, str):
@@ -48,6 +50,8 @@ class WriteOptions:
         _check_positive_int("gpu_batch_bytes", self.gpu_batch_bytes)
         _check_positive_int("gpu_streams", self.gpu_streams)
         _check_positive_int("gpu_cpu_helpers", self.gpu_cpu_helpers, minimum=0)
+        if self.concurrent_reads is not None and not isinstance(self.concurrent_reads, bool):
+            raise TypeError(f"concurrent_reads must be True, False or None, got {self.concurrent_reads!r}")
         if not isinstance(self.progress, (bool, dict)):
             raise TypeError(f"progress must be a bool or a dict of tqdm options, got {type(self.progress).__name__}")
         if self.client is not None and self.engine != "dask":

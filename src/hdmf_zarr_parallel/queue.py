@@ -55,7 +55,7 @@ class ParallelDataChunkIteratorQueue(ZarrIODataChunkIteratorQueue):
             return
         if self._run is None:
             self._run = PipelineRun(self.engine, self._options_for(data))
-        self._run.add(DatasetWriter(dataset, data))
+        self._run.add(DatasetWriter(dataset, data, self.options.concurrent_reads))
 
     def exhaust_queue(self) -> None:
         stock = list(self)
