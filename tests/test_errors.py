@@ -117,3 +117,48 @@ def test_failure_in_one_dataset_stops_the_others_promptly(tmp_path):
     assert time.monotonic() - start < 10
     written = list((tmp_path / "g.zarr" / "good").rglob("c/*/*"))
     assert len(written) < 200  # the healthy dataset was stopped, not written to the end
+
+
+class ShortLastBuffer(NumpyIterator):
+    """Returns one row too few for the region that ends the dataset, as an off-by-one reader would."""
+
+    def _get_data(self, selection):
+        data = self.array[selection]
+        return data[:-1] if selection[0].stop == self.array.shape[0] else data
+
+
+class SqueezedColumn(NumpyIterator):
+    """A one-column dataset whose reader returns 1-D rows."""
+
+    def _get_data(self, selection):
+        return self.array[selection][:, 0]
+
+
+@pytest.mark.parametrize("engine", ["serial", "threads"])
+def test_an_iterator_returning_the_wrong_shape_fails_instead_of_being_padded(store, engine):
+    data = realistic((1000, 4))
+    array = make_array(store, data.shape, data.dtype, (100, 4))
+    with pytest.raises(ChunkWriteError, match=r"returned shape \(99, 4\), expected \(100, 4\)") as info:
+        pipeline_write([(array, ShortLastBuffer(data, buffer_shape=(100, 4)))], engine=engine)
+    assert "reading region [900:1000, 0:4]" in str(info.value)
+
+
+def test_a_squeezed_column_is_the_same_values(store):
+    data = realistic((1000, 1))
+    array = make_array(store, data.shape, data.dtype, (100, 1))
+    pipeline_write([(array, SqueezedColumn(data, buffer_shape=(300, 1)))])
+    np.testing.assert_array_equal(array[...], data)
+
+
+def test_a_sequential_buffer_smaller_than_its_selection_fails_clearly(store):
+    from hdmf.data_utils import DataChunk
+
+    class Lying(BlockIterator):
+        def __next__(self):
+            chunk = super().__next__()
+            return DataChunk(data=chunk.data[:-1], selection=chunk.selection)  # one row short of its selection
+
+    data = realistic((400, 4))
+    array = make_array(store, data.shape, data.dtype, (100, 4))
+    with pytest.raises(ChunkWriteError, match=r"returned shape \(99, 4\), expected \(100, 4\)"):
+        pipeline_write([(array, Lying(data, (100, 4)))])

@@ -107,9 +107,10 @@ class DatasetWriter:
         """Read one region from a random-access iterator (one at a time unless it reads concurrently)."""
         try:
             with self._read_lock or contextlib.nullcontext():
-                return np.asarray(self.iterator._get_data(selection=region), dtype=self.dtype)
+                data = np.asarray(self.iterator._get_data(selection=region), dtype=self.dtype)
         except Exception as exc:
             raise ChunkWriteError(self.name, None, f"reading region {_fmt(region)}", repr(exc)) from exc
+        return _exactly(data, tuple(r.stop - r.start for r in region), self.name, region)
 
     def split(self, region: Region, data: np.ndarray) -> Iterator[tuple[Coords, np.ndarray]]:
         """The units of a unit-aligned region, as views into its data."""
@@ -178,7 +179,7 @@ class DatasetWriter:
             stop = sel.stop if sel.stop is not None else start + (data.shape[axis] if axis < data.ndim else 1)
             region.append(slice(start, stop))
         region = tuple(region)
-        return region, data.reshape(tuple(r.stop - r.start for r in region))
+        return region, _exactly(data, tuple(r.stop - r.start for r in region), self.name, region)
 
     def grow_to(self, shape: tuple[int, ...]) -> bool:
         """Resize the array when a sequential iterator delivered more than it announced."""
@@ -199,6 +200,18 @@ class DatasetWriter:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._read_lock = None if self.concurrent_reads else threading.Lock()
+
+
+def _exactly(data: np.ndarray, shape: tuple[int, ...], name: str, region: Region) -> np.ndarray:
+    """``data`` as the region's shape; an iterator that returned more or fewer values is an error,
+    never padded with the fill value (axes of length 1 may differ, as from a squeezed column)."""
+    if data.shape == shape:
+        return data
+    if data.size == math.prod(shape) and [n for n in data.shape if n != 1] == [n for n in shape if n != 1]:
+        return data.reshape(shape)
+    raise ChunkWriteError(
+        name, None, f"reading region {_fmt(region)}", f"the iterator returned shape {data.shape}, expected {shape}"
+    )
 
 
 def _fmt(region: Region) -> str:
