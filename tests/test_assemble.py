@@ -60,3 +60,25 @@ def test_a_buffer_past_a_fixed_bound_is_rejected():
     asm = UnitAssembler((4,), np.dtype("int16"), 0, (5,))
     with pytest.raises(ValueError, match="past the dataset shape"):
         list(asm.add((slice(0, 6),), np.arange(6)))
+
+
+def test_overlapping_buffers_complete_a_unit_only_when_every_element_has_arrived():
+    asm = UnitAssembler((10,), np.dtype("int16"), 0, (10,))
+    assert list(asm.add((slice(0, 6),), np.full(6, 1))) == []
+    assert list(asm.add((slice(3, 9),), np.full(6, 2))) == []  # 12 values delivered, only 9 elements covered
+    [(coords, unit)] = asm.add((slice(9, 10),), np.full(1, 3))
+    assert coords == (0,)
+    np.testing.assert_array_equal(unit, [1, 1, 1, 2, 2, 2, 2, 2, 2, 3])  # the later buffer wins, as in stock
+
+
+@pytest.mark.parametrize("bounds", [(40, 3), (None, 3)])
+def test_a_buffer_into_a_unit_already_released_is_refused(bounds):
+    asm = UnitAssembler((4, 3), np.dtype("int16"), 0, bounds)
+    for start in range(0, 40, 4):
+        assert len(list(asm.add((slice(start, start + 4), slice(0, 3)), np.ones((4, 3))))) == 1
+    with pytest.raises(ValueError, match=r"writes into chunk \(5, 0\), which earlier buffers already completed"):
+        list(asm.add((slice(21, 22), slice(0, 3)), np.ones((1, 3))))
+
+
+def test_staging_accounts_for_the_mask_of_received_elements():
+    assert UnitAssembler((100, 4), np.dtype("int16"), 0, (100, 4)).staging_nbytes == 100 * 4 * 2 + 100 * 4

@@ -162,3 +162,58 @@ def test_a_sequential_buffer_smaller_than_its_selection_fails_clearly(store):
     array = make_array(store, data.shape, data.dtype, (100, 4))
     with pytest.raises(ChunkWriteError, match=r"returned shape \(99, 4\), expected \(100, 4\)"):
         pipeline_write([(array, Lying(data, (100, 4)))])
+
+
+class OverlappingBuffers:
+    """A sequential iterator whose buffers (rows start:start+size) may overlap."""
+
+    def __init__(self, data, starts, size):
+        from hdmf.data_utils import AbstractDataChunkIterator, DataChunk
+
+        class _It(AbstractDataChunkIterator):
+            def __init__(it):
+                it.starts = list(starts)
+
+            def __iter__(it):
+                return it
+
+            def __next__(it):
+                if not it.starts:
+                    raise StopIteration
+                s = it.starts.pop(0)
+                return DataChunk(data=data[s : s + size], selection=np.s_[s : s + size, :])
+
+            def recommended_chunk_shape(it):
+                return None
+
+            def recommended_data_shape(it):
+                return data.shape
+
+            @property
+            def dtype(it):
+                return data.dtype
+
+            @property
+            def maxshape(it):
+                return data.shape
+
+        self.iterator = _It()
+
+
+def test_overlapping_sequential_buffers_within_a_chunk_are_written_exactly(store):
+    data = realistic((400, 4))
+    array = make_array(store, data.shape, data.dtype, (100, 4))
+    pipeline_write([(array, OverlappingBuffers(data, [0, 40, 100, 150, 200, 260, 300, 340], 60).iterator)])
+    np.testing.assert_array_equal(array[...], data)
+
+
+def test_a_sequential_buffer_into_a_stored_chunk_fails_naming_the_dataset(store):
+    data = realistic((400, 4))
+    array = make_array(
+        store,
+        data.shape,
+        data.dtype,
+        (100, 4),
+    )
+    with pytest.raises(ChunkWriteError, match=r"dataset '.*' .* writes into chunk \(0, 0\), which earlier buffers"):
+        pipeline_write([(array, OverlappingBuffers(data, [0, 50, 150], 100).iterator)])

@@ -3,11 +3,15 @@
 A ``DataChunkIterator`` hands out buffers in its own order and shape; they rarely
 match the zarr chunk grid. Each unit is staged in its own full-size buffer until
 every element it covers has arrived, and only then handed on to be encoded, so a
-unit is always encoded once, whole, by one owner (invariant 2).
+unit is always encoded once, whole, by one owner (invariant 2). A mask of the
+elements received makes "every element" exact when buffers overlap (the later
+value wins, as with stock's one ``dset[selection] = data`` per buffer); a buffer
+that reaches into a unit already complete and stored is refused.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -19,6 +23,7 @@ from .plan import Coords, Region, UnitGrid, region_size
 @dataclass
 class _StagedUnit:
     data: np.ndarray
+    received: np.ndarray  # bool per element: has any buffer delivered it yet
     filled: int = 0
 
 
@@ -37,9 +42,22 @@ class UnitAssembler:
     bounds: tuple[int | None, ...]
     extent: list[int] = field(init=False)
     _staged: dict[Coords, _StagedUnit] = field(init=False, default_factory=dict)
+    _released: np.ndarray = field(init=False)  # bool per unit of the grid: complete and handed on
 
     def __post_init__(self) -> None:
         self.extent = [0] * len(self.unit_shape)
+        self._released = np.zeros((0,) * len(self.unit_shape), dtype=bool)
+
+    def _was_released(self, coords: Coords) -> bool:
+        return all(c < n for c, n in zip(coords, self._released.shape, strict=True)) and bool(self._released[coords])
+
+    def _mark_released(self, coords: Coords) -> None:
+        if any(c >= n for c, n in zip(coords, self._released.shape, strict=True)):  # grow, doubling, to hold it
+            shape = tuple(max(n, 2 * c + 1) for c, n in zip(coords, self._released.shape, strict=True))
+            grown = np.zeros(shape, dtype=bool)
+            grown[tuple(slice(0, n) for n in self._released.shape)] = self._released
+            self._released = grown
+        self._released[coords] = True
 
     def _grid(self) -> UnitGrid:
         # an unbounded axis is treated as reaching past every unit touched so far
@@ -48,6 +66,12 @@ class UnitAssembler:
             for b, e, u in zip(self.bounds, self.extent, self.unit_shape, strict=True)
         )
         return UnitGrid(shape, self.unit_shape)
+
+    @property
+    def staging_nbytes(self) -> int:
+        """Memory one staged unit holds: its data and its mask of received elements."""
+        elements = math.prod(self.unit_shape)
+        return elements * np.dtype(self.dtype).itemsize + elements
 
     def new_units(self, region: Region) -> list[Coords]:
         """Units that ``region`` touches and that are not staged yet (to budget their memory)."""
@@ -66,17 +90,27 @@ class UnitAssembler:
             overlap = tuple(
                 slice(max(r.start, u.start), min(r.stop, u.stop)) for r, u in zip(region, unit_region, strict=True)
             )
+            if self._was_released(coords):
+                raise ValueError(
+                    f"buffer {region} writes into chunk {coords}, which earlier buffers already completed and "
+                    "which is stored: a sequential iterator must deliver each chunk's data before moving past it"
+                )
             staged = self._staged.get(coords)
             if staged is None:
-                staged = self._staged[coords] = _StagedUnit(np.full(self.unit_shape, self.fill_value, self.dtype))
+                staged = self._staged[coords] = _StagedUnit(
+                    np.full(self.unit_shape, self.fill_value, self.dtype), np.zeros(self.unit_shape, bool)
+                )
             in_unit = tuple(
                 slice(o.start - u.start, o.stop - u.start) for o, u in zip(overlap, unit_region, strict=True)
             )
             in_data = tuple(slice(o.start - r.start, o.stop - r.start) for o, r in zip(overlap, region, strict=True))
             staged.data[in_unit] = data[in_data]
-            staged.filled += region_size(overlap)
+            received = staged.received[in_unit]
+            staged.filled += received.size - int(np.count_nonzero(received))  # elements new to this unit
+            received[...] = True
             if staged.filled == region_size(unit_region):
                 del self._staged[coords]
+                self._mark_released(coords)
                 yield coords, staged.data
 
     def final_shape(self) -> tuple[int, ...]:

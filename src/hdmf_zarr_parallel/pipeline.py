@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .budget import ByteBudget, WriteCancelled
 from .dataset import DatasetWriter
 from .engines.base import Engine
+from .errors import ChunkWriteError
 from .options import WriteOptions
 from .plan import Region, UnitGrid, choose_tile_units, region_size
 from .progress import Progress
@@ -204,7 +205,7 @@ class PipelineRun:
             in_bounds = sum(region_size(grid.unit_region(c)) for c, _ in units)
             self.submit(
                 lambda: self.engine.submit_units(writer, units),
-                inflight=len(units) * writer.unit_nbytes,
+                inflight=len(units) * assembler.staging_nbytes,
                 done_bytes=in_bounds * writer.dtype.itemsize,
                 reserved=True,  # taken when the units were first staged
             )
@@ -213,8 +214,12 @@ class PipelineRun:
             for region, data in writer.chunks():
                 if self.stop.is_set():
                     return
-                self.budget.acquire(len(assembler.new_units(region)) * writer.unit_nbytes)
-                submit(list(assembler.add(region, data)))
+                self.budget.acquire(len(assembler.new_units(region)) * assembler.staging_nbytes)
+                try:
+                    completed = list(assembler.add(region, data))
+                except ValueError as exc:
+                    raise ChunkWriteError(writer.name, None, "assembling chunks from its buffers", str(exc)) from exc
+                submit(completed)
             with self._lock:  # applied by finish(), once hdmf-zarr no longer touches the array's metadata
                 self._final_shapes.append((writer, assembler.final_shape()))
             submit(list(assembler.finish()))
