@@ -2,14 +2,15 @@
 
 The source is what NWB conversion tools usually write: the example file of
 ``demo.write_example_hdf5`` (384-channel int16 ephys, LFP, a two-photon movie, units) with
-its large arrays in ~1 MiB HDF5 chunks, shuffled and gzip-compressed. Each configuration
+its large arrays in ~1 MiB HDF5 chunks, shuffled and gzip-compressed (``--uncompressed``:
+contiguous and unfiltered, as PyNWB writes plain arrays). Each configuration
 converts it into a fresh store, interleaved with the others, ``--repeats`` times:
 
 - ``stock-export``: ``NWBZarrIO.export(src_io=NWBHDF5IO(src), write_args={"link_data": False})``;
 - ``threads``: ``convert(engine="threads")`` with the same codecs as stock (gzip + shuffle);
 - ``threads-h5py``: the same, but reading through ``h5py.Dataset[...]`` (decompression
-  serialised by h5py's lock), to measure what ``h5chunks`` (workers inflating HDF5 chunks)
-  brings in the same run;
+  serialised by h5py's lock), to measure what ``h5direct`` (workers reading outside that
+  lock) brings in the same run;
 - ``threads-zstd``: ``convert(engine="threads", codec="zstd")``;
 - ``gpu``: ``convert(engine="gpu")`` with the same codecs as stock, where a GPU is usable.
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bench_write import _cpu_seconds, machine_facts  # noqa: E402
 
-from hdmf_zarr_parallel import h5chunks  # noqa: E402
+from hdmf_zarr_parallel import h5direct  # noqa: E402
 from hdmf_zarr_parallel.convert import ConvertOptions, convert  # noqa: E402
 from hdmf_zarr_parallel.demo import write_example_hdf5  # noqa: E402
 from hdmf_zarr_parallel.verify import compare_nwb_files  # noqa: E402
@@ -63,13 +64,13 @@ def array_bytes(source: Path) -> int:
 
 @contextlib.contextmanager
 def reading_through_h5py():
-    """Every HDF5 read goes through ``h5py.Dataset[...]`` (no direct chunk reads)."""
-    original = vars(h5chunks.DirectChunkReader)["for_dataset"]
-    h5chunks.DirectChunkReader.for_dataset = classmethod(lambda cls, dataset: None)
+    """Every HDF5 read goes through ``h5py.Dataset[...]`` (no direct reads)."""
+    original = h5direct.direct_reader
+    h5direct.direct_reader = lambda dataset: None
     try:
         yield
     finally:
-        h5chunks.DirectChunkReader.for_dataset = original
+        h5direct.direct_reader = original
 
 
 def convert_once(config: str, source: Path, out: Path, workers: int) -> tuple[float, float]:
@@ -97,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/hzp-bench-convert"), help="source and outputs (kept)")
     p.add_argument("--seconds", type=float, default=20.0, help="recording length of the example file (default 20)")
     p.add_argument("--channels", type=int, default=384)
+    p.add_argument("--uncompressed", action="store_true", help="a contiguous, unfiltered source instead")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=None, help="default: all cores")
     p.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "gpu"), help=f"from {', '.join(CONFIGS)}")
@@ -111,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown configs: {sorted(unknown)}")
     workers = args.workers or len(os.sched_getaffinity(0))
     args.workdir.mkdir(parents=True, exist_ok=True)
-    source = args.workdir / f"example-gzip-{args.seconds:g}s-{args.channels}ch.nwb"
+    kind = "plain" if args.uncompressed else "gzip"
+    source = args.workdir / f"example-{kind}-{args.seconds:g}s-{args.channels}ch.nwb"
     if not source.exists():
-        print(f"[source] writing {source} (gzip + shuffle, ~1 MiB HDF5 chunks) ...", flush=True)
-        write_example_hdf5(source, compressed=True, seconds=args.seconds, channels=args.channels)
+        print(f"[source] writing {source} ({kind}) ...", flush=True)
+        write_example_hdf5(source, compressed=not args.uncompressed, seconds=args.seconds, channels=args.channels)
     nbytes = array_bytes(source)
     print(f"[source] {source.name}: {nbytes / 1e6:.0f} MB of arrays, {source.stat().st_size / 1e6:.0f} MB on disk")
     if "gpu" in configs:

@@ -7,7 +7,7 @@
 #   4. lanes x CPU helpers (gpu_cpu_helpers) sweep;
 #   5. whole-shard writes with kvikio against D2H + host threads;
 #   6. NWB HDF5 -> Zarr conversion of a gzip-compressed source: stock export, threads with and
-#      without workers inflating the HDF5 chunks (h5chunks), and gpu.
+#      without workers inflating the HDF5 chunks (h5direct), and gpu.
 source gpu_check/setup.sh
 run_gpu_tests 70
 W=/tmp/hzp-bench; mkdir -p $W

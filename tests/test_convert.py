@@ -75,10 +75,10 @@ def compressed_source(tmp_path_factory):
 
 @pytest.mark.parametrize("engine", ["threads", "processes"])
 def test_a_gzip_shuffle_source_converts_as_stock_export_does(compressed_source, tmp_path, engine, monkeypatch):
-    """HDF5 chunks are inflated by the workers (``h5chunks``), not inside h5py: same store as stock."""
+    """HDF5 chunks are inflated by the workers (``h5direct``), not inside h5py: same store as stock."""
     import h5py
 
-    from hdmf_zarr_parallel import h5chunks
+    from hdmf_zarr_parallel import h5direct
 
     with h5py.File(compressed_source, "r") as f:
         raw = f["acquisition/ElectricalSeries/data"]
@@ -89,8 +89,8 @@ def test_a_gzip_shuffle_source_converts_as_stock_export_does(compressed_source, 
         with NWBHDF5IO(str(compressed_source), mode="r") as src_io, NWBZarrIO(str(stock), mode="w") as io:
             io.export(src_io=src_io, write_args={"link_data": False})
     decoded = []
-    real_chunk = h5chunks.DirectChunkReader._chunk
-    monkeypatch.setattr(h5chunks.DirectChunkReader, "_chunk", lambda self, o: decoded.append(o) or real_chunk(self, o))
+    real_chunk = h5direct.DirectChunkReader._chunk
+    monkeypatch.setattr(h5direct.DirectChunkReader, "_chunk", lambda self, o: decoded.append(o) or real_chunk(self, o))
     out = tmp_path / "ours.nwb.zarr"
     report = convert(compressed_source, out, ConvertOptions(engine=engine, workers=2, stream_min_bytes=SMALL))
     assert {name for name, _ in report.streamed} == STREAMED
@@ -98,6 +98,18 @@ def test_a_gzip_shuffle_source_converts_as_stock_export_does(compressed_source, 
     assert compare_nwb_files(compressed_source, out) == []
     if engine == "threads":  # worker processes decode in their own memory, out of this test's sight
         assert decoded
+
+
+def test_a_contiguous_source_is_read_through_a_memory_map(source, stock, tmp_path, monkeypatch):
+    from hdmf_zarr_parallel import h5direct
+
+    reads = []
+    real_read = h5direct.ContiguousReader.read
+    monkeypatch.setattr(h5direct.ContiguousReader, "read", lambda self, b: reads.append(b) or real_read(self, b))
+    out = tmp_path / "ours.nwb.zarr"
+    convert(source, out, ConvertOptions(engine="threads", workers=2, stream_min_bytes=SMALL))
+    assert reads  # the example file's arrays are contiguous: no h5py read for them
+    assert compare_zarr_stores(stock, out) == []
 
 
 def test_output_reads_with_pynwb(source, tmp_path):

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from hdmf.data_utils import GenericDataChunkIterator
 
-from .h5chunks import DirectChunkReader
+from . import h5direct
 from .options import DEFAULT_MAX_INFLIGHT_BYTES, ENGINES
 from .reopening import ReopensFromState
 from .verify import compare_nwb_files
@@ -139,13 +139,13 @@ def make_compressors(codec: str, level: int | None = None) -> list:
 class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
     """Buffers of one HDF5 dataset; pickles by (file path, dataset name), the copy reopens the file.
 
-    In the converting process it reads through the ``h5py.Dataset`` it was given. h5py
-    serialises every read with one lock, and a gzip-compressed dataset is decompressed
-    inside it; so where the filters allow, the HDF5 chunks are read raw and decompressed
-    by the calling worker instead (:mod:`.h5chunks`), many at once.
+    h5py serialises every read with one lock, decompression and copying included, so
+    where the layout allows the workers read outside it, many at once (:mod:`.h5direct`:
+    a memory map of a contiguous dataset, or raw HDF5 chunks they inflate themselves);
+    else through the ``h5py.Dataset``.
     """
 
-    concurrent_reads = True  # h5py locks each call; direct chunk reads share no state
+    concurrent_reads = True  # h5py locks each call; direct reads share no state
 
     def __init__(self, path: str, name: str, dataset: Any = None, **kwargs: Any) -> None:
         self.path = str(path)
@@ -157,13 +157,13 @@ class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
             self._file = h5py.File(self.path, "r")
             dataset = self._file[name]
         self._dataset = dataset
-        self._direct = DirectChunkReader.for_dataset(dataset)
+        self._direct = h5direct.direct_reader(dataset)
         kwargs.setdefault("display_progress", False)
         super().__init__(**kwargs)
 
     def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
-        region = self._direct.region(selection) if self._direct is not None else None
-        return self._direct.read(region) if region is not None else self._dataset[selection]
+        bounds = self._direct.bounds(selection) if self._direct is not None else None
+        return self._direct.read(bounds) if bounds is not None else self._dataset[selection]
 
     def _get_maxshape(self) -> tuple[int, ...]:
         return tuple(self._dataset.shape)
