@@ -25,15 +25,21 @@ def in_memory_file(name="f.h5"):
 
 
 @st.composite
+def regions(draw, shape):
+    """Unit-step slices within ``shape``, empty ones included."""
+    bounds = []
+    for n in shape:
+        start = draw(st.integers(0, n))
+        bounds.append(slice(start, draw(st.integers(start, n))))
+    return tuple(bounds)
+
+
+@st.composite
 def cases(draw):
     ndim = draw(st.integers(1, 3))
     shape = tuple(draw(st.integers(1, 40)) for _ in range(ndim))
     resizable = draw(st.booleans())  # only a resizable dataset may have chunks larger than its shape
     chunks = tuple(draw(st.integers(1, 16 if resizable else min(n, 16))) for n in shape)
-    region = []
-    for n in shape:
-        start = draw(st.integers(0, n))
-        region.append(slice(start, draw(st.integers(start, n))))
     return {
         "shape": shape,
         "chunks": chunks,
@@ -41,7 +47,7 @@ def cases(draw):
         "filters": draw(st.sampled_from(sorted(FILTERS))),
         "maxshape": (None,) * ndim if resizable else shape,
         "written_rows": draw(st.integers(0, shape[0])),  # chunks past these rows stay unallocated
-        "region": tuple(region),
+        "region": draw(regions(shape)),
     }
 
 
@@ -136,15 +142,11 @@ def test_unshuffle_inverts_the_hdf5_byte_shuffle(itemsize):
 def contiguous_cases(draw):
     ndim = draw(st.integers(1, 3))
     shape = tuple(draw(st.integers(1, 30)) for _ in range(ndim))
-    region = []
-    for n in shape:
-        start = draw(st.integers(0, n))
-        region.append(slice(start, draw(st.integers(start, n))))
     return {
         "shape": shape,
         "dtype": draw(st.sampled_from(DTYPES)),
         "userblock": draw(st.sampled_from([0, 512])),
-        "region": tuple(region),
+        "region": draw(regions(shape)),
     }
 
 
