@@ -98,6 +98,7 @@ def test_a_gzip_shuffle_source_converts_as_stock_export_does(compressed_source, 
     assert compare_nwb_files(compressed_source, out) == []
     if engine == "threads":  # worker processes decode in their own memory, out of this test's sight
         assert decoded
+    assert set(report.reading.values()) == {"raw HDF5 chunks, decoded by the workers"}
 
 
 def test_a_contiguous_source_is_read_through_a_memory_map(source, stock, tmp_path, monkeypatch):
@@ -107,8 +108,13 @@ def test_a_contiguous_source_is_read_through_a_memory_map(source, stock, tmp_pat
     real_read = h5direct.ContiguousReader.read
     monkeypatch.setattr(h5direct.ContiguousReader, "read", lambda self, b: reads.append(b) or real_read(self, b))
     out = tmp_path / "ours.nwb.zarr"
-    convert(source, out, ConvertOptions(engine="threads", workers=2, stream_min_bytes=SMALL))
+    report = convert(source, out, ConvertOptions(engine="threads", workers=2, stream_min_bytes=SMALL))
     assert reads  # the example file's arrays are contiguous: no h5py read for them
+    assert set(report.reading) == STREAMED
+    for name in ("/acquisition/ElectricalSeries/data", "/acquisition/TwoPhotonSeries/data"):
+        assert report.reading[name] == "memory map"
+    assert report.reading["/units/spike_times"] == "raw HDF5 chunks, decoded by the workers"  # hdmf chunks it
+    assert "read by: memory map (3), raw HDF5 chunks, decoded by the workers (1)" in report.summary()
     assert compare_zarr_stores(stock, out) == []
 
 

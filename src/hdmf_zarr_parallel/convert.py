@@ -25,6 +25,7 @@ conversion never leaves a store that looks complete.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import shutil
@@ -161,6 +162,11 @@ class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
         kwargs.setdefault("display_progress", False)
         super().__init__(**kwargs)
 
+    @property
+    def reading(self) -> str:
+        """How the workers read this dataset (for the conversion report)."""
+        return self._direct.how if self._direct is not None else "h5py, one read at a time"
+
     def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
         bounds = self._direct.bounds(selection) if self._direct is not None else None
         return self._direct.read(bounds) if bounds is not None else self._dataset[selection]
@@ -284,6 +290,7 @@ def _convert_io_class():
             self.convert_options = convert_options
             self.source_path = source_path
             self.streamed: list[tuple[str, int]] = []  # (name, bytes)
+            self.reading: dict[str, str] = {}  # name -> how the workers read it
             self.copied = 0
             self._iterators: list[H5DatasetIterator] = []
             super().__init__(*args, **kwargs)
@@ -332,6 +339,7 @@ def _convert_io_class():
             if dset is not None:
                 dset.attrs["_DTYPE"] = _stock_type_name(data.dtype)
             self.streamed.append((data.name, int(data.size * data.dtype.itemsize)))
+            self.reading[data.name] = iterator.reading
             return dset
 
         @staticmethod
@@ -407,6 +415,7 @@ class ConvertReport:
     engine: str
     seconds: float
     streamed: list[tuple[str, int]] = field(default_factory=list)
+    reading: dict[str, str] = field(default_factory=dict)  # streamed dataset -> how it was read
     copied: int = 0
     source_bytes: int = 0
     stored_bytes: int = 0
@@ -425,6 +434,9 @@ class ConvertReport:
             f"({self.streamed_bytes / 1e6:.1f} MB, {mbps:.1f} MB/s overall), {self.copied} small one(s) copied",
             f"  input {self.source_bytes / 1e6:.1f} MB, output {self.stored_bytes / 1e6:.1f} MB",
         ]
+        if self.reading:
+            ways = collections.Counter(self.reading.values())
+            lines.append("  read by: " + ", ".join(f"{how} ({n})" for how, n in sorted(ways.items())))
         if self.verified is not None:
             lines.append(
                 f"  verify: every group, dataset, attribute, reference and link matches the input "
@@ -489,6 +501,7 @@ def convert(
             engine=report.engine if report is not None else options.engine,
             seconds=seconds,
             streamed=list(out.streamed),
+            reading=dict(out.reading),
             copied=out.copied,
             source_bytes=src_path.stat().st_size,
             stored_bytes=_dir_bytes(temporary),

@@ -45,6 +45,7 @@ class DirectReader(ABC):
     """Reads regions of one numeric HDF5 dataset, from any number of threads at once."""
 
     shape: tuple[int, ...]
+    how: str  # for reports: how the data is read
 
     def bounds(self, selection: Any) -> Bounds | None:
         """(start, stop) per axis of a selection of unit-step slices, or ``None`` for any other selection."""
@@ -65,6 +66,8 @@ class DirectReader(ABC):
 class ContiguousReader(DirectReader):
     """A contiguous, unfiltered dataset of a local HDF5 file, memory-mapped read-only."""
 
+    how = "memory map"
+
     def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.shape = shape
         self._map = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
@@ -84,6 +87,8 @@ class ContiguousReader(DirectReader):
 
 class DirectChunkReader(DirectReader):
     """A chunked HDF5 dataset filtered by deflate and/or shuffle (or by nothing)."""
+
+    how = "raw HDF5 chunks, decoded by the workers"
 
     def __init__(self, dataset: Any, filters: tuple[int, ...]) -> None:
         self._dsid = dataset.id
