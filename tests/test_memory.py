@@ -48,3 +48,13 @@ def test_a_unit_larger_than_the_limit_is_refused_before_writing(store):
     with pytest.raises(ValueError, match="more than max_inflight_bytes=1000"):
         pipeline_write([(array, NumpyIterator(data, buffer_shape=(100, 100)))], max_inflight_bytes=1000)
     assert not (store.root / "c").exists()
+
+
+def test_a_sequential_unit_is_budgeted_with_its_mask_of_received_elements(store):
+    data = realistic((4000, 10))  # int16: a (100, 10) chunk is 2000 bytes, 3000 with its mask
+    array = make_array(store, data.shape, data.dtype, (100, 10))
+    with pytest.raises(ValueError, match="needs 3000 bytes in flight, more than max_inflight_bytes=2500"):
+        pipeline_write([(array, DataChunkIterator(data, buffer_size=30))], max_inflight_bytes=2500)
+    assert not (store.root / "c").exists()
+    pipeline_write([(array, NumpyIterator(data, buffer_shape=(100, 10)))], max_inflight_bytes=2500)  # read whole
+    np.testing.assert_array_equal(array[...], data)

@@ -42,10 +42,12 @@ class WriteReport:
 def validate(writers: Sequence[DatasetWriter], options: WriteOptions) -> None:
     """Refuse, before any data moves, a write that cannot keep its memory bound."""
     for writer in writers:
-        if writer.unit_nbytes > options.max_inflight_bytes:
+        # a sequential iterator's unit is staged with a mask of the elements received (assemble.py)
+        needed = writer.unit_nbytes if writer.random_access else writer.assembler().staging_nbytes
+        if needed > options.max_inflight_bytes:
             raise ValueError(
                 f"dataset '{writer.name}': one {'shard' if writer.array.shards else 'chunk'} of shape "
-                f"{writer.unit_shape} holds {writer.unit_nbytes} bytes, more than max_inflight_bytes="
+                f"{writer.unit_shape} needs {needed} bytes in flight, more than max_inflight_bytes="
                 f"{options.max_inflight_bytes}; raise the limit or use smaller chunks"
             )
 
