@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sixth-round GPU check (~7 min, at most ~9): what no device has measured yet, in one lease.
+# Sixth-round GPU check (~6 min typical; its timeouts bound it under 10): what no device has measured yet, in one lease.
 #   1. device tests (numcodecs.zlib and numcodecs.shuffle on the GPU, the shared task queue);
 #   2. NWB end to end against stock hdmf-zarr in the same run (the metadata fixes on many cores),
 #      with the threads engine's stage profile on 16 cores;
