@@ -460,7 +460,7 @@ def _fmt_table(rows: list[dict]) -> str:
     for r in rows:
         if r.get("skipped"):
             lines.append(
-                [r["case"], r["config"], "-", "-", "-", "-", "-", "-", "-", "-", "skipped: " + r["skipped"][:60]]
+                [r["case"], r["label"], "-", "-", "-", "-", "-", "-", "-", "-", "skipped: " + r["skipped"][:60]]
             )
             continue
         lines.append(
