@@ -294,3 +294,15 @@ def test_shuffle_and_zlib_chains_read_back_exactly_with_stock_zarr(store, chain,
     gpu_write([(array, NumpyIterator(data, buffer_shape=(100, 37)))])
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     assert sum(sum(lane.calls) for lane in CountingLane.instances) > 0, "the chunks went through the lanes"
+
+
+def test_lanes_read_an_undeclared_iterator_one_region_at_a_time(store):
+    """The GPU lanes read through the same DatasetWriter.read as the CPU workers: its lock and shape check."""
+    from test_concurrent_reads import FileHandleIterator
+
+    data = realistic((2000, 12), seed=4)
+    array = make_array(store, data.shape, data.dtype, (250, 12))
+    iterator = FileHandleIterator(data)
+    gpu_write([(array, iterator)], batch_bytes=6000)  # one 250-row region per task: both lanes busy
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    assert iterator.most_at_once == 1
