@@ -2,7 +2,9 @@
 
 Using zarr's codec objects (not re-implementations) is what keeps invariant 1:
 every unit is encoded exactly as zarr itself would encode it, including sharding
-and the all-fill-value skip.
+and the all-fill-value skip. Shards whose inner chain allows it are encoded by
+:mod:`.cpu_shard`, which calls the same codec objects with less time under the GIL
+and lays the shard out with zarr's own code: the same bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.chunk_utils import ChunkTransform, chunk_is_empty
 from zarr.core.codec_pipeline import AsyncChunkTransform
 from zarr.core.sync import sync
+
+from .cpu_shard import CpuShardEncoder
 
 
 class ZarrUnitEncoder:
@@ -33,6 +37,7 @@ class ZarrUnitEncoder:
             config=async_array.config,
             prototype=self._prototype,
         )
+        self._shards = CpuShardEncoder.for_array(array, self._spec) if array.shards else None
         codecs = tuple(async_array.codec_pipeline)
         try:
             self._sync = ChunkTransform(codecs=codecs)
@@ -51,9 +56,12 @@ class ZarrUnitEncoder:
 
     def encode(self, data: np.ndarray) -> Buffer | None:
         """Encoded bytes of one unit, or ``None`` when zarr would not store it (all fill value)."""
-        chunk = self._prototype.nd_buffer.from_numpy_array(self.pad(data))
+        unit = self.pad(data)
+        chunk = self._prototype.nd_buffer.from_numpy_array(unit)
         if chunk_is_empty(chunk, self._spec):
             return None
+        if self._shards is not None:
+            return self._shards.encode(unit)
         if self._sync is not None:
             return self._sync.encode_chunk(chunk, self._spec)
         return sync(self._async.encode_chunk(chunk, self._spec))

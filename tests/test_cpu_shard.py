@@ -1,0 +1,145 @@
+"""Shards encoded by ``cpu_shard`` are byte-for-byte the shards zarr itself encodes."""
+
+import numpy as np
+import pytest
+import zarr
+import zarr.codecs.numcodecs as zn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, TransposeCodec, ZstdCodec
+from zarr.storage import MemoryStore
+
+from conftest import walk
+from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
+
+CHAINS = {
+    "zstd": lambda: [ZstdCodec(level=3)],
+    "zstd-default": lambda: [ZstdCodec()],
+    "gzip": lambda: [GzipCodec(level=4)],
+    "lz4": lambda: [zn.LZ4()],
+    "zlib": lambda: [zn.Zlib(level=1)],
+    "shuffle+gzip": lambda: [zn.Shuffle(elementsize=2), GzipCodec(level=4)],
+    "none": lambda: [],
+}
+DTYPES = ["uint8", "int16", "uint16", "int32", "float32", "float64", "bool"]
+
+
+def sharded(shape, inner, shard, dtype, chain, fill_value=0, index_crc=True, index_location="end", empty=False):
+    index_codecs = [BytesCodec(), Crc32cCodec()] if index_crc else [BytesCodec()]
+    return zarr.create_array(
+        MemoryStore(),
+        shape=shape,
+        chunks=shard,
+        dtype=dtype,
+        fill_value=fill_value,
+        compressors=None,
+        serializer=ShardingCodec(
+            chunk_shape=inner,
+            codecs=[BytesCodec(), *CHAINS[chain]()],
+            index_codecs=index_codecs,
+            index_location=index_location,
+        ),
+        config={"write_empty_chunks": empty},
+    )
+
+
+def both_ways(array, unit):
+    """(ours, zarr's) encoded bytes of one unit; ``None`` where the unit is not stored."""
+    encoder = ZarrUnitEncoder(array)
+    assert encoder._shards is not None, "this chain takes the fast path"
+    ours = encoder.encode(unit)
+    encoder._shards = None
+    theirs = encoder.encode(unit)
+    return (None if ours is None else ours.to_bytes()), (None if theirs is None else theirs.to_bytes())
+
+
+@st.composite
+def cases(draw):
+    ndim = draw(st.integers(1, 3))
+    inner = tuple(draw(st.integers(1, 6)) for _ in range(ndim))
+    per_shard = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
+    shard = tuple(i * k for i, k in zip(inner, per_shard, strict=True))
+    edge = tuple(draw(st.integers(1, s)) for s in shard)  # the data of an edge shard: the rest is padding
+    dtype = draw(st.sampled_from(DTYPES))
+    return {
+        "inner": inner,
+        "shard": shard,
+        "edge": edge,
+        "dtype": dtype,
+        "chain": draw(st.sampled_from(sorted(CHAINS))),
+        "fill_value": draw(st.sampled_from([0, 1])),
+        "index_crc": draw(st.booleans()),
+        "index_location": draw(st.sampled_from(["start", "end"])),
+        "empty": draw(st.booleans()),
+        "blank": draw(st.floats(0, 1)),  # share of the data set to the fill value
+        "seed": draw(st.integers(0, 100)),
+    }
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_the_same_bytes_as_zarr(case):
+    if case["chain"] == "shuffle+gzip" and np.dtype(case["dtype"]).itemsize != 2:
+        case["chain"] = "gzip"
+    array = sharded(
+        case["shard"],
+        case["inner"],
+        case["shard"],
+        case["dtype"],
+        case["chain"],
+        fill_value=case["fill_value"],
+        index_crc=case["index_crc"],
+        index_location=case["index_location"],
+        empty=case["empty"],
+    )
+    data = walk(case["edge"], case["dtype"], seed=case["seed"])
+    rng = np.random.default_rng(case["seed"])
+    data[rng.random(case["edge"]) < case["blank"]] = case["fill_value"]  # whole inner chunks may be fill only
+    ours, theirs = both_ways(array, data)
+    assert ours == theirs
+
+
+def test_a_nan_fill_value_elides_nan_inner_chunks_as_zarr_does():
+    array = sharded((8, 4), (2, 4), (8, 4), "float32", "zstd", fill_value=float("nan"))
+    data = walk((8, 4), "float32")
+    data[2:6] = np.nan  # two inner chunks hold only the fill value
+    ours, theirs = both_ways(array, data)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: zarr.create_array(MemoryStore(), shape=(8,), chunks=(4,), dtype="int16"),  # not sharded
+        lambda: zarr.create_array(
+            MemoryStore(), shape=(8,), chunks=(2,), shards=(8,), dtype="int16", serializer=BytesCodec(endian="big")
+        ),
+        lambda: zarr.create_array(
+            MemoryStore(), shape=(8,), chunks=(2,), shards=(8,), dtype="int16", compressors=[BloscCodec()]
+        ),
+        lambda: zarr.create_array(
+            MemoryStore(),
+            shape=(4, 4),
+            chunks=(2, 2),
+            shards=(4, 4),
+            dtype="int16",
+            filters=[TransposeCodec(order=(1, 0))],
+        ),
+    ],
+    ids=["unsharded", "big-endian", "blosc", "transpose"],
+)
+def test_other_chains_are_left_to_zarr(make):
+    assert ZarrUnitEncoder(make())._shards is None
+
+
+def test_a_sharded_write_reads_back_exactly(tmp_path):
+    from conftest import NumpyIterator, make_array, pipeline_write
+
+    data = walk((1000, 12), "int16", seed=9)
+    data[100:300] = 0  # fill-only inner chunks, elided
+    array = make_array(zarr.storage.LocalStore(tmp_path / "s.zarr"), data.shape, data.dtype, (50, 4), shards=(200, 12))
+    assert ZarrUnitEncoder(array)._shards is not None
+    pipeline_write([(array, NumpyIterator(data, buffer_shape=(300, 12)))])
+    np.testing.assert_array_equal(
+        zarr.open_array(zarr.storage.LocalStore(tmp_path / "s.zarr", read_only=True))[...], data
+    )
