@@ -12,7 +12,7 @@ codec objects zarr's inner codecs call (``ZstdCodec._zstd_codec``, ``GzipCodec._
 empty-chunk rule is zarr's ``chunk_is_empty``, and the shard (inner chunk order, index,
 index codecs) is laid out by zarr's own ``ShardingCodec._encode_shard_dict_sync``, so the
 bytes are identical to zarr's (``tests/test_cpu_shard.py`` compares them). Inner chains
-this does not cover (array-to-array codecs, big-endian bytes, blosc, ...) return ``None``
+this does not cover (array-to-array codecs, big-endian bytes, other bytes codecs) return ``None``
 from :meth:`CpuShardEncoder.for_array`, and zarr encodes those shards itself.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BytesCodec, GzipCodec, ShardingCodec, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ShardingCodec, ZstdCodec
 from zarr.core.array_spec import ArraySpec
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.chunk_utils import chunk_is_empty
@@ -41,6 +41,8 @@ def _numcodecs_encoder(codec: Any) -> Encode | None:
         return codec._zstd_codec.encode
     if isinstance(codec, GzipCodec):
         return codec._gzip_codec.encode
+    if isinstance(codec, BloscCodec):  # evolved by zarr: its typesize is the array's
+        return codec._blosc_codec.encode
     if isinstance(codec, _NumcodecsBytesBytesCodec):
         return codec._codec.encode
     return None
