@@ -45,6 +45,8 @@ PKGS=(
   rpds-py==2026.9.1
   ruamel.yaml==0.19.1
   platformdirs==4.14.8
+  # convert: ISA-L inflate for gzip-compressed HDF5 chunks
+  isal==1.9.1
 )
 if [ "$WITH_KVIKIO" = 1 ]; then
   PKGS+=(kvikio-cu13==26.10.0 libkvikio-cu13==26.10.0 rapids-logger==0.3.0)

@@ -177,3 +177,10 @@ def test_a_contiguous_dataset_never_written_is_left_to_h5py(tmp_path):
         external = f.create_dataset("ext", shape=(10,), dtype="int16", external=[(str(tmp_path / "raw.bin"), 0, 20)])
         external[...] = np.arange(10)
         assert direct_reader(external) is None  # its bytes live in another file
+
+
+def test_gzip_chunks_are_inflated_by_isal_where_installed():
+    isal_zlib = pytest.importorskip("isal.isal_zlib")  # a declared dependency: CI always has it
+    from hdmf_zarr_parallel import h5direct
+
+    assert h5direct.inflate is isal_zlib.decompress
