@@ -82,3 +82,44 @@ def test_a_buffer_into_a_unit_already_released_is_refused(bounds):
 
 def test_staging_accounts_for_the_mask_of_received_elements():
     assert UnitAssembler((100, 4), np.dtype("int16"), 0, (100, 4)).staging_nbytes == 100 * 4 * 2 + 100 * 4
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 7), st.sampled_from(["next", "gap", "overlap", "columns"])), min_size=1, max_size=30
+    ),
+    st.integers(1, 10),
+    st.integers(8, 200),
+)
+def test_coalesce_joins_only_continuing_buffers_within_a_row_of_units(steps, unit_rows, max_bytes):
+    from hdmf_zarr_parallel.assemble import coalesce
+
+    buffers, row = [], 0
+    for rows, how in steps:  # int8 rows of 4 columns: 4 bytes per row
+        start = row + (3 if how == "gap" else -1 if how == "overlap" and row else 0)
+        cols = slice(0, 2) if how == "columns" else slice(0, 4)
+        data = np.arange(start, start + rows, dtype="int8").repeat(cols.stop).reshape(rows, cols.stop)
+        buffers.append(((slice(start, start + rows), cols), data))
+        row = start + rows
+    out = list(coalesce(iter(buffers), unit_rows, max_bytes))
+    # every input element comes out, in order, exactly once
+    assert out[0][0][0].start == buffers[0][0][0].start
+    np.testing.assert_array_equal(
+        np.concatenate([d.ravel() for _, d in out]), np.concatenate([d.ravel() for _, d in buffers])
+    )
+    for region, data in out:
+        assert data.shape == tuple(r.stop - r.start for r in region)
+    joined = [(r, d) for r, d in out if not any(r == b for b, _ in buffers)]
+    for region, data in joined:
+        assert data.nbytes <= max_bytes
+        assert region[0].start // unit_rows == (region[0].stop - 1) // unit_rows  # within one row of units
+    assert len(out) <= len(buffers)
+
+
+def test_one_row_buffers_are_staged_in_blocks():
+    from hdmf_zarr_parallel.assemble import coalesce
+
+    rows = [((slice(i, i + 1), slice(0, 8)), np.full((1, 8), i, dtype="int16")) for i in range(100)]
+    out = list(coalesce(iter(rows), 40, 1 << 20))
+    assert [(r[0].start, r[0].stop) for r, _ in out] == [(0, 40), (40, 80), (80, 100)]

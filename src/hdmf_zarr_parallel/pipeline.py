@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
+from .assemble import coalesce
 from .budget import ByteBudget, WriteCancelled
 from .dataset import DatasetWriter
 from .engines.base import Engine
@@ -26,6 +27,8 @@ from .plan import Region, UnitGrid, choose_tile_units, region_size
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
+
+COALESCE_BYTES = 4 << 20  # sequential buffers that continue each other are staged in blocks up to this size
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,7 @@ class PipelineRun:
             )
 
         try:
-            for region, data in writer.chunks():
+            for region, data in coalesce(writer.chunks(), writer.unit_shape[0], COALESCE_BYTES):
                 if self.stop.is_set():
                     return
                 self.budget.acquire(len(assembler.new_units(region)) * assembler.staging_nbytes)
