@@ -12,7 +12,6 @@ they scale across threads, since zarr's per-inner-chunk Python holds the GIL.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bench_gpu_layouts import LAYOUTS, write_layout  # noqa: E402
-from bench_write import machine_facts  # noqa: E402
+from bench_write import machine_facts, save_json  # noqa: E402
 
 from hdmf_zarr_parallel.codecs import cpu_shard  # noqa: E402
 
@@ -63,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     gain = rows["zarr ShardingCodec"]["best_s"] / rows["cpu_shard"]["best_s"]
     print(f"cpu_shard against zarr's ShardingCodec: {gain:.3f}x; against the stock queue: "
           f"{rows['stock queue']['best_s'] / rows['cpu_shard']['best_s']:.2f}x")  # fmt: skip
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"machine": machine_facts(workers), "rows": rows, "gain": gain}, indent=2))
+    save_json(args.output, {"machine": machine_facts(workers), "rows": rows, "gain": gain})
     return 0
 
 

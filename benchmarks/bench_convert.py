@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import statistics
@@ -36,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from bench_write import _cpu_seconds, machine_facts  # noqa: E402
+from bench_write import _cpu_seconds, machine_facts, save_json  # noqa: E402
 
 from hdmf_zarr_parallel import h5direct  # noqa: E402
 from hdmf_zarr_parallel.convert import ConvertOptions, convert  # noqa: E402
@@ -167,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "rows": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
-    print(f"[json] {args.output}")
+    save_json(args.output, result)
     return 0
 
 

@@ -15,7 +15,6 @@ read back with stock ``NWBZarrIO`` and compared exactly. Prints a table, writes 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from bench_write import machine_facts  # noqa: E402
+from bench_write import machine_facts, save_json  # noqa: E402
 
 CHUNKS = (8192, 64)
 
@@ -112,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['buffer_rows']} | {r['stock_best_s']:.2f} | {r['ours_best_s']:.2f} | {r['stock_MBps']:.0f} "
             f"| {r['ours_MBps']:.0f} | {r['x_stock']:.2f} |"
         )
-    result = {"machine": machine_facts(workers), "bytes": data.nbytes, "chunks": CHUNKS, "rows": rows}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
-    print(f"[json] {args.output}")
+    save_json(args.output, {"machine": machine_facts(workers), "bytes": data.nbytes, "chunks": CHUNKS, "rows": rows})
     return 0
 
 

@@ -418,6 +418,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def save_json(output: Path, result: dict) -> None:
+    """Write a benchmark's result where asked (parents created) and say where."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"[json] {output}")
+
+
 def machine_facts(workers: int) -> dict:
     cpu_model = None
     with contextlib.suppress(OSError):
@@ -590,9 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         output = (
             REPO / "benchmarks" / "results" / f"{tag}-{facts['cores_usable']}c{quick}-{dt.date.today():%Y%m%d}.json"
         )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"\n[json] {output}")
+    print()
+    save_json(output, results)
     return 0
 
 

@@ -19,7 +19,6 @@ from :meth:`CpuShardEncoder.for_array`, and zarr encodes those shards itself.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -98,7 +97,3 @@ class CpuShardEncoder:
                 data = data.tobytes()
             shard_dict[coords] = self._prototype.buffer.from_bytes(data)
         return self._sharding._encode_shard_dict_sync(shard_dict, self._chunks_per_shard, self._prototype)
-
-    @property
-    def inner_chunks(self) -> int:
-        return math.prod(self._chunks_per_shard)
