@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import math
+import types
 
 import numpy as np
 import pytest
@@ -133,6 +136,18 @@ def pipeline_write(arrays_and_iterators, **option_kwargs) -> WriteReport:
     options = WriteOptions(**{"engine": "threads", "max_workers": 3, **option_kwargs})
     writers = [DatasetWriter(array, iterator, options.concurrent_reads) for array, iterator in arrays_and_iterators]
     return write_datasets(writers, make_engine(options), options)
+
+
+@contextlib.contextmanager
+def gzip_clock_frozen():
+    """Stop the clock gzip writes into each header (whole seconds), so two encodings of the same
+    data are byte-identical even when they straddle a second."""
+    real = gzip.time
+    gzip.time = types.SimpleNamespace(time=lambda: 1_700_000_000.0)
+    try:
+        yield
+    finally:
+        gzip.time = real
 
 
 @pytest.fixture
