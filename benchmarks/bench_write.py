@@ -449,6 +449,23 @@ def machine_facts(workers: int) -> dict:
     }
 
 
+def filesystem_of(path: Path) -> str | None:
+    """The type of the filesystem ``path`` is on (``ext4``, ``tmpfs``, …), from ``/proc/mounts``.
+
+    Recorded because on a small machine the store's filesystem is a visible part of a write:
+    the kernel's work to create and fill each chunk file runs on the same cores as the encoder.
+    """
+    best, kind = "", None
+    with contextlib.suppress(OSError):
+        target = str(path.resolve())
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _, mount, fstype, *_ = line.split()
+            inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) > len(best):
+                best, kind = mount, fstype
+    return kind
+
+
 def _fmt_table(rows: list[dict]) -> str:
     head = [
         "case",
@@ -565,12 +582,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{(facts['ram_bytes'] or 0) / 2**30:.0f} GiB RAM, Python {facts['python']}, "
         + ", ".join(f"{k} {v}" for k, v in facts["versions"].items())
     )
-    print(f"[run] workdir {workdir}; workers N={workers}; repeats {args.repeats}; configs {','.join(args.configs)}")
+    fstype = filesystem_of(workdir)
+    print(
+        f"[run] workdir {workdir} ({fstype or 'filesystem unknown'}); workers N={workers}; "
+        f"repeats {args.repeats}; configs {','.join(args.configs)}"
+    )
     warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks.*")
     warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
     results: dict = {
         "machine": facts,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "workdir_filesystem": fstype,
         "cases": {},
     }
     rows: list[dict] = []
