@@ -11,11 +11,17 @@ import numpy as np
 import pytest
 import zarr
 from hdmf.data_utils import AbstractDataChunkIterator, DataChunk, DataChunkIterator, GenericDataChunkIterator
+from hypothesis import settings
 
 from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.engines import make_engine
 from hdmf_zarr_parallel.options import WriteOptions
 from hdmf_zarr_parallel.pipeline import WriteReport, write_datasets
+
+# No per-example deadline anywhere: a slow or busy CI machine must not fail a property test
+# whose examples write real stores. A test's own @settings still sets its example count.
+settings.register_profile("no-deadline", deadline=None)
+settings.load_profile("no-deadline")
 
 
 class NumpyIterator(GenericDataChunkIterator):
