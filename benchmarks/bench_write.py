@@ -42,7 +42,10 @@ What it does, once per run:
 
 3. Measures the ceiling: encode-only throughput of the array's own codec chain
    (zarr's default zstd) on all cores, a thread pool over the chunks of the data
-   already in memory (only the encoding is timed).
+   already in memory (only the encoding is timed). A second ceiling also stores every
+   encoded chunk as a file in the workdir (zarr's LocalStore, the same filesystem as the
+   writes): the "% enc+store" column. The gap between the two is what the filesystem
+   costs, which on a small machine is CPU time the encoder does not get.
 
 4. Prints a table and writes a JSON file with the results and the machine's facts
    (cores, RAM, versions, date; no host name).
@@ -141,11 +144,13 @@ def make_cases(args, workdir: Path) -> list[Case]:
 # --------------------------------------------------------------------------------------
 # The ceiling: encode-only throughput of the array's own codec chain
 # --------------------------------------------------------------------------------------
-def _reference_array(case: Case):
+def _reference_array(case: Case, store=None):
     import zarr
     from zarr.storage import MemoryStore
 
-    return zarr.create_array(store=MemoryStore(), shape=case.shape, chunks=case.chunks, dtype=case.dtype)
+    return zarr.create_array(
+        store=MemoryStore() if store is None else store, shape=case.shape, chunks=case.chunks, dtype=case.dtype
+    )
 
 
 def _chunk_slices(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
@@ -162,20 +167,28 @@ class Ceiling:
     untimed; only ``encode`` over all of them, in a thread pool, is timed. Measured
     before and after the writes of a case, the best of all tries is the ceiling (the
     machine may be shared: the best try is the least disturbed one, as for the writes).
+
+    With ``store_dir``, a second ceiling also stores each encoded chunk as a file under
+    ``store_dir`` (zarr's LocalStore, as the writes do): encode + store, still with no
+    iterator, no chunk copy and no NWB. The gap between the two is what the filesystem costs.
     """
 
-    def __init__(self, case: Case, workers: int) -> None:
+    def __init__(self, case: Case, workers: int, store_dir: Path | None = None) -> None:
         from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
 
         self.case = case
         self.workers = workers
+        self.store_dir = store_dir
         self.array = _reference_array(case)
         self.encoder = ZarrUnitEncoder(self.array)
         src = np.load(case.npy, mmap_mode="r")
-        self.chunks = [self.encoder.pad(np.ascontiguousarray(src[s])) for s in _chunk_slices(case.shape, case.chunks)]
+        slices = list(_chunk_slices(case.shape, case.chunks))
+        self.coords = [tuple(s.start // c for s, c in zip(sl, case.chunks, strict=True)) for sl in slices]
+        self.chunks = [self.encoder.pad(np.ascontiguousarray(src[s])) for s in slices]
         self.raw = sum(c.nbytes for c in self.chunks)
         self.stored = sum(len(e) for e in map(self.encoder.encode, self.chunks) if e is not None)  # also a warm-up
         self.tries: dict[int, list[float]] = {workers: [], 1: []}
+        self.store_tries: list[float] = []
 
     def measure(self, repeats: int, single_thread: bool = True) -> None:
         for n in {self.workers, 1} if single_thread else {self.workers}:
@@ -185,6 +198,30 @@ class Ceiling:
                     for _ in pool.map(self.encoder.encode, self.chunks):
                         pass
                     self.tries[n].append(time.perf_counter() - t0)
+        if self.store_dir is not None:
+            for _ in range(repeats):
+                self.store_tries.append(self._encode_and_store_once())
+
+    def _encode_and_store_once(self) -> float:
+        from zarr.storage import LocalStore
+
+        from hdmf_zarr_parallel.sink import ChunkSink
+
+        target = self.store_dir / "ceiling-store.zarr"
+        _release(target)
+        sink = ChunkSink(_reference_array(self.case, LocalStore(target)))
+
+        def encode_and_store(i: int) -> None:
+            sink.put(self.coords[i], self.encoder.encode(self.chunks[i]))
+
+        try:
+            with ThreadPoolExecutor(self.workers) as pool:
+                t0 = time.perf_counter()
+                for _ in pool.map(encode_and_store, range(len(self.chunks))):
+                    pass
+                return time.perf_counter() - t0
+        finally:
+            _release(target)
 
     def release(self) -> None:
         self.chunks = []
@@ -196,6 +233,7 @@ class Ceiling:
     def as_dict(self) -> dict:
         best = min(self.tries[self.workers])
         one = min(self.tries[1]) if self.tries[1] else None
+        stored = min(self.store_tries) if self.store_tries else None
         return {
             "codecs": [c.to_dict() for c in self.array.metadata.codecs],
             "chunks": list(self.case.chunks),
@@ -208,6 +246,9 @@ class Ceiling:
             "MBps": self.case.nbytes / best / 1e6,
             "single_thread_best_s": one,
             "single_thread_MBps": self.case.nbytes / one / 1e6 if one else None,
+            "with_store_best_s": stored,
+            "with_store_all_s": self.store_tries,
+            "with_store_MBps": self.case.nbytes / stored / 1e6 if stored else None,
         }
 
 
@@ -475,6 +516,7 @@ def _fmt_table(rows: list[dict]) -> str:
         "MB/s",
         "x stock serial",
         "% ceiling",
+        "% enc+store",
         "stored/raw",
         "cores busy",
         "min cpu s",
@@ -483,9 +525,7 @@ def _fmt_table(rows: list[dict]) -> str:
     lines = [head]
     for r in rows:
         if r.get("skipped"):
-            lines.append(
-                [r["case"], r["label"], "-", "-", "-", "-", "-", "-", "-", "-", "skipped: " + r["skipped"][:60]]
-            )
+            lines.append([r["case"], r["label"], *["-"] * 9, "skipped: " + r["skipped"][:60]])
             continue
         lines.append(
             [
@@ -496,6 +536,7 @@ def _fmt_table(rows: list[dict]) -> str:
                 f"{r['MBps']:.0f}",
                 f"{r['x_stock_serial']:.2f}" if r.get("x_stock_serial") else "-",
                 f"{100 * r['fraction_of_ceiling']:.0f}%" if r.get("fraction_of_ceiling") else "-",
+                f"{100 * r['fraction_of_store_ceiling']:.0f}%" if r.get("fraction_of_store_ceiling") else "-",
                 f"{r['stored_over_raw']:.3f}",
                 f"{r['cores_busy']:.2f}",
                 f"{r['min_cpu_s']:.1f}",
@@ -630,7 +671,7 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
         f"({math.prod(case.chunks) * case.dtype.itemsize / 2**20:.2f} MiB), iterator buffer {case.buffer_shape} "
         f"({math.prod(case.buffer_shape) * case.dtype.itemsize / 2**20:.0f} MiB)"
     )
-    ceil = Ceiling(case, workers)
+    ceil = Ceiling(case, workers, store_dir=workdir)
     ceil.measure(max(2, min(args.repeats, 3)))
     ceiling = ceil.as_dict()
     ratio = ceiling["compression_ratio_raw_over_stored"]
@@ -641,7 +682,8 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
     )
     print(
         f"[ceiling] encode-only, {workers} threads over in-memory chunks: {ceiling['MBps']:.0f} MB/s "
-        f"(1 thread: {ceiling['single_thread_MBps']:.0f} MB/s)"
+        f"(1 thread: {ceiling['single_thread_MBps']:.0f} MB/s); encode + store into {workdir} "
+        f"({filesystem_of(workdir) or 'filesystem unknown'}): {ceiling['with_store_MBps']:.0f} MB/s"
     )
     case_result = {
         "shape": list(case.shape),
@@ -693,7 +735,10 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
     ceil.measure(2, single_thread=False)
     ceil.release()
     case_result["ceiling"] = ceiling = ceil.as_dict()
-    print(f"[ceiling] re-measured after the writes; best of all tries: {ceiling['MBps']:.0f} MB/s")
+    print(
+        f"[ceiling] re-measured after the writes; best of all tries: {ceiling['MBps']:.0f} MB/s, "
+        f"with the store {ceiling['with_store_MBps']:.0f} MB/s"
+    )
     rows = []
     base = None
     if "stock-serial" in times:
@@ -725,6 +770,7 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
             "MBps": case.nbytes / best.wall_s / 1e6,
             "x_stock_serial": (base / best.wall_s) if base else None,
             "fraction_of_ceiling": (case.nbytes / best.wall_s / 1e6) / ceiling["MBps"],
+            "fraction_of_store_ceiling": (case.nbytes / best.wall_s / 1e6) / ceiling["with_store_MBps"],
             "stored_bytes": best.stored_bytes,
             "stored_over_raw": best.stored_bytes / case.nbytes,
             "cores_busy": best.cpu_s / best.wall_s,
