@@ -1,6 +1,6 @@
 """Ctrl-C during ``io.write()``, as in a notebook: the interrupt reaches the caller at once and
-no writer thread or worker process is left running. Each case runs in its own interpreter, so
-the signal cannot reach pytest."""
+no writer thread, worker process or (with Dask) task is left running. Each case runs in its own
+interpreter, so the signal cannot reach pytest."""
 
 import json
 import signal
@@ -34,21 +34,35 @@ def main(npy, out, engine):
     from hdmf_zarr_parallel import NWBParallelZarrIO
     from hdmf_zarr_parallel.bench import build_ephys_nwb
 
+    client = None
+    if engine == "dask":
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        client = Client(cluster)
     nwbfile = build_ephys_nwb(SlowNpyIterator(npy, chunk_shape=(1000, 32), buffer_shape=(1000, 32)))
     print("writing", flush=True)
     t0 = time.perf_counter()
     try:
-        with NWBParallelZarrIO(out, mode="w", engine=engine, max_workers=2) as io:
+        with NWBParallelZarrIO(out, mode="w", engine=engine, max_workers=2, client=client) as io:
             io.write(nwbfile)
         outcome = "finished"
     except KeyboardInterrupt:
         outcome = "interrupted"
-    print(json.dumps({
+    seconds = time.perf_counter() - t0
+    report = {
         "outcome": outcome,
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
         "writer_threads": [t.name for t in threading.enumerate() if t.name.startswith("hzp-")],
-        "child_processes": len(multiprocessing.active_children()),
-    }), flush=True)
+    }
+    if client is None:
+        report["child_processes"] = len(multiprocessing.active_children())
+    else:
+        time.sleep(0.5)
+        report["child_processes"] = sum(len(tasks) for tasks in client.processing().values())  # tasks still running
+        client.close()
+        cluster.close()
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":  # the processes engine's workers import this file too
@@ -57,7 +71,7 @@ if __name__ == "__main__":  # the processes engine's workers import this file to
 """
 
 
-@pytest.mark.parametrize("engine", ["threads", "processes"])
+@pytest.mark.parametrize("engine", ["threads", "processes", "dask"])
 def test_ctrl_c_during_a_write_stops_it_at_once(tmp_path, engine):
     npy = tmp_path / "ephys.npy"
     np.save(npy, np.arange(200_000 * 32, dtype=np.int16).reshape(200_000, 32))  # 200 slow buffers: >= 5 s
