@@ -244,7 +244,8 @@ def test_string_iterators_take_hdmf_zarrs_own_path(tmp_path):
         assert list(io.read()["w"].data[:]) == words
 
 
-@pytest.mark.parametrize("store_kind", ["str", "Path", "LocalStore", "MemoryStore"])
+@pytest.mark.parametrize("store_kind", ["str", "Path", "LocalStore", "MemoryStore", "ZipStore"])
+@pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")  # zip files append rewritten zarr.json keys
 def test_every_store_hdmf_zarr_accepts(tmp_path, store_kind):
     data = realistic((2000, 3))
     target = {
@@ -252,9 +253,13 @@ def test_every_store_hdmf_zarr_accepts(tmp_path, store_kind):
         "Path": tmp_path / "a.nwb.zarr",
         "LocalStore": zarr.storage.LocalStore(tmp_path / "a.nwb.zarr"),
         "MemoryStore": zarr.storage.MemoryStore(),
+        "ZipStore": zarr.storage.ZipStore(tmp_path / "a.nwb.zarr.zip", mode="w"),
     }[store_kind]
     with NWBParallelZarrIO(target, mode="w", engine="threads") as io:
         io.write(nwbfile_with(x=NumpyIterator(data, buffer_shape=(300, 3))))
+    if store_kind == "ZipStore":  # a zip file is read once it is closed
+        target.close()
+        target = zarr.storage.ZipStore(tmp_path / "a.nwb.zarr.zip", mode="r")
     with NWBZarrIO(target, mode="r") as io:
         np.testing.assert_array_equal(io.read().acquisition["x"].data[:], data)
 
