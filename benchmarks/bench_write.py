@@ -507,6 +507,15 @@ def filesystem_of(path: Path) -> str | None:
     return kind
 
 
+def _paired_median(stock: list[WriteResult] | None, runs: list[WriteResult]) -> float | None:
+    """Median over repetitions of stock serial's time / this configuration's time in the same
+    repetition. The repetitions are interleaved, so each pair ran on the machine in the same
+    state: steadier than best against best when the machine drifts during a run."""
+    if not stock or len(stock) != len(runs):
+        return None
+    return statistics.median(s.wall_s / r.wall_s for s, r in zip(stock, runs, strict=True))
+
+
 def _fmt_table(rows: list[dict]) -> str:
     head = [
         "case",
@@ -515,6 +524,7 @@ def _fmt_table(rows: list[dict]) -> str:
         "median s",
         "MB/s",
         "x stock serial",
+        "paired",
         "% ceiling",
         "% enc+store",
         "stored/raw",
@@ -525,7 +535,7 @@ def _fmt_table(rows: list[dict]) -> str:
     lines = [head]
     for r in rows:
         if r.get("skipped"):
-            lines.append([r["case"], r["label"], *["-"] * 9, "skipped: " + r["skipped"][:60]])
+            lines.append([r["case"], r["label"], *["-"] * 10, "skipped: " + r["skipped"][:60]])
             continue
         lines.append(
             [
@@ -535,6 +545,7 @@ def _fmt_table(rows: list[dict]) -> str:
                 f"{r['median_s']:.2f}",
                 f"{r['MBps']:.0f}",
                 f"{r['x_stock_serial']:.2f}" if r.get("x_stock_serial") else "-",
+                f"{r['x_stock_serial_paired_median']:.2f}" if r.get("x_stock_serial_paired_median") else "-",
                 f"{100 * r['fraction_of_ceiling']:.0f}%" if r.get("fraction_of_ceiling") else "-",
                 f"{100 * r['fraction_of_store_ceiling']:.0f}%" if r.get("fraction_of_store_ceiling") else "-",
                 f"{r['stored_over_raw']:.3f}",
@@ -769,6 +780,7 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
             "all_s": walls,
             "MBps": case.nbytes / best.wall_s / 1e6,
             "x_stock_serial": (base / best.wall_s) if base else None,
+            "x_stock_serial_paired_median": _paired_median(times.get("stock-serial"), runs),
             "fraction_of_ceiling": (case.nbytes / best.wall_s / 1e6) / ceiling["MBps"],
             "fraction_of_store_ceiling": (case.nbytes / best.wall_s / 1e6) / ceiling["with_store_MBps"],
             "stored_bytes": best.stored_bytes,
