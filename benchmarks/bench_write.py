@@ -168,12 +168,12 @@ class Ceiling:
     before and after the writes of a case, the best of all tries is the ceiling (the
     machine may be shared: the best try is the least disturbed one, as for the writes).
 
-    With ``store_dir``, a second ceiling also stores each encoded chunk as a file under
-    ``store_dir`` (zarr's LocalStore, as the writes do): encode + store, still with no
-    iterator, no chunk copy and no NWB. The gap between the two is what the filesystem costs.
+    A second ceiling also stores each encoded chunk as a file under ``store_dir`` (zarr's
+    LocalStore, as the writes do): encode + store, still with no iterator, no chunk copy
+    and no NWB. The gap between the two is what the filesystem costs.
     """
 
-    def __init__(self, case: Case, workers: int, store_dir: Path | None = None) -> None:
+    def __init__(self, case: Case, workers: int, store_dir: Path) -> None:
         from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
 
         self.case = case
@@ -198,9 +198,8 @@ class Ceiling:
                     for _ in pool.map(self.encoder.encode, self.chunks):
                         pass
                     self.tries[n].append(time.perf_counter() - t0)
-        if self.store_dir is not None:
-            for _ in range(repeats):
-                self.store_tries.append(self._encode_and_store_once())
+        for _ in range(repeats):
+            self.store_tries.append(self._encode_and_store_once())
 
     def _encode_and_store_once(self) -> float:
         from zarr.storage import LocalStore
@@ -233,7 +232,7 @@ class Ceiling:
     def as_dict(self) -> dict:
         best = min(self.tries[self.workers])
         one = min(self.tries[1]) if self.tries[1] else None
-        stored = min(self.store_tries) if self.store_tries else None
+        stored = min(self.store_tries)
         return {
             "codecs": [c.to_dict() for c in self.array.metadata.codecs],
             "chunks": list(self.case.chunks),
@@ -248,7 +247,7 @@ class Ceiling:
             "single_thread_MBps": self.case.nbytes / one / 1e6 if one else None,
             "with_store_best_s": stored,
             "with_store_all_s": self.store_tries,
-            "with_store_MBps": self.case.nbytes / stored / 1e6 if stored else None,
+            "with_store_MBps": self.case.nbytes / stored / 1e6,
         }
 
 
@@ -694,7 +693,7 @@ def run_case(case: Case, args, workers: int, workdir: Path, results: dict) -> li
     print(
         f"[ceiling] encode-only, {workers} threads over in-memory chunks: {ceiling['MBps']:.0f} MB/s "
         f"(1 thread: {ceiling['single_thread_MBps']:.0f} MB/s); encode + store into {workdir} "
-        f"({filesystem_of(workdir) or 'filesystem unknown'}): {ceiling['with_store_MBps']:.0f} MB/s"
+        f"({results['workdir_filesystem'] or 'filesystem unknown'}): {ceiling['with_store_MBps']:.0f} MB/s"
     )
     case_result = {
         "shape": list(case.shape),
