@@ -55,11 +55,11 @@ def main(npy, out, engine):
         "seconds": seconds,
         "writer_threads": [t.name for t in threading.enumerate() if t.name.startswith("hzp-")],
     }
-    if client is None:
-        report["child_processes"] = len(multiprocessing.active_children())
-    else:
+    if client is None:  # worker processes still alive
+        report["left_running"] = len(multiprocessing.active_children())
+    else:  # Dask tasks still running on the cluster
         time.sleep(0.5)
-        report["child_processes"] = sum(len(tasks) for tasks in client.processing().values())  # tasks still running
+        report["left_running"] = sum(len(tasks) for tasks in client.processing().values())
         client.close()
         cluster.close()
     print(json.dumps(report), flush=True)
@@ -99,4 +99,4 @@ def test_ctrl_c_during_a_write_stops_it_at_once(tmp_path, engine):
     assert report["outcome"] == "interrupted"
     assert report["seconds"] < 4  # Ctrl-C came at 1.5 s; the whole write would take >= 5 s
     assert report["writer_threads"] == []
-    assert report["child_processes"] == 0
+    assert report["left_running"] == 0
