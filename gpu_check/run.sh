@@ -1,23 +1,169 @@
 #!/usr/bin/env bash
-# The GPU check: run on the GPU machine from the repo root, with .whl carried
-# (scripts/fetch_gpu_wheels.sh fills it here). Needs no internet. Writes results under $OUT.
-source gpu_check/setup.sh
-MODE=${1:-all}
-if [ "$MODE" = all ] || [ "$MODE" = tests ]; then
-  run_gpu_tests 120
+# The GPU check. Run it from the repository root on a machine with an NVIDIA GPU:
+#
+#   bash gpu_check/run.sh --quick    the gpu-marked tests, then a small engine="gpu" NWB write read back
+#                                    by stock hdmf-zarr and by tensorstore (bounded at 4 minutes)
+#   bash gpu_check/run.sh --full     the same, then the GPU benchmarks: layouts, lanes x CPU helpers, kvikio,
+#                                    convert, NWB end to end, CPU shards, ceilings, NWB on tmpfs (bounded at 8.5 min)
+#   bash gpu_check/run.sh --probe    the nvCOMP facts the GPU engine relies on (gpu_check/probe_nvcomp.py);
+#                                    combines with --quick or --full
+#   --deadline SECONDS               stop starting steps after this long (default 240 quick, 510 full)
+#
+# Needs Python >= 3.12 with numpy and cupy; everything else comes from the wheels in .whl/
+# (scripts/fetch_gpu_wheels.sh fills it where pip works; carry .whl to the GPU machine). No internet.
+# Writes under $OUT (default /tmp/gpu-check-out), refreshed after every step:
+#   run.log          what was printed (device, versions, the tail of each step)
+#   summary.txt      one line per step: PASS / FAIL / TIMEOUT / SKIPPED and its seconds
+#   results.tar.gz   each step's full log and JSON (tar -xzf results.tar.gz; copy the JSON to benchmarks/results/)
+# Exit status: 0 when no step failed or timed out.
+set -u
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
+
+QUICK=0 FULL=0 PROBE=0 DEADLINE=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --full) FULL=1 QUICK=1 ;;
+    --probe) PROBE=1 ;;
+    --deadline) shift; DEADLINE=${1:-}; [[ "$DEADLINE" =~ ^[0-9]+$ ]] || usage ;;
+    -h|--help) usage ;;
+    *) echo "gpu_check/run.sh: unknown option $1" >&2; usage ;;
+  esac
+  shift
+done
+[ $((QUICK + PROBE)) -gt 0 ] || usage
+if [ -z "$DEADLINE" ]; then
+  if [ "$FULL" = 1 ]; then DEADLINE=510; elif [ "$QUICK" = 1 ]; then DEADLINE=240; else DEADLINE=240; fi
 fi
-if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
-  W=/tmp/hzp-bench; mkdir -p $W /dev/shm/hzp-bench
-  CFG=${BENCH_CONFIGS:-stock-serial,stock-jobs,threads,gpu}
-  timeout 200 python3 benchmarks/bench_write.py --gpu --workdir $W --keep-data --repeats ${REPEATS:-2} --no-verify \
-    --configs "$CFG" --output "$OUT/bench_disk.json" 2>&1 | tee "$OUT/bench_disk.log" | tail -20
-  cp $W/*.npy /dev/shm/hzp-bench/ 2>/dev/null
-  timeout 100 python3 benchmarks/bench_write.py --gpu --workdir /dev/shm/hzp-bench --keep-data --repeats ${REPEATS:-2} \
-    --no-verify --configs "threads,gpu" --output "$OUT/bench_shm.json" 2>&1 | tee "$OUT/bench_shm.log" | tail -12
-  for npy in $W/ephys*.npy $W/imaging*.npy; do
-    case $npy in *ephys*) ch=8192,64 ;; *) ch=8,256,256 ;; esac
-    timeout 40 python3 benchmarks/gpu_ceilings.py --npy "$npy" --chunks $ch --store-dir $W/ceil --store-dir /dev/shm/hzp-ceil \
-      --out "$OUT/ceilings_$(basename $npy .npy | cut -d- -f1).json" 2>&1 | tee -a "$OUT/ceilings.log"
-  done
+[ -f pyproject.toml ] && [ -d src/hdmf_zarr_parallel ] || { echo "run gpu_check/run.sh from the repository root" >&2; exit 2; }
+
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu-check-out}
+WORK=/tmp/hzp-gpu-check            # results being collected, demo stores
+DATA=/tmp/hzp-bench                # benchmark data and outputs, on local disk
+RES=$WORK/results
+EPHYS=$DATA/ephys-1GB-seed0.npy    # bench_write.py's name for its 1 GB ephys recording; the other benchmarks reuse it
+rm -rf "$WORK"; mkdir -p "$OUT" "$RES" "$DATA"
+: > "$OUT/run.log"; : > "$OUT/summary.txt"
+START=$(date +%s)
+FAILED=0
+
+say() { echo "$*" | tee -a "$OUT/run.log"; }
+pack() { tar -czf "$OUT/results.tar.gz.part" -C "$RES" . && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"; }
+
+# step NAME LIMIT_S COMMAND...: run COMMAND under the smaller of its own limit and what the deadline leaves;
+# its output goes to $RES/NAME.log, its tail to run.log.
+step() {
+  local name=$1 limit=$2; shift 2
+  local left=$((DEADLINE - ($(date +%s) - START) - 10))
+  if [ "$left" -lt 20 ]; then
+    printf '%-12s SKIPPED  (deadline %ss reached)\n' "$name" "$DEADLINE" | tee -a "$OUT/summary.txt" "$OUT/run.log"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  say ""
+  say "=== $name (limit ${limit}s): $*"
+  local t0=$(date +%s) rc status
+  timeout -k 10 "$limit" "$@" > "$RES/$name.log" 2>&1
+  rc=$?
+  tail -n 30 "$RES/$name.log" | tee -a "$OUT/run.log"
+  case $rc in
+    0) status=PASS ;;
+    124|137) status=TIMEOUT; FAILED=1 ;;
+    *) status="FAIL rc=$rc"; FAILED=1 ;;
+  esac
+  printf '%-12s %-8s %4ss\n' "$name" "$status" "$(($(date +%s) - t0))" | tee -a "$OUT/summary.txt" "$OUT/run.log"
+  pack
+}
+
+# -- environment ---------------------------------------------------------------------------------------
+say "gpu_check/run.sh $([ "$FULL" = 1 ] && echo --full || { [ "$QUICK" = 1 ] && echo --quick; }) $([ "$PROBE" = 1 ] && echo --probe) (deadline ${DEADLINE}s)"
+say "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+say "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+say "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -n 4 | paste -sd ';')"
+say "cpus: $(nproc), python: $(python3 --version 2>&1)"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  step install 120 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  say "no .whl/ here: using the installed packages (scripts/fetch_gpu_wheels.sh fills .whl)"
+  export PYTHONPATH=$PWD/src
 fi
-echo "GPU CHECK DONE"
+step info 60 python3 -m hdmf_zarr_parallel info
+
+# -- quick: tests and a small write read back ----------------------------------------------------------
+if [ "$QUICK" = 1 ]; then
+  # Every test marked gpu, wherever it lives; a module that cannot be collected here fails this step.
+  step gpu-tests 180 python3 -m pytest -q -p no:cacheprovider -o addopts="" -m gpu --continue-on-collection-errors tests
+  # ~0.23 GB of synthetic ephys (4 MiB zstd chunks) with engine="gpu", read back by stock NWBZarrIO and compared
+  step demo 120 python3 -m hdmf_zarr_parallel demo --seconds 10 --engine gpu --workdir "$WORK/demo"
+  cat > "$WORK/readback.py" <<'PY'
+"""The GPU-written demo store, read by tensorstore (an independent zarr v3 reader), equals stock's store."""
+import sys
+
+import numpy as np
+import zarr
+
+key = "acquisition/ElectricalSeries/data"
+ours, stock = (f"{sys.argv[1]}/demo_{name}.nwb.zarr/{key}" for name in ("parallel", "stock"))
+try:
+    import tensorstore as ts
+except ImportError:
+    print("tensorstore is not installed: read-back by tensorstore not checked")
+    sys.exit(0)
+print("codecs:", [c.to_dict()["name"] for c in zarr.open_array(ours, mode="r").metadata.codecs])
+spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": ours}}
+got = ts.open(spec, open=True, read=True).result().read().result()
+want = zarr.open_array(stock, mode="r")[...]
+same = got.shape == want.shape and bool(np.array_equal(got, want))
+print(f"tensorstore {ts.__version__} read {got.shape} {got.dtype}: {'identical' if same else 'DIFFERENT'} to stock's store")
+sys.exit(0 if same else 1)
+PY
+  step readback 60 python3 "$WORK/readback.py" "$WORK/demo"
+  rm -rf "$WORK/demo"
+fi
+
+# -- full: the GPU benchmarks, the least measured first -------------------------------------------------
+if [ "$FULL" = 1 ]; then
+  # 1 GB ephys into 1 MiB chunks and into 64 KiB inner chunks in 3 MiB shards: stock queue, threads, gpu (+ stage profile)
+  step layouts 90 python3 benchmarks/bench_gpu_layouts.py --workdir "$DATA/layouts" --npy "$EPHYS" --repeats 1 \
+    --profile --output "$RES/layouts.json"
+  # lanes (gpu_streams 2, 4) and CPU helpers beside 4 lanes (gpu_cpu_helpers 4, 8, 12)
+  step tuning 90 python3 benchmarks/gpu_tuning.py --npy "$EPHYS" --workdir "$DATA/tuning" --streams 2,4 \
+    --helpers 4,8,12 --output "$RES/tuning.json"
+  # whole shards written from device memory by kvikio, against one D2H copy plus host threads
+  step kvikio 45 python3 benchmarks/gpu_kvikio.py --npy "$EPHYS" --dir "$DATA/kvikio" --output "$RES/kvikio.json"
+  # NWB HDF5 (gzip + shuffle) -> NWB Zarr: stock export, threads (direct HDF5 reads / through h5py / zstd output), gpu
+  step convert 110 python3 benchmarks/bench_convert.py --workdir "$DATA/convert" --repeats 2 \
+    --configs stock-export,threads,threads-h5py,threads-zstd,gpu --output "$RES/convert.json"
+  # NWB end to end, 1 MiB chunks: stock serial, stock number_of_jobs=N, threads, gpu
+  step nwb-write 150 python3 benchmarks/bench_write.py --gpu --workdir "$DATA" --keep-data --repeats 2 --no-verify \
+    --cases ephys,imaging --configs stock-serial,stock-jobs,threads,gpu --output "$RES/bench_write.json"
+  # CPU shard encoding (cpu_shard) against zarr's ShardingCodec and the stock queue, on every core
+  step cpu-shard 60 python3 benchmarks/ab_cpu_shard.py --npy "$EPHYS" --repeats 2 --out-dir "$DATA/ab-shard.zarr" \
+    --output "$RES/cpu_shard.json"
+  # nvCOMP alone, our encoder, pinned H2D, source read and store, at 1 MiB and 64 KiB chunks
+  step ceil-1MiB 40 python3 benchmarks/gpu_ceilings.py --npy "$EPHYS" --chunks 8192,64 --repeats 2 \
+    --store-dir "$DATA/ceil" --out "$RES/ceilings_8192x64.json"
+  step ceil-64KiB 40 python3 benchmarks/gpu_ceilings.py --npy "$EPHYS" --chunks 512,64 --repeats 2 \
+    --store-dir "$DATA/ceil" --out "$RES/ceilings_512x64.json"
+  # the ephys NWB write with the store on tmpfs (/dev/shm): what the local disk costs threads and gpu
+  SHM=/dev/shm/hzp-bench
+  step nwb-shm 60 bash -c "mkdir -p $SHM && cp '$EPHYS' $SHM/ && exec python3 benchmarks/bench_write.py --gpu \
+    --workdir $SHM --keep-data --repeats 2 --no-verify --cases ephys --configs threads,gpu --output '$RES/bench_write_shm.json'"
+  rm -rf "$SHM"
+fi
+
+# -- probe: nvCOMP's API, CPU-readability of its output, raw speed ---------------------------------------
+if [ "$PROBE" = 1 ]; then
+  step probe 180 env OUT="$RES" python3 gpu_check/probe_nvcomp.py
+fi
+
+pack
+say ""
+say "summary ($(($(date +%s) - START)) s):"
+tee -a "$OUT/run.log" < "$OUT/summary.txt"
+say "GPU CHECK DONE"
+exit "$FAILED"
