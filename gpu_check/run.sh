@@ -9,8 +9,8 @@
 #                                    combines with --quick or --full
 #   --deadline SECONDS               stop starting steps after this long (default 240 quick, 510 full)
 #
-# Needs Python >= 3.12 with numpy and cupy; everything else comes from the wheels in .whl/
-# (scripts/fetch_gpu_wheels.sh fills it where pip works; carry .whl to the GPU machine). No internet.
+# Needs Python >= 3.12 with numpy, cupy and the packages named at the top of scripts/fetch_gpu_wheels.sh;
+# the rest comes from the wheels in .whl/ (that script fills it where pip works; carry .whl). No internet.
 # Writes under $OUT (default /tmp/gpu-check-out), refreshed after every step:
 #   run.log          what was printed (device, versions, the tail of each step)
 #   summary.txt      one line per step: PASS / FAIL / TIMEOUT / SKIPPED and its seconds
