@@ -1,4 +1,4 @@
-"""Quick device check of hdmf_zarr_parallel.codecs.gpu.NvcompBatchEncoder against numcodecs (CPU decode)."""
+"""Quick device check of hdmf_zarr_parallel.gpu.encoder.NvcompBatchEncoder against numcodecs (CPU decode)."""
 
 import sys
 import traceback
@@ -8,8 +8,8 @@ import numpy as np
 sys.path.insert(0, "src")
 import zarr  # noqa: E402
 
-from hdmf_zarr_parallel.codecs.gpu import NvcompBatchEncoder  # noqa: E402
-from hdmf_zarr_parallel.codecs.gpu_plan import classify  # noqa: E402
+from hdmf_zarr_parallel.gpu.encoder import NvcompBatchEncoder  # noqa: E402
+from hdmf_zarr_parallel.gpu.plan import classify  # noqa: E402
 
 codecs = {"zstd": zarr.codecs.ZstdCodec(level=3), "gzip": zarr.codecs.GzipCodec(level=5), "lz4": zarr.codecs.numcodecs.LZ4()}
 import cupy  # noqa: E402

@@ -10,7 +10,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Sharding
 from zarr.storage import MemoryStore
 
 from conftest import gzip_clock_frozen, walk
-from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
+from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
 
 CHAINS = {
     "zstd": lambda: [ZstdCodec(level=3)],
