@@ -1,4 +1,4 @@
-"""A/B in one process: CPU shard encoding by ``codecs/cpu_shard.py`` against zarr's own ShardingCodec.
+"""A/B in one process: CPU shard encoding by ``cpu/shard.py`` against zarr's own ShardingCodec.
 
 Writes the same ephys recording (memmapped .npy) into the sharded layout of
 ``bench_gpu_layouts.py`` (64 KiB inner chunks in 3 MiB shards) with the threads engine,
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from bench_gpu_layouts import LAYOUTS, write_layout  # noqa: E402
 from bench_write import machine_facts, save_json  # noqa: E402
 
-from hdmf_zarr_parallel.codecs import cpu_shard  # noqa: E402
+from hdmf_zarr_parallel.cpu import shard as cpu_shard  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

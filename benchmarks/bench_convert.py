@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     nbytes = array_bytes(source)
     print(f"[source] {source.name}: {nbytes / 1e6:.0f} MB of arrays, {source.stat().st_size / 1e6:.0f} MB on disk")
     if "gpu" in configs:
-        from hdmf_zarr_parallel.gpu_support import gpu_status
+        from hdmf_zarr_parallel.gpu.status import gpu_status
 
         if not (status := gpu_status()).available:
             print(f"[skip] gpu: {status.reason}")

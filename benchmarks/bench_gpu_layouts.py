@@ -60,7 +60,8 @@ def write_layout(npy: Path, shape: tuple[int, ...], geometry: dict, config: str,
 
 def profile_gpu(npy: Path, shape: tuple[int, ...], geometry: dict, out: Path) -> dict:
     """Thread-seconds per stage of one gpu-engine write: where the lanes and writers spend their time."""
-    from hdmf_zarr_parallel.engines import gpu, gpu_lanes
+    from hdmf_zarr_parallel.gpu import datapath as gpu
+    from hdmf_zarr_parallel.gpu import lanes as gpu_lanes
 
     clock = _StageClock()
     clock.wrap(DatasetWriter, "read", "read (iterator, memmap -> RAM)")

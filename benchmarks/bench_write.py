@@ -174,7 +174,7 @@ class Ceiling:
     """
 
     def __init__(self, case: Case, workers: int, store_dir: Path) -> None:
-        from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
+        from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
 
         self.case = case
         self.workers = workers
@@ -382,12 +382,12 @@ class _StageClock:
 
 def profile_threads(case: Case, workdir: Path, workers: int) -> dict:
     """Where one threads-engine write spends its time: per-stage thread-seconds, and the phases of the write."""
-    from hdmf_zarr_parallel import codecs, dataset, pipeline, queue, sink  # noqa: F401
+    from hdmf_zarr_parallel import cpu, dataset, pipeline, queue, sink  # noqa: F401
 
     clock = _StageClock()
     clock.wrap(dataset.DatasetWriter, "read", "read (iterator, memmap -> RAM)")
-    clock.wrap(codecs.cpu.ZarrUnitEncoder, "pad", "contiguous copy / pad of a chunk")
-    clock.wrap(codecs.cpu.ZarrUnitEncoder, "encode", "_encode_total")
+    clock.wrap(cpu.unit.ZarrUnitEncoder, "pad", "contiguous copy / pad of a chunk")
+    clock.wrap(cpu.unit.ZarrUnitEncoder, "encode", "_encode_total")
     clock.wrap(sink.ChunkSink, "put", "store (write chunk file)")
     # the pipeline runs from the first dataset hdmf-zarr queues until the queue is exhausted
     started: list[float] = []

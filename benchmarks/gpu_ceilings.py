@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     import zarr
     from nvidia import nvcomp
 
-    from hdmf_zarr_parallel.codecs.gpu import NvcompBatchEncoder, make_nvcomp_codec
-    from hdmf_zarr_parallel.codecs.gpu_plan import classify
+    from hdmf_zarr_parallel.gpu.encoder import NvcompBatchEncoder, make_nvcomp_codec
+    from hdmf_zarr_parallel.gpu.plan import classify
 
     source = np.load(args.npy, mmap_mode="r")
     chunks = tuple(int(c) for c in args.chunks.split(","))

@@ -1,4 +1,4 @@
-"""Shards encoded by ``cpu_shard`` are byte-for-byte the shards zarr itself encodes."""
+"""Shards encoded by ``cpu.shard`` are byte-for-byte the shards zarr itself encodes."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Sharding
 from zarr.storage import MemoryStore
 
 from conftest import gzip_clock_frozen, walk
-from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
+from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
 
 CHAINS = {
     "zstd": lambda: [ZstdCodec(level=3)],
@@ -107,6 +107,21 @@ def test_a_nan_fill_value_elides_nan_inner_chunks_as_zarr_does():
     data = walk((8, 4), "float32")
     data[2:6] = np.nan  # two inner chunks hold only the fill value
     ours, theirs = both_ways(array, data)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("order", ["morton", "lexicographic", "colexicographic", "unordered"])
+def test_inner_chunks_follow_the_write_order_of_zarrs_encoder(order):
+    """The shard layout lays inner chunks out in the order the sharding codec writes them."""
+    array = zarr.create_array(
+        MemoryStore(),
+        shape=(12, 6),
+        chunks=(12, 6),
+        dtype="int16",
+        compressors=None,
+        serializer=ShardingCodec(chunk_shape=(3, 2), codecs=[BytesCodec(), ZstdCodec()], subchunk_write_order=order),
+    )
+    ours, theirs = both_ways(array, walk((12, 6), "int16"))
     assert ours == theirs
 
 

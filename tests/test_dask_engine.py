@@ -18,7 +18,7 @@ from zarr.codecs.numcodecs import LZ4
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError, NWBParallelZarrIO
 from hdmf_zarr_parallel.dataset import DatasetWriter
-from hdmf_zarr_parallel.engines.gpu_lanes import HostLane
+from hdmf_zarr_parallel.gpu.lanes import HostLane
 from hdmf_zarr_parallel.options import WriteOptions
 from hdmf_zarr_parallel.pipeline import write_datasets
 
@@ -202,7 +202,7 @@ class RecordingLane(HostLane):
 
 
 def _worker_gpu_available():
-    from hdmf_zarr_parallel.gpu_support import gpu_status
+    from hdmf_zarr_parallel.gpu.status import gpu_status
 
     return gpu_status().available
 

@@ -9,7 +9,7 @@ import zarr
 
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError
-from hdmf_zarr_parallel.codecs.cpu import ZarrUnitEncoder
+from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
 
 
 class FailingBlocks(BlockIterator):

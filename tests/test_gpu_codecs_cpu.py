@@ -4,7 +4,7 @@
 * shard assembly (``build_shard``) verified by stock zarr reading the shards back;
 * codec-chain classification (``classify``) for supported and unsupported arrays;
 * ``gpu_status()`` without a GPU, and that importing the package never imports cupy,
-  nvidia.nvcomp or kvikio.
+  nvidia.nvcomp or kvikio, nor a write with a CPU engine any GPU module but the status probe.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdC
 from zarr.storage import LocalStore, MemoryStore
 
 from conftest import walk
-from hdmf_zarr_parallel.codecs import lz4_frame
-from hdmf_zarr_parallel.codecs.gpu_plan import GpuCodecPlan, Unsupported, classify
-from hdmf_zarr_parallel.codecs.shard import EMPTY, build_shard, crc32c, parse_shard_index, shard_index_nbytes
-from hdmf_zarr_parallel.gpu_support import GpuStatus, gpu_status
+from hdmf_zarr_parallel.gpu import framing
+from hdmf_zarr_parallel.gpu.plan import GpuCodecPlan, Unsupported, classify
+from hdmf_zarr_parallel.gpu.status import GpuStatus, gpu_status
+from hdmf_zarr_parallel.shard_layout import EMPTY, build_shard, crc32c, parse_shard_index, shard_index_nbytes
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -46,22 +46,22 @@ def _lz4_codec():
 def test_lz4_header_matches_numcodecs(nbytes):
     data = walk((max(nbytes // 2, 1),), "int16").tobytes()[:nbytes]
     framed = bytes(numcodecs.LZ4().encode(data))
-    n, raw = lz4_frame.split_header(framed)
+    n, raw = framing.lz4_split_header(framed)
     assert n == len(data)
-    assert framed[:4] == lz4_frame.header_bytes(len(data)) == struct.pack("<i", len(data))
-    assert lz4_frame.add_header(raw, n) == framed
-    assert lz4_frame.strip_header(framed) == bytes(raw)
+    assert framed[:4] == framing.lz4_header(len(data)) == struct.pack("<i", len(data))
+    assert framing.lz4_add_header(raw, n) == framed
+    assert framing.lz4_strip_header(framed) == bytes(raw)
     # a raw block framed by us decodes with stock numcodecs
-    assert bytes(numcodecs.LZ4().decode(lz4_frame.add_header(lz4_frame.strip_header(framed), n))) == data
+    assert bytes(numcodecs.LZ4().decode(framing.lz4_add_header(framing.lz4_strip_header(framed), n))) == data
 
 
 def test_lz4_header_errors():
     with pytest.raises(ValueError):
-        lz4_frame.split_header(b"\x01\x02")
+        framing.lz4_split_header(b"\x01\x02")
     with pytest.raises(ValueError):
-        lz4_frame.header_bytes(-1)
+        framing.lz4_header(-1)
     with pytest.raises(ValueError):
-        lz4_frame.header_bytes(2**31)
+        framing.lz4_header(2**31)
 
 
 def test_numcodecs_zstd_reads_frames_without_content_size():
@@ -352,7 +352,7 @@ def test_gpu_status_disabled_by_env(monkeypatch):
 
 
 def test_gpu_status_never_raises(monkeypatch):
-    import hdmf_zarr_parallel.gpu_support as gs
+    import hdmf_zarr_parallel.gpu.status as gs
 
     def boom():
         raise RuntimeError("driver exploded")
@@ -368,12 +368,17 @@ def test_importing_never_imports_gpu_modules():
     code = (
         "import sys, json\n"
         "import hdmf_zarr_parallel\n"
-        "import hdmf_zarr_parallel.gpu_support\n"
-        "import hdmf_zarr_parallel.codecs\n"
-        "import hdmf_zarr_parallel.codecs.gpu\n"
-        "import hdmf_zarr_parallel.codecs.gpu_plan\n"
-        "import hdmf_zarr_parallel.codecs.shard\n"
-        "import hdmf_zarr_parallel.codecs.lz4_frame\n"
+        "import hdmf_zarr_parallel.gpu\n"
+        "import hdmf_zarr_parallel.gpu.status\n"
+        "import hdmf_zarr_parallel.gpu.plan\n"
+        "import hdmf_zarr_parallel.gpu.algorithms\n"
+        "import hdmf_zarr_parallel.gpu.framing\n"
+        "import hdmf_zarr_parallel.gpu.encoder\n"
+        "import hdmf_zarr_parallel.gpu.lanes\n"
+        "import hdmf_zarr_parallel.gpu.datapath\n"
+        "import hdmf_zarr_parallel.gpu.engine\n"
+        "import hdmf_zarr_parallel.gpu.worker_lanes\n"
+        "import hdmf_zarr_parallel.shard_layout\n"
         "bad = sorted(m for m in sys.modules if m == 'cupy' or m.startswith(('cupy.', 'cupyx', 'kvikio'))"
         " or m.startswith('nvidia.nvcomp') or m == 'nvidia.libnvcomp')\n"
         "print(json.dumps(bad))\n"
@@ -385,9 +390,39 @@ def test_importing_never_imports_gpu_modules():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+def test_a_cpu_write_imports_no_gpu_module_but_the_status_probe():
+    """Writes with the CPU engines (``auto`` on a machine without a usable GPU among them) import
+    nothing of ``hdmf_zarr_parallel.gpu`` but ``gpu.status``, which ``auto`` asks; nor cupy, nvCOMP, kvikio."""
+    code = (
+        "import sys, json\n"
+        "import numpy as np, zarr\n"
+        "from conftest import NumpyIterator, make_array, pipeline_write\n"
+        "from hdmf_zarr_parallel.gpu.status import gpu_status\n"
+        "engines = ['serial', 'threads'] + ([] if gpu_status().available else ['auto'])\n"
+        "data = np.arange(4000, dtype='int16').reshape(200, 20)\n"
+        "for engine in engines:\n"
+        "    for shards in (None, (100, 20)):\n"
+        "        array = make_array(zarr.storage.MemoryStore(), data.shape, data.dtype, (50, 10), shards)\n"
+        "        pipeline_write([(array, NumpyIterator(data, buffer_shape=(60, 20)))], engine=engine)\n"
+        "        assert (array[...] == data).all()\n"
+        "gpu = sorted(m for m in sys.modules if m.startswith('hdmf_zarr_parallel.gpu.'))\n"
+        "bad = sorted(m for m in sys.modules if m == 'cupy' or m.startswith(('cupy.', 'cupyx', 'kvikio'))"
+        " or m.startswith('nvidia.nvcomp') or m == 'nvidia.libnvcomp')\n"
+        "print(json.dumps([engines, gpu, bad]))\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    engines, gpu, bad = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "threads" in engines
+    assert gpu == ["hdmf_zarr_parallel.gpu.status"]
+    assert bad == []
+
+
 @pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="cupy is installed here")
 def test_encoder_needs_cupy():
-    from hdmf_zarr_parallel.codecs.gpu import NvcompBatchEncoder
+    from hdmf_zarr_parallel.gpu.encoder import NvcompBatchEncoder
 
     plan = classify(_mk())
     with pytest.raises(ImportError):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.gpu
 
 cupy = pytest.importorskip("cupy")
 
-from hdmf_zarr_parallel.gpu_support import gpu_status  # noqa: E402
+from hdmf_zarr_parallel.gpu.status import gpu_status  # noqa: E402
 
 _STATUS = gpu_status()
 if not _STATUS.available:
@@ -30,10 +30,10 @@ from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdC
 from zarr.storage import LocalStore  # noqa: E402
 
 from conftest import walk  # noqa: E402
-from hdmf_zarr_parallel.codecs.gpu import NvcompBatchEncoder  # noqa: E402
-from hdmf_zarr_parallel.codecs.gpu_plan import GpuCodecPlan, classify  # noqa: E402
-from hdmf_zarr_parallel.codecs.shard import build_shard  # noqa: E402
-from hdmf_zarr_parallel.engines.gpu_lanes import chunk_matrix, fill_rows  # noqa: E402
+from hdmf_zarr_parallel.gpu.encoder import NvcompBatchEncoder  # noqa: E402
+from hdmf_zarr_parallel.gpu.plan import GpuCodecPlan, classify  # noqa: E402
+from hdmf_zarr_parallel.gpu.rows import chunk_matrix, fill_rows  # noqa: E402
+from hdmf_zarr_parallel.shard_layout import build_shard  # noqa: E402
 
 
 def pad_to_chunk(data, chunk_shape, fill_value, dtype=None):
@@ -300,8 +300,8 @@ def test_shuffle_and_adler32_on_the_device_match_the_host():
     """The byte shuffle and zlib's Adler-32 with cupy give what numpy (and numcodecs, zlib) give."""
     import zlib
 
-    from hdmf_zarr_parallel.codecs.shuffle import shuffle_rows
-    from hdmf_zarr_parallel.codecs.zlib_frame import adler32_rows
+    from hdmf_zarr_parallel.gpu.framing import adler32_rows
+    from hdmf_zarr_parallel.gpu.rows import shuffle_rows
 
     host = walk((9, 70_001), "int32", seed=4)
     device = cupy.asarray(host)

@@ -21,8 +21,9 @@ from zarr.codecs.numcodecs import LZ4, Shuffle, Zlib
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel import ChunkWriteError
 from hdmf_zarr_parallel.dataset import DatasetWriter
-from hdmf_zarr_parallel.engines.gpu import GpuEngine
-from hdmf_zarr_parallel.engines.gpu_lanes import HostLane, chunk_matrix, fill_rows
+from hdmf_zarr_parallel.gpu.engine import GpuEngine
+from hdmf_zarr_parallel.gpu.lanes import HostLane
+from hdmf_zarr_parallel.gpu.rows import chunk_matrix, fill_rows
 from hdmf_zarr_parallel.options import WriteOptions
 from hdmf_zarr_parallel.pipeline import write_datasets
 
@@ -168,7 +169,7 @@ def test_store_failure_is_re_raised_and_lanes_released(tmp_path):
 
 def test_engine_gpu_without_a_device_refuses_before_writing(tmp_path):
     from hdmf_zarr_parallel import NWBParallelZarrIO
-    from hdmf_zarr_parallel.gpu_support import gpu_status
+    from hdmf_zarr_parallel.gpu.status import gpu_status
 
     if gpu_status().available:
         pytest.skip("this machine has a usable GPU")
@@ -220,8 +221,8 @@ def test_chunk_matrix_orders_chunks_as_units_then_inner_chunks(case):
 
 def test_the_data_path_is_plain_functions_usable_without_the_engine(store):
     """What the Dask engine's GPU workers call: encode on a lane, then store, in the calling thread."""
-    from hdmf_zarr_parallel.codecs.gpu_plan import classify
-    from hdmf_zarr_parallel.engines.gpu import encode_region_on_lane, encode_units_on_lane, store_encoded
+    from hdmf_zarr_parallel.gpu.datapath import encode_region_on_lane, encode_units_on_lane, store_encoded
+    from hdmf_zarr_parallel.gpu.plan import classify
 
     data = realistic((300, 20))
     data[64:128] = 0  # two all-fill shards: their keys are deleted, not written

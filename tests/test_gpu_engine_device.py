@@ -9,14 +9,14 @@ from zarr.codecs.numcodecs import LZ4, Shuffle, Zlib
 
 from conftest import BlockIterator, NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel.dataset import DatasetWriter
-from hdmf_zarr_parallel.gpu_support import gpu_status
+from hdmf_zarr_parallel.gpu.status import gpu_status
 
 pytestmark = pytest.mark.gpu
 
 if not gpu_status().available:
     pytest.skip(f"no usable GPU: {gpu_status().reason}", allow_module_level=True)
 
-from hdmf_zarr_parallel.engines.gpu import GpuEngine  # noqa: E402
+from hdmf_zarr_parallel.gpu.engine import GpuEngine  # noqa: E402
 from hdmf_zarr_parallel.options import WriteOptions  # noqa: E402
 from hdmf_zarr_parallel.pipeline import write_datasets  # noqa: E402
 

@@ -9,7 +9,7 @@ import zarr
 
 from conftest import NumpyIterator, make_array
 from hdmf_zarr_parallel.dataset import DatasetWriter
-from hdmf_zarr_parallel.engines.shared_tasks import SharedTask, TaskQueue
+from hdmf_zarr_parallel.gpu.shared_tasks import SharedTask, TaskQueue
 
 
 @pytest.fixture

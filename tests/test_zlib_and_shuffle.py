@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hdmf_zarr_parallel.codecs import zlib_frame
-from hdmf_zarr_parallel.codecs.shuffle import shuffle_rows
-from hdmf_zarr_parallel.codecs.zlib_frame import adler32_rows, frame
+from hdmf_zarr_parallel.gpu import framing
+from hdmf_zarr_parallel.gpu.framing import adler32_rows
+from hdmf_zarr_parallel.gpu.framing import zlib_frame as frame
+from hdmf_zarr_parallel.gpu.rows import shuffle_rows
 
 
 @settings(max_examples=60, deadline=None)
@@ -23,11 +24,11 @@ from hdmf_zarr_parallel.codecs.zlib_frame import adler32_rows, frame
 )
 def test_adler32_rows_matches_zlib(rows, width, step, seed):
     data = np.random.default_rng(seed).integers(0, 256, size=(rows, width), dtype=np.uint8)
-    default, zlib_frame._STEP_ELEMENTS = zlib_frame._STEP_ELEMENTS, step  # small steps: many blocks
+    default, framing._STEP_ELEMENTS = framing._STEP_ELEMENTS, step  # small steps: many blocks
     try:
         assert list(adler32_rows(np, data)) == [zlib.adler32(row.tobytes()) for row in data]
     finally:
-        zlib_frame._STEP_ELEMENTS = default
+        framing._STEP_ELEMENTS = default
 
 
 def test_adler32_of_a_long_row_of_255s():

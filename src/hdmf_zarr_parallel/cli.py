@@ -317,7 +317,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     rows.append(("platform", f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"))
     rows += [(label, _version(*dists) or "not installed") for label, dists in GPU_DISTRIBUTIONS]
     try:
-        from .gpu_support import gpu_status
+        from .gpu.status import gpu_status
     except ImportError as exc:
         rows.append(("GPU", f"unknown (gpu_support unavailable: {exc})"))
     else:

@@ -19,7 +19,7 @@ import zarr
 from hdmf.data_utils import AbstractDataChunkIterator, DataChunk, GenericDataChunkIterator
 
 from .assemble import UnitAssembler
-from .codecs.cpu import ZarrUnitEncoder
+from .cpu.unit import ZarrUnitEncoder
 from .errors import ChunkWriteError
 from .plan import Coords, Region, UnitGrid, region_size
 from .sink import ChunkSink

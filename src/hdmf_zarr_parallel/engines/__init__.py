@@ -17,7 +17,7 @@ __all__ = ["Engine", "ProcessEngine", "SerialEngine", "ThreadEngine", "choose_au
 
 def choose_auto_engine() -> tuple[str, str]:
     """The engine ``auto`` picks on this machine, and why."""
-    from ..gpu_support import gpu_status
+    from ..gpu.status import gpu_status
 
     status = gpu_status()
     if status.available:
@@ -37,7 +37,7 @@ def make_engine(options: WriteOptions) -> Engine:
     if name == "processes":
         return ProcessEngine(options.workers, options.mp_context, options.max_threads_per_process)
     if name == "gpu":
-        from .gpu import GpuEngine
+        from ..gpu.engine import GpuEngine
 
         return GpuEngine.create(options)
     if name == "dask":

@@ -25,45 +25,49 @@ chunk or region. A worker lost mid-write has its tasks rescheduled by Dask (up t
 its region whole, and each store write replaces a key with complete bytes.
 
 **Where a task encodes** (``gpu=``): with ``"auto"`` (the default), a worker whose
-process sees a usable GPU (:func:`~hdmf_zarr_parallel.gpu_support.gpu_status`, probed
+process sees a usable GPU (:func:`~hdmf_zarr_parallel.gpu.status.gpu_status`, probed
 once per worker process; dask-cuda's ``LocalCUDACluster`` gives each worker its own GPU)
 encodes the datasets whose codec chain nvCOMP can produce
-(:func:`~hdmf_zarr_parallel.codecs.gpu_plan.classify`, decided once per dataset on the
+(:func:`~hdmf_zarr_parallel.gpu.plan.classify`, decided once per dataset on the
 client) on that GPU, with the GPU engine's own data path
-(:func:`~hdmf_zarr_parallel.engines.gpu.encode_region_on_lane` or
-``encode_units_on_lane``, then :func:`~hdmf_zarr_parallel.engines.gpu.store_encoded`, in
-the same task); every other task encodes with the CPU codecs. ``"never"`` keeps every
-worker on the CPU codecs; ``"always"`` uses the GPU path for every GPU-capable dataset on
-every worker without asking ``gpu_status`` (a worker that cannot start a lane fails the
-write with a ``ChunkWriteError`` saying so).
+(:mod:`hdmf_zarr_parallel.gpu.datapath`, through
+:class:`~hdmf_zarr_parallel.gpu.worker_lanes.WorkerGpu`, in the same task); every other
+task encodes with the CPU codecs. ``"never"`` keeps every worker on the CPU codecs;
+``"always"`` uses the GPU path for every GPU-capable dataset on every worker without
+asking ``gpu_status`` (a worker that cannot start a lane fails the write with a
+``ChunkWriteError`` saying so).
 Each worker thread keeps one lane (CUDA stream, pinned staging, nvCOMP encoders), made
-by ``gpu_lane`` (default :class:`~hdmf_zarr_parallel.engines.gpu_lanes.NvcompLane`;
+by ``gpu_lane`` (default :class:`~hdmf_zarr_parallel.gpu.lanes.NvcompLane`;
 tests pass a ``HostLane``); :meth:`DaskEngine.shutdown` closes the lanes of every worker
-(a lane still in use by a task closes when that task ends).
+(a lane still in use by a task closes when that task ends; see
+:mod:`hdmf_zarr_parallel.gpu.worker_lanes`). Nothing of :mod:`hdmf_zarr_parallel.gpu` is
+imported with ``gpu="never"``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import logging
+import sys
 import threading
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codecs.gpu_plan import GpuCodecPlan, classify
 from ..dataset import DatasetWriter
 from ..errors import ChunkWriteError
 from ..options import WriteOptions
 from ..plan import Coords, Region
 from .base import Engine, tile_bytes_for, write_units
-from .gpu import encode_region_on_lane, encode_units_on_lane, store_encoded
-from .gpu_lanes import Lane, NvcompLane
+
+if TYPE_CHECKING:
+    from ..gpu.lanes import Lane
+    from ..gpu.worker_lanes import WorkerGpu
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +75,7 @@ LARGE_PAYLOAD_BYTES = 1 << 20  # a pickled dataset this big probably carries its
 MAX_PAYLOAD_BYTES = 16 << 20  # ... and this big is refused: every task would carry it
 WORKER_CACHE = 256  # datasets each worker process keeps unpickled
 GPU_MODES = ("auto", "never", "always")
-
-#: what a task needs to encode on a worker's GPU: (gpu mode, pickled lane factory, codec plan)
-GpuTask = tuple[str, bytes, GpuCodecPlan]
+_WORKER_LANES = importlib.util.resolve_name("..gpu.worker_lanes", __package__)
 
 
 def _import_distributed():
@@ -169,116 +171,29 @@ def _forget_writers(tokens: list[str]) -> None:
             _WORKER_WRITERS.pop(token, None)
 
 
-# -- GPU lanes on the workers: one per worker thread and lane factory, closed when dropped ------
-_LANE_FACTORIES: dict[bytes, Callable[[], Lane]] = {}
-_OPEN_LANES: dict[int, Lane] = {}  # id -> lane, every lane of this worker process not yet dropped
-_BUSY_LANES: set[int] = set()  # lanes a task is using right now
-_LANES_LOCK = threading.Lock()
-_THREAD = threading.local()  # .lanes: {pickled factory: this thread's lane}
-
-
-def _use_gpu(gpu: GpuTask | None) -> bool:
-    """Whether this task encodes on a GPU lane: the dataset's chain is GPU-capable (``gpu`` is set)
-    and, with ``"auto"``, this worker process sees a usable GPU (probed once per process)."""
-    if gpu is None:
-        return False
-    if gpu[0] == "always":
-        return True
-    from ..gpu_support import gpu_status
-
-    return gpu_status().available
-
-
-def _new_lane(factory_bytes: bytes) -> Lane:
-    from distributed.protocol.pickle import loads
-
-    with _LANES_LOCK:
-        factory = _LANE_FACTORIES.get(factory_bytes)
-    if factory is None:
-        factory = loads(factory_bytes)
-        with _LANES_LOCK:
-            _LANE_FACTORIES.setdefault(factory_bytes, factory)
-    try:
-        return factory()
-    except Exception as exc:
-        from ..gpu_support import gpu_status
-
-        name = getattr(factory, "__name__", None) or type(factory).__name__
-        raise RuntimeError(
-            f"this Dask worker cannot start a GPU lane ({name}: {exc!r}; GPU status: {gpu_status().reason}); "
-            "use gpu='auto' to let such workers encode with the CPU codecs"
-        ) from exc
-
-
-@contextlib.contextmanager
-def _worker_lane(factory_bytes: bytes) -> Iterator[Lane]:
-    """This worker thread's lane for that factory, created on first use; a lane dropped (by
-    :func:`_drop_lanes`) while in use is closed when the task lets go of it."""
-    lanes = _THREAD.__dict__.setdefault("lanes", {})
-    lane = lanes.get(factory_bytes)
-    with _LANES_LOCK:
-        if lane is not None and id(lane) not in _OPEN_LANES:
-            lane = None  # dropped (and closed) since this thread last used it
-    if lane is None:
-        lane = lanes[factory_bytes] = _new_lane(factory_bytes)
-        with _LANES_LOCK:
-            _OPEN_LANES[id(lane)] = lane
-    with _LANES_LOCK:
-        _BUSY_LANES.add(id(lane))
-    try:
-        yield lane
-    finally:
-        with _LANES_LOCK:
-            _BUSY_LANES.discard(id(lane))
-            dropped = id(lane) not in _OPEN_LANES
-        if dropped:
-            lanes.pop(factory_bytes, None)
-            lane.close()
-
-
-def _drop_lanes() -> int:
-    """Close every idle lane of this worker process and mark the busy ones to close after use."""
-    with _LANES_LOCK:
-        idle = [lane for key, lane in _OPEN_LANES.items() if key not in _BUSY_LANES]
-        _OPEN_LANES.clear()
-        _LANE_FACTORIES.clear()
-    for lane in idle:
-        try:
-            lane.close()
-        except Exception:  # a failing close must not stop the others, nor the write's tear-down
-            logger.warning("closing a GPU lane failed", exc_info=True)
-    return len(idle)
-
-
 # -- the tasks -----------------------------------------------------------------------------------
-def _write_region(token: str, payload: bytes, region: Region, gpu: GpuTask | None = None) -> int:
+def _write_region(token: str, payload: bytes, region: Region, gpu: WorkerGpu | None = None) -> int:
     writer = _worker_writer(token, payload)
-    if not _use_gpu(gpu):
-        return writer.write_region(region)
-    _, factory, plan = gpu
-    with _worker_lane(factory) as lane:
-        encoded = encode_region_on_lane(lane, writer, plan, region)
-    store_encoded(writer, encoded)
-    return writer.region_nbytes(region)
+    if gpu is not None and gpu.here():
+        return gpu.write_region(writer, region)
+    return writer.write_region(region)
 
 
 def _write_units(
-    token: str, payload: bytes, units: Sequence[tuple[Coords, np.ndarray]], gpu: GpuTask | None = None
+    token: str, payload: bytes, units: Sequence[tuple[Coords, np.ndarray]], gpu: WorkerGpu | None = None
 ) -> int:
     writer = _worker_writer(token, payload)
-    if not _use_gpu(gpu) or not units:
-        return write_units(writer, units)
-    _, factory, plan = gpu
-    with _worker_lane(factory) as lane:
-        encoded = encode_units_on_lane(lane, writer, plan, units)
-    store_encoded(writer, encoded)
-    return sum(data.nbytes for _, data in units)
+    if gpu is not None and units and gpu.here():
+        return gpu.write_units(writer, units)
+    return write_units(writer, units)
 
 
 def _release_write(tokens: list[str]) -> int:
-    """At the end of a write, on each worker: forget its datasets and close the GPU lanes."""
+    """At the end of a write, on each worker: forget its datasets and close the GPU lanes
+    (a worker that never imported the lanes' module has none)."""
     _forget_writers(tokens)
-    return _drop_lanes()
+    lanes = sys.modules.get(_WORKER_LANES)
+    return lanes.drop_lanes() if lanes is not None else 0
 
 
 def _store_only(writer: DatasetWriter) -> DatasetWriter:
@@ -300,25 +215,23 @@ class DaskEngine(Engine):
     sees a usable one and the dataset's codec chain is GPU-capable, else with the CPU codecs;
     ``"never"``: always the CPU codecs; ``"always"``: the GPU path for every GPU-capable dataset
     on every worker, without checking for a GPU. ``gpu_lane`` makes a worker thread's lane: a
-    picklable zero-argument callable returning a :class:`~.gpu_lanes.Lane` (default
-    :class:`~.gpu_lanes.NvcompLane`; a ``HostLane`` runs the GPU data path on the host, for tests).
+    picklable zero-argument callable returning a :class:`~hdmf_zarr_parallel.gpu.lanes.Lane` (default
+    :class:`~hdmf_zarr_parallel.gpu.lanes.NvcompLane`; a ``HostLane`` runs the GPU data path on the
+    host, for tests).
     """
 
     name = "dask"
 
     def __init__(
-        self, client: Any, retries: int = 0, gpu: str = "auto", gpu_lane: Callable[[], Lane] = NvcompLane
+        self, client: Any, retries: int = 0, gpu: str = "auto", gpu_lane: Callable[[], Lane] | None = None
     ) -> None:
-        from distributed.protocol.pickle import dumps
-
         if gpu not in GPU_MODES:
             raise ValueError(f"gpu must be one of {', '.join(map(repr, GPU_MODES))}; got {gpu!r}")
-        if not callable(gpu_lane):
-            raise TypeError(f"gpu_lane must be a callable that returns a Lane, got {type(gpu_lane).__name__}")
-        try:
-            lane_bytes = dumps(gpu_lane)
-        except Exception as exc:
-            raise TypeError(f"gpu_lane must pickle to reach the Dask workers: {exc!r}") from exc
+        lane_bytes = None
+        if gpu != "never" or gpu_lane is not None:
+            from ..gpu.worker_lanes import pickled_factory
+
+            lane_bytes = pickled_factory(gpu_lane)
         self.client = resolve_client(client)
         super().__init__(max_workers=0)
         self.retries = retries  # for exceptions; lost workers are rescheduled by Dask regardless
@@ -326,7 +239,7 @@ class DaskEngine(Engine):
         self._lane_bytes = lane_bytes
         self._threads = 0
         # id(writer) -> (token, pickled writer, what its tasks need to encode on a GPU or None)
-        self._writers: dict[int, tuple[str, bytes, GpuTask | None]] = {}
+        self._writers: dict[int, tuple[str, bytes, WorkerGpu | None]] = {}
         self._pending: dict[str, Any] = {}  # key -> distributed.Future of a running task
         self._checked_stores: set[str] = set()  # stores every worker was seen to reach, this write
         self._cancelling = False
@@ -364,15 +277,17 @@ class DaskEngine(Engine):
             self._writers[id(writer)] = (uuid.uuid4().hex, payload, self._gpu_task(writer))
         logger.debug("dask engine: %d dataset(s) admitted on %s", len(writers), self.describe())
 
-    def _gpu_task(self, writer: DatasetWriter) -> GpuTask | None:
+    def _gpu_task(self, writer: DatasetWriter) -> WorkerGpu | None:
         """What the tasks of a GPU-capable dataset carry to encode on a worker's GPU (``None``: CPU codecs)."""
         if self.gpu == "never":
             return None
-        plan = classify(writer.array)
-        if not plan:
-            logger.info("dataset '%s' is encoded with the CPU codecs on the Dask workers: %s", writer.name, plan.reason)
+        from ..gpu.worker_lanes import WorkerGpu
+
+        task = WorkerGpu.for_dataset(writer, self.gpu, self._lane_bytes)
+        if not task:
+            logger.info("dataset '%s' is encoded with the CPU codecs on the Dask workers: %s", writer.name, task.reason)
             return None
-        return (self.gpu, self._lane_bytes, plan)
+        return task
 
     def _connect(self) -> None:
         """Once per write: a running client and a cluster with workers (else tasks would wait forever)."""

@@ -19,8 +19,8 @@ from concurrent.futures import Future, InvalidStateError
 import numpy as np
 
 from ..dataset import DatasetWriter
+from ..engines.base import write_units
 from ..plan import Coords, Region
-from .base import write_units
 
 Units = list[tuple[Coords, np.ndarray]]
 

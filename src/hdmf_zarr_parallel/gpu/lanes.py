@@ -2,62 +2,23 @@
 
 The GPU engine runs several lanes at once, each on its own thread and stream, so the
 copies of one batch overlap the compression of another. ``NvcompLane`` is the real
-device; ``HostLane`` performs the same steps with numpy and numcodecs so the engine's
-scheduling, chunk carving, shard assembly and error handling are tested on machines
-without a GPU (CI), against stock zarr reads.
+device; ``HostLane`` performs the same steps with numpy and each algorithm's CPU
+reference codec (whose output it turns back into nvCOMP's RAW form and frames as the
+device path does), so the engine's scheduling, chunk carving, framing, shard assembly and
+error handling are tested on machines without a GPU (CI), against stock zarr reads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..codecs.gpu_plan import GpuCodecPlan
-from ..codecs.zlib_frame import adler32_rows, frame
-
-
-def chunk_matrix(xp, tile, units: tuple[int, ...], inner: tuple[int, ...], chunk: tuple[int, ...], fill_value):
-    """All chunks of a unit-aligned tile as one C-contiguous ``(units, chunks per unit, chunk size)`` array.
-
-    The tile is padded with the fill value to whole units (zarr pads edge chunks the same
-    way), then one reshape/transpose copy orders the chunks unit by unit in C order of the
-    unit coordinates and, inside a shard, in C order of the inner-chunk coordinates: the
-    order ``UnitGrid.units_overlapping`` and the shard index use. An unsharded array is
-    the case of one chunk per unit (``inner`` all ones).
-    """
-    full = tuple(n * k * c for n, k, c in zip(units, inner, chunk, strict=True))
-    if tuple(tile.shape) != full:
-        padded = xp.full(full, fill_value if fill_value is not None else 0, dtype=tile.dtype)
-        padded[tuple(slice(0, s) for s in tile.shape)] = tile
-        tile = padded
-    ndim = len(full)
-    split = tile.reshape(tuple(x for nkc in zip(units, inner, chunk, strict=True) for x in nkc))
-    order = [3 * i for i in range(ndim)] + [3 * i + 1 for i in range(ndim)] + [3 * i + 2 for i in range(ndim)]
-    ordered = xp.ascontiguousarray(split.transpose(order))
-    return ordered.reshape(math.prod(units), math.prod(inner), math.prod(chunk))
-
-
-def fill_rows(xp, rows, fill_value) -> np.ndarray:
-    """Which rows (chunks) hold only the fill value, as zarr decides it: NaN equals a NaN fill,
-    otherwise the bit patterns must match (so -0.0 is not a 0.0 fill). One reduction, one copy back."""
-    dtype = np.dtype(rows.dtype)
-    if fill_value is None:
-        fill_value = 0
-    if dtype.kind in "fc" and np.isnan(fill_value):
-        flags = xp.isnan(rows).all(axis=1)
-    else:
-        bits = np.dtype(f"u{dtype.itemsize}") if dtype.itemsize in (1, 2, 4, 8) else None
-        if bits is None:  # complex and other wide types: compare values
-            flags = (rows == dtype.type(fill_value)).all(axis=1)
-        else:
-            target = np.array(fill_value, dtype=dtype).view(bits)
-            flags = (rows.view(bits) == bits.type(target)).all(axis=1)
-    return np.asarray(flags.get() if hasattr(flags, "get") else flags, dtype=bool)
+from . import algorithms
+from .plan import GpuCodecPlan
 
 
 class Lane(ABC):
@@ -121,7 +82,7 @@ class NvcompLane(Lane):
         return device
 
     def encode(self, plan: GpuCodecPlan, rows: Any, indices: Sequence[int]) -> list[memoryview | bytes]:
-        from ..codecs.gpu import NvcompBatchEncoder
+        from .encoder import NvcompBatchEncoder
 
         encoder = self._encoders.get(plan)
         if encoder is None:
@@ -146,24 +107,20 @@ class NvcompLane(Lane):
 
 
 class HostLane(Lane):
-    """The lane's steps on the host with numpy and numcodecs: same bytes format, no device."""
+    """The lane's steps on the host with numpy and the algorithms' CPU reference codecs: same bytes format, no device."""
 
     def upload(self, host: np.ndarray) -> np.ndarray:
         return host
 
-    def encode(self, plan: GpuCodecPlan, rows: np.ndarray, indices: Sequence[int]) -> list[bytes]:
-        import numcodecs
-
+    def encode(self, plan: GpuCodecPlan, rows: np.ndarray, indices: Sequence[int]) -> list[memoryview | bytes]:
         chunks = [_row_bytes(rows[i], plan) for i in indices]
-        if plan.algorithm == "zlib":  # nvCOMP's raw deflate, framed as on the device
-            checksums = adler32_rows(np, np.stack(chunks)) if chunks else []
-            return [frame(_raw_deflate(c, plan.level), a) for c, a in zip(chunks, checksums, strict=True)]
-        codec = {
-            "zstd": lambda: numcodecs.Zstd(level=plan.level or 0),
-            "gzip": lambda: numcodecs.GZip(level=plan.level if plan.level is not None else 5),
-            "lz4": lambda: numcodecs.LZ4(acceleration=plan.level or 1),
-        }[plan.algorithm]()
-        return [codec.encode(c) for c in chunks]
+        if not chunks:
+            return []
+        algorithm = algorithms.get(plan.algorithm)
+        reference = algorithm.reference(plan.level)
+        raw = [algorithm.raw(reference.encode(c)) for c in chunks]  # what nvCOMP's RAW output holds
+        prepared = algorithm.prepare(np, lambda: np.stack(chunks))
+        return algorithm.frame(raw, plan.chunk_nbytes, prepared, lambda i: chunks[i].tobytes())
 
 
 def _row_bytes(row: np.ndarray, plan: GpuCodecPlan) -> np.ndarray:
@@ -171,10 +128,3 @@ def _row_bytes(row: np.ndarray, plan: GpuCodecPlan) -> np.ndarray:
     if row.dtype != np.uint8:
         row = np.ascontiguousarray(row, dtype=plan.dtype)
     return np.ascontiguousarray(row).view(np.uint8)
-
-
-def _raw_deflate(data: np.ndarray, level: int | None) -> bytes:
-    import zlib
-
-    compressor = zlib.compressobj(level if level is not None else 1, zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush()

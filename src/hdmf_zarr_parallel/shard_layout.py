@@ -1,14 +1,17 @@
-"""Host-side assembly of a zarr ``sharding_indexed`` shard from encoded inner chunks.
+"""One shard layout for both paths: a zarr ``sharding_indexed`` shard from encoded inner chunks.
 
 The format (zarr v3 sharding codec): the encoded inner chunks are concatenated (in any
-order; we use C order of the inner-chunk coordinates) and an index is stored at the
-start or the end of the shard. The index holds, per inner chunk in C order of its
+order: the GPU path uses C order of the inner-chunk coordinates, the CPU path the order
+zarr's own encoder writes, so that its shards are byte-identical to zarr's) and an index
+is stored at the start or the end of the shard. The index holds, per inner chunk in C order of its
 coordinates, ``(offset, nbytes)`` as little-endian uint64, with ``2**64 - 1`` in both
 fields for an empty (absent) chunk; offsets count from the start of the shard, so with
 the index at the start they include the index size. When the index codecs are
 ``[bytes, crc32c]`` the CRC32C of the index bytes follows as 4 little-endian bytes.
 
-crc32c comes from ``google_crc32c``, which zarr itself depends on.
+crc32c comes from ``google_crc32c``, which zarr itself depends on. Index chains other
+than ``bytes(little)`` with an optional ``crc32c`` are not built here (see
+:class:`~hdmf_zarr_parallel.chain.Sharding`).
 """
 
 from __future__ import annotations
@@ -57,14 +60,16 @@ def build_shard(
     chunks_per_shard: tuple[int, ...],
     index_location: Literal["start", "end"] = "end",
     crc32c: bool = True,
+    order: Sequence[int] | None = None,
 ) -> bytes | None:
     """Assemble one shard.
 
     ``encoded_inner_chunks`` holds one entry per inner chunk in C order of the inner-chunk
     coordinates (``len == prod(chunks_per_shard)``); ``None`` or an empty buffer marks an
     empty chunk (not stored, as zarr does for all-fill-value chunks with
-    ``write_empty_chunks=False``). Returns ``None`` when every inner chunk is empty: the
-    shard must then not be written (zarr deletes/skips it).
+    ``write_empty_chunks=False``). ``order`` lists those C-order positions in the order
+    their bytes follow each other in the shard (default: C order). Returns ``None`` when
+    every inner chunk is empty: the shard must then not be written (zarr deletes/skips it).
     """
     n = int(math.prod(chunks_per_shard))
     if len(encoded_inner_chunks) != n:
@@ -79,7 +84,8 @@ def build_shard(
     index_size = shard_index_nbytes(chunks_per_shard, crc32c)
     offset = index_size if index_location == "start" else 0
     parts: list[bytes | bytearray | memoryview] = []
-    for i, chunk in enumerate(encoded_inner_chunks):
+    for i in range(n) if order is None else order:
+        chunk = encoded_inner_chunks[i]
         size = _nbytes(chunk)
         if size == 0:
             continue
@@ -92,14 +98,13 @@ def build_shard(
 
     index_bytes = index.tobytes()
     if crc32c:
-        index_bytes += _crc(index_bytes).to_bytes(_CRC_NBYTES, "little")
+        index_bytes += _crc32c(index_bytes).to_bytes(_CRC_NBYTES, "little")
     if index_location == "start":
         return b"".join([index_bytes, *parts])
     return b"".join([*parts, index_bytes])
 
 
-def _crc(data: bytes) -> int:
-    return crc32c(data)
+_crc32c = crc32c  # the parameters named crc32c hide the function
 
 
 def parse_shard_index(
@@ -114,7 +119,7 @@ def parse_shard_index(
     raw = bytes(mv[:size] if index_location == "start" else mv[len(mv) - size :])
     if crc32c:
         body, stored = raw[:-_CRC_NBYTES], int.from_bytes(raw[-_CRC_NBYTES:], "little")
-        if _crc(body) != stored:
+        if _crc32c(body) != stored:
             raise ValueError("shard index crc32c mismatch")
         raw = body
     return np.frombuffer(raw, dtype="<u8").reshape(tuple(chunks_per_shard) + (2,))

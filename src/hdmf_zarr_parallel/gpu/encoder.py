@@ -11,16 +11,9 @@ copy brings that region into pinned host memory that the returned views own (bac
 cupy's pinned pool once they are stored). No step costs Python work per chunk on the
 device side.
 
-Framing per algorithm (what zarr's CPU codecs read):
-
-* ``zstd``: nvCOMP Zstd, RAW bitstream = one zstd frame; stored as is.
-* ``gzip``: nvCOMP Gzip, RAW bitstream = one gzip member; stored as is. Should a build
-  emit bare deflate instead, the member is completed on the host (header + CRC32 +
-  ISIZE; the CRC needs the uncompressed bytes, so this fallback is slow).
-* ``lz4``: nvCOMP LZ4, RAW bitstream = one raw LZ4 block; numcodecs' 4-byte
-  little-endian uncompressed-size header is put in front.
-* ``zlib``: nvCOMP Deflate, RAW bitstream = one raw deflate stream; the zlib header goes in
-  front and the Adler-32 of the chunk (computed on the device) behind.
+Each plan's output algorithm (:mod:`.algorithms`) names the nvCOMP algorithm, caps the
+chunk size and frames the RAW output (a header, a trailer, nothing) into what zarr's CPU
+codec reads.
 
 Rows may also come as bytes (``uint8``, one row of ``chunk_nbytes`` per chunk), as after
 the byte shuffle of a ``numcodecs.shuffle`` chain.
@@ -31,40 +24,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .gpu_plan import GpuCodecPlan
-from .lz4_frame import HEADER_SIZE as LZ4_HEADER_SIZE
-from .lz4_frame import header_bytes as lz4_header_bytes
-from .zlib_frame import HEADER as ZLIB_HEADER
-from .zlib_frame import adler32_rows
-from .zlib_frame import frame as zlib_frame
+from . import algorithms
+from .plan import GpuCodecPlan
 
-__all__ = [
-    "ALGORITHM_NAMES",
-    "MAX_CHUNK_NBYTES",
-    "NvcompBatchEncoder",
-    "make_nvcomp_codec",
-]
+__all__ = ["NvcompBatchEncoder", "make_nvcomp_codec"]
 
-# nvCOMP algorithm names, first the documented spelling, then fallbacks.
-ALGORITHM_NAMES: dict[str, tuple[str, ...]] = {
-    "zstd": ("Zstd", "zstd", "ZSTD"),
-    "gzip": ("Gzip", "gzip", "GZIP"),
-    "lz4": ("LZ4", "lz4"),
-    "zlib": ("Deflate", "deflate", "DEFLATE"),
-}
-# Largest uncompressed chunk nvCOMP compresses as one RAW unit (nvcomp/*.h).
-MAX_CHUNK_NBYTES: dict[str, int] = {
-    "zstd": (1 << 31) - 1,
-    "gzip": (1 << 31) - 1,
-    "lz4": 1 << 24,
-    "zlib": (1 << 31) - 1,
-}
 _D2H = 2  # cudaMemcpyDeviceToHost
 
 logger = logging.getLogger(__name__)
@@ -96,13 +65,12 @@ def make_nvcomp_codec(algorithm: str, stream_ptr: int, chunk_nbytes: int | None 
     ``cuda_stream``, ``uncomp_chunk_size``), then simpler ones. Returns the codec and the
     keyword arguments that worked.
     """
+    names = algorithms.get(algorithm).nvcomp_names
     from nvidia import nvcomp
 
-    if algorithm not in ALGORITHM_NAMES:
-        raise ValueError(f"nvCOMP algorithm {algorithm!r} has no CPU-readable RAW format here")
     raw = nvcomp.BitstreamKind.RAW
     errors: list[str] = []
-    for name in ALGORITHM_NAMES[algorithm]:
+    for name in names:
         base: dict[str, Any] = {"algorithm": name, "bitstream_kind": raw}
         variants: list[dict[str, Any]] = []
         if stream_ptr:
@@ -120,21 +88,13 @@ def make_nvcomp_codec(algorithm: str, stream_ptr: int, chunk_nbytes: int | None 
     raise RuntimeError(f"could not create an nvCOMP {algorithm} codec; last error: {errors[-1]}")
 
 
-def _gzip_member_from_deflate(deflate: bytes, uncompressed: bytes) -> bytes:
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no flags, mtime 0, xfl 0, OS unknown
-    trailer = (zlib.crc32(uncompressed) & 0xFFFFFFFF).to_bytes(4, "little") + (len(uncompressed) & 0xFFFFFFFF).to_bytes(
-        4, "little"
-    )
-    return header + deflate + trailer
-
-
 class NvcompBatchEncoder:
     """Encode batches of equally-shaped chunks on the GPU with nvCOMP; return host bytes.
 
     Parameters
     ----------
     plan:
-        The array's :class:`~hdmf_zarr_parallel.codecs.gpu_plan.GpuCodecPlan`.
+        The array's :class:`~hdmf_zarr_parallel.gpu.plan.GpuCodecPlan`.
     stream:
         A ``cupy.cuda.Stream`` (or a raw ``cudaStream_t`` as int) to run on; ``None``
         creates a non-blocking stream owned by the encoder.
@@ -145,24 +105,24 @@ class NvcompBatchEncoder:
     def __init__(self, plan: GpuCodecPlan, stream: Any = None) -> None:
         import cupy
 
-        if plan.algorithm not in ALGORITHM_NAMES:
-            raise ValueError(f"unsupported algorithm {plan.algorithm!r}")
+        algorithm = algorithms.get(plan.algorithm)
         nbytes = plan.chunk_nbytes
         if nbytes <= 0:
             raise ValueError(f"chunk of shape {plan.chunk_shape} holds no bytes")
-        if nbytes > MAX_CHUNK_NBYTES[plan.algorithm]:
+        if nbytes > algorithm.max_chunk_nbytes:
             raise ValueError(
-                f"nvCOMP {plan.algorithm} encodes at most {MAX_CHUNK_NBYTES[plan.algorithm]} bytes per chunk; "
+                f"nvCOMP {plan.algorithm} encodes at most {algorithm.max_chunk_nbytes} bytes per chunk; "
                 f"this array's chunks hold {nbytes} bytes (use smaller chunks, or inner chunks with sharding)"
             )
         self.plan = plan
+        self.algorithm = algorithm
         self._cupy = cupy
         self._owns_stream = stream is None
         self.stream = cupy.cuda.Stream(non_blocking=True) if stream is None else stream
         self._stream_ptr = _stream_ptr(self.stream)
         # uncomp_chunk_size >= the chunk size so that nvCOMP never splits a chunk (rounded
         # up to 4 KiB; the largest RAW unit caps it).
-        chunk_size_hint = min(-(-nbytes // 4096) * 4096, MAX_CHUNK_NBYTES[plan.algorithm])
+        chunk_size_hint = min(-(-nbytes // 4096) * 4096, algorithm.max_chunk_nbytes)
         self._codec, self.codec_kwargs = make_nvcomp_codec(plan.algorithm, self._stream_ptr, chunk_size_hint)
         try:
             self._align = max(1, int(self._codec.get_required_compression_alignment()))
@@ -341,7 +301,10 @@ class NvcompBatchEncoder:
             batch = nvcomp.as_arrays(
                 buffer, (picked * stride).tolist(), [nbytes] * picked.size, cuda_stream=self._stream_ptr
             )
-            checksums = self._zlib_checksums(buffer, stride, picked)
+            # what the framing needs from the uncompressed rows (zlib: their Adler-32), on the device
+            prepared = self.algorithm.prepare(
+                cupy, lambda: buffer.reshape(-1, stride)[:, :nbytes][cupy.asarray(picked)]
+            )
             enc, out_ptrs, out_buffer = self._encode_batch(batch, buffer[:nbytes], picked.size)
             # wait here, where cupy lets other threads run, rather than inside nvCOMP's
             # buffer_sizes, which holds the GIL while it waits (measured on an H200)
@@ -350,19 +313,9 @@ class NvcompBatchEncoder:
             ptrs = out_ptrs if out_ptrs is not None else [self._device_ptr(enc[i]) for i in range(len(sizes))]
             out = self._download(ptrs, sizes, copy)
             del enc, batch, out_buffer
-        if self.plan.algorithm == "gzip":
-            out = self._ensure_gzip_members(out, lambda i: rows[int(picked[i])])
-        if checksums is not None:
-            out = [memoryview(zlib_frame(piece, checksum)) for piece, checksum in zip(out, checksums, strict=True)]
-            self.last_encoded_nbytes += len(out) * (len(ZLIB_HEADER) + 4)
+        out = self.algorithm.frame(out, nbytes, prepared, lambda i: cupy.asnumpy(rows[int(picked[i])]).tobytes())
+        self.last_encoded_nbytes = sum(memoryview(piece).nbytes for piece in out)
         return out
-
-    def _zlib_checksums(self, buffer: Any, stride: int, picked: np.ndarray) -> np.ndarray | None:
-        """zlib only: the Adler-32 of each chosen row, computed on the device (zlib's trailer)."""
-        if self.plan.algorithm != "zlib":
-            return None
-        matrix = buffer.reshape(-1, stride)[:, : self.plan.chunk_nbytes]
-        return adler32_rows(self._cupy, matrix[self._cupy.asarray(picked)])
 
     def _encode_batch(self, batch: Any, sample: Any, count: int) -> tuple[Any, list[int] | None, Any]:
         """nvCOMP's encode into one pre-allocated output buffer of fixed-size slots, whose
@@ -398,23 +351,17 @@ class NvcompBatchEncoder:
     def _download(self, ptrs: list[int], sizes: list[int], copy: bool) -> list[memoryview]:
         """The compressed bytes on the host: one D2H copy of the output region when it is compact."""
         cupy = self._cupy
-        header = LZ4_HEADER_SIZE if self.plan.algorithm == "lz4" else 0
         lo = min(ptrs)
         span = max(p + n for p, n in zip(ptrs, sizes, strict=True)) - lo
         if span > 4 * self.plan.chunk_nbytes * len(sizes) + (1 << 20):
-            return self._copy_each(ptrs, sizes, header, copy)
+            return self._copy_each(ptrs, sizes, copy)
         # nvCOMP's outputs sit in one allocation: one D2H copy of that region beats one
-        # copy per chunk (per-chunk copies halve throughput at 64 KiB chunks)
+        # copy per chunk, which costs most with small chunks
         host = self._batch_host_buffer(span) if copy else self._pinned_buffer(span)
         cupy.cuda.runtime.memcpyAsync(host.ctypes.data, lo, span, _D2H, self._stream_ptr)
         self._synchronize()
         region = memoryview(host[:span])
-        pieces = [region[p - lo : p - lo + n] for p, n in zip(ptrs, sizes, strict=True)]
-        if header:
-            framing = lz4_header_bytes(self.plan.chunk_nbytes)
-            pieces = [memoryview(framing + bytes(piece)) for piece in pieces]
-        self.last_encoded_nbytes = sum(sizes) + header * len(sizes)
-        return pieces
+        return [region[p - lo : p - lo + n] for p, n in zip(ptrs, sizes, strict=True)]
 
     def _synchronize(self) -> None:
         if self._stream_ptr:
@@ -426,34 +373,19 @@ class NvcompBatchEncoder:
         """The encoder's stream as the current one (for cupy allocations and kernels)."""
         return self.stream if hasattr(self.stream, "__enter__") else contextlib.nullcontext()
 
-    def _copy_each(self, ptrs: list[int], sizes: list[int], header: int, copy: bool) -> list[memoryview]:
+    def _copy_each(self, ptrs: list[int], sizes: list[int], copy: bool) -> list[memoryview]:
         """One D2H copy per chunk into the pinned buffer (outputs scattered in device memory)."""
-        total = sum(sizes) + header * len(sizes)
+        total = sum(sizes)
         pinned = self._pinned_buffer(total)
         base = pinned.ctypes.data
         bounds: list[tuple[int, int]] = []
         off = 0
         for ptr, n in zip(ptrs, sizes, strict=True):
             start = off
-            if header:
-                pinned[off : off + header] = np.frombuffer(lz4_header_bytes(self.plan.chunk_nbytes), dtype=np.uint8)
-                off += header
             if n:
                 self._cupy.cuda.runtime.memcpyAsync(base + off, ptr, n, _D2H, self._stream_ptr)
             off += n
             bounds.append((start, off))
         self._synchronize()
-        self.last_encoded_nbytes = total
         view = memoryview(bytearray(pinned[:total])) if copy else memoryview(pinned)[:total]
         return [view[a:b] for a, b in bounds]
-
-    def _ensure_gzip_members(self, blobs: list[memoryview], source: Callable[[int], Any]) -> list[memoryview]:
-        """Complete bare deflate streams into gzip members (fallback; normally a no-op)."""
-        fixed: list[memoryview] = []
-        for i, blob in enumerate(blobs):
-            if len(blob) >= 2 and blob[0] == 0x1F and blob[1] == 0x8B:
-                fixed.append(blob)
-            else:
-                raw = self._cupy.asnumpy(source(i)).tobytes()
-                fixed.append(memoryview(_gzip_member_from_deflate(bytes(blob), raw)))
-        return fixed

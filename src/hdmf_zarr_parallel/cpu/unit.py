@@ -3,8 +3,8 @@
 Using zarr's codec objects (not re-implementations) is what keeps invariant 1:
 every unit is encoded exactly as zarr itself would encode it, including sharding
 and the all-fill-value skip. Shards whose inner chain allows it are encoded by
-:mod:`.cpu_shard`, which calls the same codec objects with less time under the GIL
-and lays the shard out with zarr's own code: the same bytes.
+:mod:`.shard`, which calls the same codec objects with less time under the GIL
+and lays the shard out as zarr does: the same bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from zarr.core.chunk_utils import ChunkTransform, chunk_is_empty
 from zarr.core.codec_pipeline import AsyncChunkTransform
 from zarr.core.sync import sync
 
-from .cpu_shard import CpuShardEncoder
+from .shard import CpuShardEncoder
 
 
 class ZarrUnitEncoder:

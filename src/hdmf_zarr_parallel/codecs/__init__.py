@@ -1,1 +1,0 @@
-"""Chunk encoders: zarr's own CPU codecs and the nvCOMP GPU codecs."""

@@ -1,0 +1,19 @@
+"""The GPU path: nvCOMP encodes batches of chunks on CUDA streams, host threads store them.
+
+Importing this package, or :mod:`.status`, imports neither cupy nor nvCOMP. The modules,
+in the order data flows through them:
+
+* :mod:`.status`: is the GPU path usable here, and why not (one cached probe);
+* :mod:`.plan`: can an array's codec chain be written on the GPU (a :class:`~.plan.GpuCodecPlan`
+  or an :class:`~.plan.Unsupported` with the reason);
+* :mod:`.algorithms`: one object per output algorithm (zstd, gzip, lz4, zlib): its nvCOMP name,
+  size cap, framing and CPU reference codec; :mod:`.framing` holds the byte helpers they use;
+* :mod:`.rows`: the array operations on chunk rows (carving, fill check, byte shuffle), numpy or cupy;
+* :mod:`.encoder`: :class:`~.encoder.NvcompBatchEncoder`, one batched nvCOMP call per batch;
+* :mod:`.lanes`: one CUDA stream's worth of work (``NvcompLane``), or the same steps on the
+  host (``HostLane``, for machines without a GPU);
+* :mod:`.datapath`: read, encode on a lane, assemble shards, store: plain functions;
+* :mod:`.engine`, :mod:`.shared_tasks`: the GPU engine's scheduling, and the tasks its lanes
+  share with CPU helper threads;
+* :mod:`.worker_lanes`: the lanes of Dask workers (one per worker thread, closed at the end of a write).
+"""
