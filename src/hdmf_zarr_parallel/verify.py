@@ -93,7 +93,7 @@ def _v2_scalar(builder: Any) -> Any:
     """A builder's data; a Zarr v2 scalar (dtype "scalar": hdmf-zarr <= 0.13 stored a scalar as a
     one-element array, which its v2 reader hands over as that array) as its one element."""
     data = builder.data
-    if builder.dtype == "scalar" and getattr(data, "shape", None) == (1,):
+    if isinstance(builder.dtype, str) and builder.dtype == "scalar" and getattr(data, "shape", None) == (1,):
         return data[0]
     return data
 
