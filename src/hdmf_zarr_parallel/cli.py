@@ -96,13 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = sub.add_parser(
         "convert",
-        help="convert an NWB HDF5 file to NWB Zarr through the parallel (or GPU) engines",
+        help="convert an NWB HDF5 file (or NWB Zarr v2 store) to NWB Zarr through the parallel (or GPU) engines",
         description="Convert an NWB HDF5 file to NWB Zarr: the same content as stock NWBZarrIO.export "
-        "(link_data=False), with every large numeric dataset streamed through the parallel (or GPU) engine "
+        "(link_data=False); or an NWB Zarr v2 store to NWB Zarr v3: the same content as stock "
+        "NWBZarrV2IO.convert_to_v3. Every large numeric dataset is streamed through the parallel (or GPU) engine "
         "and small ones copied as stock does. The store is written under a temporary name and renamed "
         "when complete.",
     )
-    convert.add_argument("input", type=Path, help="NWB HDF5 file (.nwb)")
+    convert.add_argument("input", type=Path, help="NWB HDF5 file (.nwb), or NWB Zarr v2 store (hdmf-zarr <= 0.13)")
     convert.add_argument("output", type=Path, help="NWB Zarr store to create (e.g. session.nwb.zarr)")
     convert.add_argument("--engine", choices=ENGINES, default="auto", help="write engine (default auto)")
     convert.add_argument("--workers", type=_positive_int, default=None, help="worker count (default: one per core)")
@@ -155,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         "of --workers single-threaded processes",
     )
     convert.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    convert.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="Zarr v2 input: decode its pickle-encoded datasets (hdmf-zarr <= 0.13 writes electrodes/group "
+        "that way); unpickling can run arbitrary code, so only for files you trust",
+    )
     convert.add_argument(
         "--verify", action="store_true", help="read input and output back and compare every dataset and attribute"
     )
@@ -255,6 +262,7 @@ def _convert(args: argparse.Namespace, progress: bool, client) -> int:
             verify=args.verify,
             progress=progress,
             client=client,
+            allow_pickle=args.allow_pickle,
         )
         report = convert(args.input, args.output, options, log=lambda text: print(text, flush=True))
     except ConvertError as exc:

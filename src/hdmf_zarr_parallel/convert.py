@@ -18,6 +18,10 @@ fill value), attributes, references and links. ``--codec``/``--level``/``--chunk
 ``--chunk-mb``/``--shards`` change only the storage layout of the streamed arrays
 (codec also of the small numeric ones), never their values.
 
+An NWB Zarr v2 store (hdmf-zarr <= 0.13, what neuroconv writes) is read with hdmf-zarr's
+``NWBZarrV2IO`` and converted as stock ``NWBZarrV2IO.convert_to_v3`` does, its large numeric
+arrays streamed the same way; that lives in :mod:`.zarr_v2`.
+
 The output is written under a hidden temporary name next to ``dst`` and renamed to
 ``dst`` only after the write (and ``verify``) succeeded, so an interrupted or failed
 conversion never leaves a store that looks complete.
@@ -26,6 +30,7 @@ conversion never leaves a store that looks complete.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
 import shutil
@@ -80,6 +85,7 @@ class ConvertOptions:
     verify: bool = False
     progress: bool | dict[str, Any] = False
     client: Any = None  # engine="dask": a distributed.Client (None: the current one)
+    allow_pickle: bool = False  # Zarr v2 input: decode pickle-encoded datasets (trusted files only)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -281,6 +287,7 @@ def _convert_io_class():
     from hdmf_zarr.utils import ZarrDataIO
     from zarr.abc.codec import ArrayArrayCodec, BytesBytesCodec
 
+    from . import zarr_v2
     from .io import NWBParallelZarrIO
 
     class _ConvertIO(NWBParallelZarrIO):
@@ -299,6 +306,8 @@ def _convert_io_class():
             builder = kwargs.get("builder")
             data = kwargs.get("force_data")
             data = builder.data if data is None else data
+            if zarr_v2.is_v2_array(data):  # a Zarr v2 input (see zarr_v2.py)
+                return zarr_v2.write_v2_dataset(self, kwargs, super().write_dataset)
             if not ZarrDataIO.is_h5py_dataset(data):
                 return super().write_dataset(**kwargs)
             options = self.convert_options
@@ -365,15 +374,16 @@ def _convert_io_class():
 # Checks of the inputs
 # --------------------------------------------------------------------------------------
 def check_source(src: str | Path) -> Path:
-    """An existing, readable NWB HDF5 file, or :class:`ConvertError` saying what is wrong."""
+    """An existing, readable NWB HDF5 file or NWB Zarr v2 store, or :class:`ConvertError` saying what is wrong."""
     import h5py
 
     path = Path(src)
     if not path.exists():
         raise ConvertError(f"input not found: {path}")
-    if path.is_dir():
-        kind = "a Zarr store" if (path / "zarr.json").exists() else "a folder"
-        raise ConvertError(f"input {path} is {kind}; convert reads an NWB HDF5 file (.nwb)")
+    if path.is_dir():  # an NWB Zarr v2 store, or a clear error (zarr_v2.py)
+        from . import zarr_v2
+
+        return zarr_v2.check_source(path)
     if not os.access(path, os.R_OK):
         raise ConvertError(f"input {path} is not readable (permission denied)")
     try:
@@ -456,15 +466,29 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _open_source(src_path: Path, options: ConvertOptions):
+    """The source IO and any other ``export`` arguments: ``NWBHDF5IO``, or for a Zarr v2 store
+    ``NWBZarrV2IO`` and the ``NWBFile`` it read (:func:`.zarr_v2.open_source`)."""
+    if src_path.is_dir():
+        from . import zarr_v2
+
+        with zarr_v2.open_source(src_path, options) as opened:
+            yield opened
+        return
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(str(src_path), mode="r") as src_io:
+        yield src_io, {}
+
+
 def convert(
     src: str | Path,
     dst: str | Path,
     options: ConvertOptions | None = None,
     log: Callable[[str], None] | None = None,
 ) -> ConvertReport:
-    """Convert the NWB HDF5 file ``src`` to the NWB Zarr store ``dst``; see the module doc."""
-    from pynwb import NWBHDF5IO
-
+    """Convert the NWB HDF5 file (or NWB Zarr v2 store) ``src`` to the NWB Zarr store ``dst``; see the module doc."""
     options = options or ConvertOptions()
     src_path = check_source(src)
     dst_path = check_destination(dst, options.overwrite, src_path)
@@ -476,7 +500,7 @@ def convert(
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            with NWBHDF5IO(str(src_path), mode="r") as src_io:
+            with _open_source(src_path, options) as (src_io, export_args):
                 out = convert_io(
                     str(temporary),
                     mode="w",
@@ -489,7 +513,7 @@ def convert(
                     source_path=str(src_path),
                 )
                 try:
-                    out.export(src_io=src_io, write_args={"link_data": False})
+                    out.export(src_io=src_io, write_args={"link_data": False}, **export_args)
                 finally:
                     out.close_iterators()
                     out.close()
@@ -503,13 +527,13 @@ def convert(
             streamed=list(out.streamed),
             reading=dict(out.reading),
             copied=out.copied,
-            source_bytes=src_path.stat().st_size,
+            source_bytes=_dir_bytes(src_path) if src_path.is_dir() else src_path.stat().st_size,
             stored_bytes=_dir_bytes(temporary),
         )
         if options.verify:
             say("verifying: reading both files back and comparing every dataset ...")
             t0 = time.perf_counter()
-            problems = compare_nwb_files(src_path, temporary)
+            problems = compare_nwb_files(src_path, temporary, allow_pickle=options.allow_pickle)
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise ConvertError(f"verification failed: {problems[0]}{more}")

@@ -13,26 +13,34 @@ from typing import Any
 import numpy as np
 
 
-def compare_nwb_files(a: str | Path, b: str | Path, limit: int = 20) -> list[str]:
-    """Read two NWB files (HDF5 or Zarr, by suffix / kind) back with hdmf and compare them.
+def compare_nwb_files(a: str | Path, b: str | Path, limit: int = 20, allow_pickle: bool = False) -> list[str]:
+    """Read two NWB files (HDF5, Zarr v3 or Zarr v2, by kind) back with hdmf and compare them.
 
     Both are read as hdmf builders and compared group by group, dataset by dataset
     (values with ``np.array_equal``, dtype for numeric data), attribute by attribute
     (values; JSON attributes in Zarr lose numpy scalar types, so only values count),
     link by link and reference by reference (by target path). Returns the differences,
-    at most ``limit``; empty when the files hold the same content.
+    at most ``limit``; empty when the files hold the same content. ``allow_pickle``: a Zarr v2
+    file may decode its pickle-encoded datasets (trusted files only; see :mod:`.zarr_v2`).
     """
+    from .zarr_v2 import pickle_decoding, quiet_reader
+
     problems: list[str] = []
-    with _open_nwb(a) as io_a, _open_nwb(b) as io_b:
-        _compare_builders(io_a.read_builder(), io_b.read_builder(), problems, limit)
+    with pickle_decoding(allow_pickle), quiet_reader():
+        with _open_nwb(a, allow_pickle) as io_a, _open_nwb(b, allow_pickle) as io_b:
+            _compare_builders(io_a.read_builder(), io_b.read_builder(), problems, limit)
     return problems
 
 
-def _open_nwb(path: str | Path):
+def _open_nwb(path: str | Path, allow_pickle: bool = False):
     from hdmf_zarr.nwb import NWBZarrIO
     from pynwb import NWBHDF5IO
 
+    from .zarr_v2 import is_v2_store, open_reader
+
     path = Path(path)
+    if is_v2_store(path):
+        return open_reader(path, allow_pickle)
     if path.is_dir():
         return NWBZarrIO(str(path), mode="r")
     return NWBHDF5IO(str(path), mode="r")
@@ -74,11 +82,20 @@ def _compare_builders(a: Any, b: Any, problems: list[str], limit: int, seen: set
         if not isinstance(b, DatasetBuilder):
             problems.append(f"{where}: dataset in one, {type(b).__name__} in the other")
             return
-        va, vb = _normalize(a.data), _normalize(b.data)
+        va, vb = _normalize(_v2_scalar(a)), _normalize(_v2_scalar(b))
         if not _equal(va, vb, strict_dtype=True):
             problems.append(f"{where}: data differ ({_describe(va)} vs {_describe(vb)})")
     elif isinstance(a, LinkBuilder):  # pragma: no cover - links are compared by their parents
         pass
+
+
+def _v2_scalar(builder: Any) -> Any:
+    """A builder's data; a Zarr v2 scalar (dtype "scalar": hdmf-zarr <= 0.13 stored a scalar as a
+    one-element array, which its v2 reader hands over as that array) as its one element."""
+    data = builder.data
+    if isinstance(builder.dtype, str) and builder.dtype == "scalar" and getattr(data, "shape", None) == (1,):
+        return data[0]
+    return data
 
 
 def _compare_attributes(a: dict, b: dict, where: str, problems: list[str]) -> None:
