@@ -60,8 +60,8 @@ def host_lane_gpu_write(array, iterator, workers: int) -> None:
     tests/test_gpu_engine_cpu.py). Repoint here when those modules move."""
     from hdmf_zarr_parallel import WriteOptions
     from hdmf_zarr_parallel.dataset import DatasetWriter
-    from hdmf_zarr_parallel.engines.gpu import GpuEngine
-    from hdmf_zarr_parallel.engines.gpu_lanes import HostLane
+    from hdmf_zarr_parallel.gpu.engine import GpuEngine
+    from hdmf_zarr_parallel.gpu.lanes import HostLane
     from hdmf_zarr_parallel.pipeline import write_datasets
 
     options = WriteOptions(engine="gpu", max_workers=workers)
