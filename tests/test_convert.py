@@ -13,6 +13,7 @@ from __future__ import annotations
 import pickle
 import shutil
 import warnings
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -290,3 +291,51 @@ def test_bad_inputs(source, tmp_path):
 def test_bad_options(options, match):
     with pytest.raises(ConvertError, match=match):
         ConvertOptions(**options)
+
+
+# --------------------------------------------------------------------------------------
+# --verify and byte order (issue 12, item 8)
+# --------------------------------------------------------------------------------------
+def big_endian_nwb(path):
+    """An NWB file whose numeric datasets are big-endian (``>f8``, ``>i4``), as some writers leave them."""
+    import h5py
+    from pynwb import NWBFile, TimeSeries
+
+    nwbfile = NWBFile(
+        session_description="big-endian", identifier="big-endian", session_start_time=datetime(2024, 1, 1, tzinfo=UTC)
+    )
+    n = 200_000
+    nwbfile.add_acquisition(TimeSeries(name="f8", data=np.linspace(-1, 1, n), unit="V", timestamps=np.arange(n) / 1e3))
+    nwbfile.add_acquisition(TimeSeries(name="i4", data=np.arange(n, dtype=np.int32) - 7, unit="V", rate=1e3))
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwbfile)
+    with h5py.File(path, "r+") as f:
+        for name, dtype in [("f8/data", ">f8"), ("f8/timestamps", ">f8"), ("i4/data", ">i4")]:
+            old = f["acquisition/" + name]
+            values, attrs = old[...], dict(old.attrs)
+            del f["acquisition/" + name]
+            new = f.create_dataset("acquisition/" + name, data=values.astype(dtype))
+            new.attrs.update(attrs)
+    return path
+
+
+def test_verify_compares_values_whatever_their_byte_order(tmp_path):
+    import h5py
+
+    from hdmf_zarr_parallel.verify import _equal
+
+    source = big_endian_nwb(tmp_path / "be.nwb")
+    with h5py.File(source, "r") as f:
+        assert f["acquisition/f8/data"].dtype.str == ">f8" and f["acquisition/i4/data"].dtype.str == ">i4"
+    out = tmp_path / "be.nwb.zarr"
+    report = convert(source, out, ConvertOptions(verify=True, stream_min_bytes=SMALL))
+    assert report.verified is True
+    assert siblings(out) == ["be.nwb", "be.nwb.zarr"]
+    data = zarr.open_array(str(out / "acquisition/f8/data"), mode="r")
+    np.testing.assert_array_equal(data[...], np.linspace(-1, 1, 200_000))
+    # a real difference in value still fails, and so does a different type of the same values
+    zarr.open_array(str(out / "acquisition/i4/data"), mode="a")[3] = 0
+    problems = compare_nwb_files(source, out)
+    assert len(problems) == 1 and "acquisition/i4/data: data differ (>i4[200000] vs int32[200000])" in problems[0]
+    assert not _equal(np.arange(3, dtype=">i4"), np.arange(3, dtype="<i8"), strict_dtype=True)
+    assert _equal(np.arange(3, dtype=">i4"), np.arange(3, dtype="<i4"), strict_dtype=True)
