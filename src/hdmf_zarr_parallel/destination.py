@@ -133,6 +133,11 @@ class OutputLock:
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except PermissionError:  # left by another user's convert that was killed: flock needs no write
+                try:
+                    fd = os.open(self.path, os.O_RDONLY)
+                except OSError as exc:
+                    raise ConvertError(f"cannot open the lock file {self.path}: {exc.strerror}") from None
             except OSError as exc:
                 raise ConvertError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
             try:
@@ -157,8 +162,9 @@ class OutputLock:
             if same:
                 break
             os.close(fd)  # its holder removed it after we opened it: lock the new one
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        with contextlib.suppress(OSError):  # who holds it, for the message of the next one
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
         self.held = True
 
