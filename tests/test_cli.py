@@ -199,3 +199,14 @@ def test_python_dash_m_package_and_version(tmp_path):
     )
     assert result.returncode == 0
     assert result.stdout.startswith("hdmf-zarr-parallel ")
+
+
+def test_convert_overwrite_refuses_a_plain_file(tmp_path, example_nwb):
+    out = tmp_path / "o.nwb.zarr"
+    out.write_text("not a store")
+    result = run_cli("convert", str(example_nwb), str(out), "--overwrite", cwd=tmp_path)
+    assert assert_one_line_error(result) == (
+        f"hdmf-zarr-parallel: convert: output {out} is a file, not a Zarr store; refusing to replace it"
+    )
+    assert out.read_text() == "not a store"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.nwb.zarr"]

@@ -10,9 +10,15 @@ input by reading both back (``compare_nwb_files``), and PyNWB reads the output.
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
 import shutil
+import threading
+import time
 import warnings
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,3 +296,240 @@ def test_bad_inputs(source, tmp_path):
 def test_bad_options(options, match):
     with pytest.raises(ConvertError, match=match):
         ConvertOptions(**options)
+
+
+# --------------------------------------------------------------------------------------
+# The output: convert deletes nothing it did not create (issue 12, items 3, 5, 11)
+# --------------------------------------------------------------------------------------
+def test_overwrite_replaces_only_a_zarr_store(source, tmp_path):
+    out = tmp_path / "ours.nwb.zarr"
+    out.write_text("my notes")  # a plain file
+    with pytest.raises(ConvertError, match=r"is a file, not a Zarr store; refusing to replace it"):
+        convert(source, out, ConvertOptions(overwrite=True))
+    assert out.read_text() == "my notes"
+    out.unlink()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # a folder of the user's files
+    with pytest.raises(ConvertError, match=r"is a folder that is not a Zarr store; refusing to replace it"):
+        convert(source, out, ConvertOptions(overwrite=True))
+    assert (out / "notes.txt").read_text() == "mine"
+    shutil.rmtree(out)
+    store = tmp_path / "elsewhere.zarr"
+    zarr.open_group(str(store), mode="w")
+    out.symlink_to(store)  # a link, even to a store
+    with pytest.raises(ConvertError, match=r"is a symbolic link, not a Zarr store; refusing to replace it"):
+        convert(source, out, ConvertOptions(overwrite=True))
+    assert out.is_symlink() and (store / "zarr.json").exists()
+    out.unlink()
+    assert siblings(out) == ["elsewhere.zarr"]  # no lock, no partial store left by the refusals
+    # what may be replaced: a Zarr v3 or v2 store, an empty folder
+    zarr.open_group(str(out), mode="w", zarr_format=2)
+    convert(source, out, ConvertOptions(overwrite=True))
+    assert compare_nwb_files(source, out) == []
+    shutil.rmtree(out)
+    out.mkdir()
+    convert(source, out, ConvertOptions(overwrite=True))
+    assert compare_nwb_files(source, out) == []
+    assert siblings(out) == ["elsewhere.zarr", "ours.nwb.zarr"]
+
+
+def appears_while_converting(monkeypatch, make) -> None:
+    """Run ``make()`` once, while the first buffer of a streamed dataset is being read."""
+    real = H5DatasetIterator._get_data
+    done = threading.Lock()
+
+    def read(self, selection):
+        if done.acquire(blocking=False):
+            make()
+        return real(self, selection)
+
+    monkeypatch.setattr(H5DatasetIterator, "_get_data", read)
+
+
+def user_folder(out):
+    def make():
+        if out.exists():
+            shutil.rmtree(out)  # the user replaced the old store by a folder of their own
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("overwrite", "before", "appears", "match"),
+    [
+        (False, False, "folder", "a folder that is not a Zarr store appeared at"),
+        (False, False, "file", "a file appeared at"),
+        (True, False, "store", "a Zarr v3 store appeared at"),  # --overwrite was not asked for it
+        (True, True, "folder", "became a folder that is not a Zarr store while converting; refusing to replace it"),
+    ],
+)
+def test_what_appears_at_the_output_meanwhile_is_left_alone(
+    source, tmp_path, monkeypatch, overwrite, before, appears, match
+):
+    out = tmp_path / "ours.nwb.zarr"
+    if before:
+        convert(source, out, ConvertOptions(stream_min_bytes=SMALL))
+    make = {
+        "folder": user_folder(out),
+        "file": lambda: out.write_text("mine"),
+        "store": lambda: zarr.open_group(str(out), mode="w").attrs.update(owner="someone else"),
+    }[appears]
+    appears_while_converting(monkeypatch, make)
+    kept = tmp_path / f"ours.nwb.zarr.converted-{os.getpid()}"
+    with pytest.raises(ConvertError, match=match) as failure:
+        convert(source, out, ConvertOptions(stream_min_bytes=SMALL, overwrite=overwrite))
+    assert str(failure.value).endswith(f"left it as it is; the finished output is at {kept}") or str(
+        failure.value
+    ).endswith(f"refusing to replace it; the finished output is at {kept}")
+    if appears == "folder":
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    elif appears == "file":
+        assert out.read_text() == "mine"
+    else:
+        assert dict(zarr.open_group(str(out), mode="r").attrs) == {"owner": "someone else"}
+    assert compare_nwb_files(source, kept) == []  # the finished conversion, kept
+    assert siblings(out) == sorted([out.name, kept.name])
+
+
+def test_overwrite_without_an_atomic_exchange(source, tmp_path, monkeypatch):
+    """Where ``renameat2`` is missing (macOS, NFS), OUT is set aside, ours renamed in, the old one
+    removed; an interrupt between the two renames puts the old store back."""
+    from hdmf_zarr_parallel import destination
+
+    monkeypatch.setattr(destination, "_renameat2", None)
+    out = tmp_path / "ours.nwb.zarr"
+
+    def compressor():
+        return zarr.open_array(str(out / "acquisition/ElectricalSeries/data"), mode="r").metadata.codecs[-1]
+
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL, codec="gzip"))
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL, codec="zstd", overwrite=True))
+    assert compressor().to_dict()["name"] == "zstd" and siblings(out) == ["ours.nwb.zarr"]
+    real = destination.rename_noreplace
+
+    def interrupted(src, dst):
+        if src.name.startswith(".ours.nwb.zarr.partial-"):
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(destination, "rename_noreplace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert(source, out, ConvertOptions(stream_min_bytes=SMALL, codec="gzip", overwrite=True))
+    assert compressor().to_dict()["name"] == "zstd"  # the previous store, back in place
+    assert siblings(out) == ["ours.nwb.zarr"] and compare_nwb_files(source, out) == []
+
+
+def test_a_locked_output_is_refused_and_its_partial_store_left_alone(source, tmp_path):
+    from hdmf_zarr_parallel.destination import OutputLock
+
+    out = tmp_path / "ours.nwb.zarr"
+    theirs = tmp_path / ".ours.nwb.zarr.partial-1"  # what the lock holder is writing
+    theirs.mkdir()
+    with OutputLock(out):
+        expected = f"another convert (process {os.getpid()}) is writing {out} (it holds .ours.nwb.zarr.lock)"
+        with pytest.raises(ConvertError, match=re.escape(expected)):
+            convert(source, out, ConvertOptions(stream_min_bytes=SMALL))
+        assert theirs.is_dir()
+    assert siblings(out) == [".ours.nwb.zarr.partial-1"]  # the lock file goes with its holder
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL))  # unlocked: that one is stale now
+    assert siblings(out) == ["ours.nwb.zarr"]
+
+
+def test_leftovers_of_a_killed_convert_are_removed_or_put_back(source, tmp_path):
+    out = tmp_path / "ours.nwb.zarr"
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL))
+    stale = tmp_path / ".ours.nwb.zarr.partial-999999"
+    (stale / "acquisition").mkdir(parents=True)
+    (stale / "acquisition" / "c0").write_bytes(b"chunk")
+    replaced = tmp_path / ".ours.nwb.zarr.old-999998"  # killed after the swap, before removing the old store
+    shutil.copytree(out, replaced)
+    unrelated = tmp_path / ".other.nwb.zarr.partial-999997"  # another output's: not ours to judge
+    unrelated.mkdir()
+    said = []
+    convert(source, out, ConvertOptions(stream_min_bytes=SMALL, overwrite=True), log=said.append)
+    assert siblings(out) == [".other.nwb.zarr.partial-999997", "ours.nwb.zarr"]
+    assert f"removed {stale.name}, the partial output of a convert (process 999999) that was killed" in said
+    assert any(line.startswith(f"removed {replaced.name}, the previous output") for line in said), said
+    # killed between the two renames of a swap: OUT is missing, the old store is set aside
+    out.rename(replaced)
+    with pytest.raises(ConvertError, match="exists; pass --overwrite"):
+        convert(source, out, ConvertOptions(stream_min_bytes=SMALL), log=said.append)
+    assert f"restored {out} from {replaced.name}: a convert (process 999998) was killed while replacing it" in said
+    assert compare_nwb_files(source, out) == []
+    assert siblings(out) == [".other.nwb.zarr.partial-999997", "ours.nwb.zarr"]
+
+
+def test_cleanup_waits_for_writers_still_storing(source, tmp_path, monkeypatch):
+    """A writer thread still storing chunks when the interrupt reaches convert (as an interrupted
+    ``Thread.join()`` can leave one): the partial store is removed only once it has stopped."""
+    from hdmf_zarr_parallel.io import NWBParallelZarrIO
+
+    def interrupted_export(self, *args, **kwargs):
+        root = Path(self.path)
+
+        def store_late():
+            for i in range(15):
+                time.sleep(0.05)
+                (root / "acquisition" / "c" / str(i)).parent.mkdir(parents=True, exist_ok=True)
+                (root / "acquisition" / "c" / str(i)).write_bytes(b"chunk")
+
+        threading.Thread(target=store_late, name="hzp-writer-late", daemon=True).start()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(NWBParallelZarrIO, "export", interrupted_export)
+    out = tmp_path / "ours.nwb.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        convert(source, out, ConvertOptions(stream_min_bytes=SMALL))
+    assert not [t for t in threading.enumerate() if t.name == "hzp-writer-late"]
+    time.sleep(0.2)
+    assert siblings(out) == []
+
+
+# --------------------------------------------------------------------------------------
+# --verify and byte order (issue 12, item 8)
+# --------------------------------------------------------------------------------------
+def big_endian_nwb(path):
+    """An NWB file whose numeric datasets are big-endian (``>f8``, ``>i4``), as some writers leave them."""
+    import h5py
+    from pynwb import NWBFile, TimeSeries
+
+    nwbfile = NWBFile(
+        session_description="big-endian", identifier="big-endian", session_start_time=datetime(2024, 1, 1, tzinfo=UTC)
+    )
+    n = 200_000
+    nwbfile.add_acquisition(TimeSeries(name="f8", data=np.linspace(-1, 1, n), unit="V", timestamps=np.arange(n) / 1e3))
+    nwbfile.add_acquisition(TimeSeries(name="i4", data=np.arange(n, dtype=np.int32) - 7, unit="V", rate=1e3))
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwbfile)
+    with h5py.File(path, "r+") as f:
+        for name, dtype in [("f8/data", ">f8"), ("f8/timestamps", ">f8"), ("i4/data", ">i4")]:
+            old = f["acquisition/" + name]
+            values, attrs = old[...], dict(old.attrs)
+            del f["acquisition/" + name]
+            new = f.create_dataset("acquisition/" + name, data=values.astype(dtype))
+            new.attrs.update(attrs)
+    return path
+
+
+def test_verify_compares_values_whatever_their_byte_order(tmp_path):
+    import h5py
+
+    from hdmf_zarr_parallel.verify import _equal
+
+    source = big_endian_nwb(tmp_path / "be.nwb")
+    with h5py.File(source, "r") as f:
+        assert f["acquisition/f8/data"].dtype.str == ">f8" and f["acquisition/i4/data"].dtype.str == ">i4"
+    out = tmp_path / "be.nwb.zarr"
+    report = convert(source, out, ConvertOptions(verify=True, stream_min_bytes=SMALL))
+    assert report.verified is True
+    assert siblings(out) == ["be.nwb", "be.nwb.zarr"]
+    data = zarr.open_array(str(out / "acquisition/f8/data"), mode="r")
+    np.testing.assert_array_equal(data[...], np.linspace(-1, 1, 200_000))
+    # a real difference in value still fails, and so does a different type of the same values
+    zarr.open_array(str(out / "acquisition/i4/data"), mode="a")[3] = 0
+    problems = compare_nwb_files(source, out)
+    assert len(problems) == 1 and "acquisition/i4/data: data differ (>i4[200000] vs int32[200000])" in problems[0]
+    assert not _equal(np.arange(3, dtype=">i4"), np.arange(3, dtype="<i8"), strict_dtype=True)
+    assert _equal(np.arange(3, dtype=">i4"), np.arange(3, dtype="<i4"), strict_dtype=True)

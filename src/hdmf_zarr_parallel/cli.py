@@ -1,7 +1,9 @@
 """The ``hdmf-zarr-parallel`` command: ``demo``, ``info``, ``convert``, ``bench``.
 
 Errors are reported as one line on stderr with a nonzero exit status, never as a
-traceback (set ``HDMF_ZARR_PARALLEL_DEBUG=1`` to see the traceback).
+traceback (set ``HDMF_ZARR_PARALLEL_DEBUG=1`` to see the traceback). SIGTERM (``kill``, a
+batch system's time limit) ends a command the way Ctrl-C does, cleanup included: status 143
+instead of 130.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import argparse
 import contextlib
 import os
 import platform
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +39,27 @@ class CliError(Exception):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C is, so every ``KeyboardInterrupt`` cleanup runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> NoReturn:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs, SIGTERM raises :class:`Terminated` instead of killing the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -361,10 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except CliError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.status
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

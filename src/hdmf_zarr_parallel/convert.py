@@ -24,7 +24,9 @@ arrays streamed the same way; that lives in :mod:`.zarr_v2`.
 
 The output is written under a hidden temporary name next to ``dst`` and renamed to
 ``dst`` only after the write (and ``verify``) succeeded, so an interrupted or failed
-conversion never leaves a store that looks complete.
+conversion never leaves a store that looks complete. A lock next to ``dst`` lets one
+conversion at a time write it, and ``convert`` deletes nothing it did not create: see
+:mod:`.destination`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import collections
 import contextlib
 import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -44,7 +45,8 @@ from typing import Any
 import numpy as np
 from hdmf.data_utils import GenericDataChunkIterator
 
-from . import h5direct
+from . import destination, h5direct
+from .errors import ConvertError
 from .options import DEFAULT_MAX_INFLIGHT_BYTES, ENGINES
 from .reopening import ReopensFromState
 from .verify import compare_nwb_files
@@ -52,10 +54,6 @@ from .verify import compare_nwb_files
 CODECS = ("zstd", "gzip", "lz4", "blosc")
 DEFAULT_STREAM_MIN_BYTES = 1 << 20  # numeric datasets from 1 MiB up go through the engines
 DEFAULT_BUFFER_BYTES = 64 << 20  # bytes per iterator buffer (whole chunks / shards)
-
-
-class ConvertError(ValueError):
-    """A problem with the conversion's inputs or options, reported as one line."""
 
 
 # --------------------------------------------------------------------------------------
@@ -403,14 +401,20 @@ def check_source(src: str | Path) -> Path:
 
 
 def check_destination(dst: str | Path, overwrite: bool, src: Path | None = None) -> Path:
+    """A path ``convert`` may write, or :class:`ConvertError`: its folder exists, and nothing is
+    there, or (with ``overwrite``) a Zarr store or an empty folder, never a file, a link or a
+    folder of other files."""
     path = Path(dst)
+    if path.name in ("", ".", ".."):
+        raise ConvertError(f"output {dst} does not name a store; give one such as session.nwb.zarr")
     if src is not None and path.resolve() == src.resolve():
         raise ConvertError("output and input are the same path")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise ConvertError(f"output {path} exists; pass --overwrite to replace it")
-    if path.exists() and path.is_dir() and not (path / "zarr.json").exists() and any(path.iterdir()):
-        raise ConvertError(f"output {path} is a non-empty folder that is not a Zarr store; refusing to replace it")
-    if not path.parent.exists():
+    refusal = destination.refuse_to_replace(path)
+    if refusal is not None:
+        raise ConvertError(refusal)
+    if not path.parent.is_dir():
         raise ConvertError(f"output folder {path.parent} does not exist")
     return path
 
@@ -459,13 +463,6 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def _open_source(src_path: Path, options: ConvertOptions):
     """The source IO and any other ``export`` arguments: ``NWBHDF5IO``, or for a Zarr v2 store
@@ -493,62 +490,62 @@ def convert(
     src_path = check_source(src)
     dst_path = check_destination(dst, options.overwrite, src_path)
     say = log or (lambda text: None)
-    temporary = dst_path.parent / f".{dst_path.name}.partial-{os.getpid()}"
-    _remove(temporary)
+    with destination.OutputLock(dst_path) as lock:  # a second convert to dst fails here
+        destination.clean_leftovers(dst_path, say, locked=lock.held)
+        dst_path = check_destination(dst, options.overwrite, src_path)  # again: what is there now is what counts
+        existed = os.path.lexists(dst_path)
+        temporary = destination.partial_path(dst_path)
+        with destination.cleanup_on_failure(temporary, say):
+            result = _write(src_path, dst_path, temporary, options, say)
+            destination.place(temporary, dst_path, options.overwrite, existed)
+        return result
+
+
+def _write(src_path: Path, dst_path: Path, temporary: Path, options: ConvertOptions, say) -> ConvertReport:
+    """Export ``src_path`` into ``temporary`` (and verify it); returns the report."""
     convert_io = _convert_io_class()
     start = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            with _open_source(src_path, options) as (src_io, export_args):
-                out = convert_io(
-                    str(temporary),
-                    mode="w",
-                    engine=options.engine,
-                    max_workers=options.workers,
-                    max_inflight_bytes=options.max_inflight_bytes,
-                    progress=options.progress,
-                    **({"client": options.client} if options.client is not None else {}),
-                    convert_options=options,
-                    source_path=str(src_path),
-                )
-                try:
-                    out.export(src_io=src_io, write_args={"link_data": False}, **export_args)
-                finally:
-                    out.close_iterators()
-                    out.close()
-        seconds = time.perf_counter() - start
-        report = out.last_write_report
-        result = ConvertReport(
-            source=src_path,
-            output=dst_path,
-            engine=report.engine if report is not None else options.engine,
-            seconds=seconds,
-            streamed=list(out.streamed),
-            reading=dict(out.reading),
-            copied=out.copied,
-            source_bytes=_dir_bytes(src_path) if src_path.is_dir() else src_path.stat().st_size,
-            stored_bytes=_dir_bytes(temporary),
-        )
-        if options.verify:
-            say("verifying: reading both files back and comparing every dataset ...")
-            t0 = time.perf_counter()
-            problems = compare_nwb_files(src_path, temporary, allow_pickle=options.allow_pickle)
-            if problems:
-                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-                raise ConvertError(f"verification failed: {problems[0]}{more}")
-            result.verified, result.verify_seconds = True, time.perf_counter() - t0
-        if dst_path.exists() or dst_path.is_symlink():
-            old = dst_path.parent / f".{dst_path.name}.old-{os.getpid()}"
-            dst_path.rename(old)
-            temporary.rename(dst_path)
-            _remove(old)
-        else:
-            temporary.rename(dst_path)
-        return result
-    except BaseException:
-        _remove(temporary)
-        raise
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        with _open_source(src_path, options) as (src_io, export_args):
+            out = convert_io(
+                str(temporary),
+                mode="w",
+                engine=options.engine,
+                max_workers=options.workers,
+                max_inflight_bytes=options.max_inflight_bytes,
+                progress=options.progress,
+                **({"client": options.client} if options.client is not None else {}),
+                convert_options=options,
+                source_path=str(src_path),
+            )
+            try:
+                out.export(src_io=src_io, write_args={"link_data": False}, **export_args)
+            finally:
+                out.close_iterators()
+                out.close()
+    seconds = time.perf_counter() - start
+    report = out.last_write_report
+    result = ConvertReport(
+        source=src_path,
+        output=dst_path,
+        engine=report.engine if report is not None else options.engine,
+        seconds=seconds,
+        streamed=list(out.streamed),
+        reading=dict(out.reading),
+        copied=out.copied,
+        source_bytes=_dir_bytes(src_path) if src_path.is_dir() else src_path.stat().st_size,
+        stored_bytes=_dir_bytes(temporary),
+    )
+    if options.verify:
+        say("verifying: reading both files back and comparing every dataset ...")
+        t0 = time.perf_counter()
+        problems = compare_nwb_files(src_path, temporary, allow_pickle=options.allow_pickle)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ConvertError(f"verification failed: {problems[0]}{more}")
+        result.verified, result.verify_seconds = True, time.perf_counter() - t0
+    return result
 
 
 # --------------------------------------------------------------------------------------

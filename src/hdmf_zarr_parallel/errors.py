@@ -20,3 +20,7 @@ class ChunkWriteError(RuntimeError):
 
     def __reduce__(self):  # picklable across process boundaries
         return (type(self), (self.dataset, self.chunk, self.stage, self.detail))
+
+
+class ConvertError(ValueError):
+    """A problem with a conversion's inputs, options or output, reported as one line."""

@@ -17,7 +17,7 @@ def compare_nwb_files(a: str | Path, b: str | Path, limit: int = 20, allow_pickl
     """Read two NWB files (HDF5, Zarr v3 or Zarr v2, by kind) back with hdmf and compare them.
 
     Both are read as hdmf builders and compared group by group, dataset by dataset
-    (values with ``np.array_equal``, dtype for numeric data), attribute by attribute
+    (values with ``np.array_equal``, dtype for numeric data, whatever its byte order), attribute by attribute
     (values; JSON attributes in Zarr lose numpy scalar types, so only values count),
     link by link and reference by reference (by target path). Returns the differences,
     at most ``limit``; empty when the files hold the same content. ``allow_pickle``: a Zarr v2
@@ -149,7 +149,7 @@ def _equal(a: Any, b: Any, strict_dtype: bool) -> bool:
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         if a.dtype.kind == "O" or b.dtype.kind == "O":
             return a.shape == b.shape and all(_equal(x, y, strict_dtype) for x, y in zip(a.flat, b.flat, strict=True))
-        if strict_dtype and a.dtype != b.dtype:
+        if strict_dtype and _native(a.dtype) != _native(b.dtype):
             return False
         return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
@@ -166,6 +166,15 @@ def _equal(a: Any, b: Any, strict_dtype: bool) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return bool(a == b)
+
+
+def _native(dtype: np.dtype) -> np.dtype:
+    """The dtype in this machine's byte order: ``>f8`` (HDF5 keeps the writer's) and ``<f8`` (what
+    zarr hands back) hold the same values, and a store need not keep the input's byte order."""
+    try:
+        return dtype.newbyteorder("=")
+    except TypeError:  # new-style dtypes (numpy's StringDType) have no byte order
+        return dtype
 
 
 def _describe(value: Any) -> str:
@@ -201,7 +210,7 @@ def compare_zarr_stores(a: str | Path, b: str | Path, ignore_layout: bool = Fals
             if not isinstance(y, zarr.Array):
                 problems.append(f"{path}: array vs group")
                 return
-            if x.dtype != y.dtype or x.shape != y.shape:
+            if _native(np.dtype(x.dtype)) != _native(np.dtype(y.dtype)) or x.shape != y.shape:
                 problems.append(f"{path}: {x.dtype}{x.shape} vs {y.dtype}{y.shape}")
                 return
             ma, mb = x.metadata.to_dict(), y.metadata.to_dict()
