@@ -130,6 +130,24 @@ def test_a_failed_export_leaves_a_store_every_reader_refuses(tmp_path):
     assert_refused_as_incomplete(path)
 
 
+def test_a_failure_in_hdmf_zarr_itself_leaves_a_store_every_reader_refuses(tmp_path, monkeypatch):
+    real_write_attributes = ZarrIO.write_attributes
+
+    def write_attributes(self, *args, **kwargs):
+        obj = args[0] if args else kwargs.get("obj")
+        if getattr(obj, "path", "") == "":  # the root's attributes, after every dataset was queued
+            raise RuntimeError("attribute writing broke")
+        return real_write_attributes(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZarrIO, "write_attributes", write_attributes)
+    path = tmp_path / "h.nwb.zarr"
+    with NWBParallelZarrIO(str(path), mode="w", engine="threads") as io:
+        with pytest.raises(RuntimeError, match="attribute writing broke"):
+            io.write(nwbfile_with(x=NumpyIterator(realistic((20_000, 4)), buffer_shape=(1000, 4))))
+    monkeypatch.undo()
+    assert_refused_as_incomplete(path)
+
+
 class ReadsTheStoreBeforeItsLastRegion(NumpyIterator):
     """Before its last region (once hdmf-zarr's tail is written) asks every reader what the
     store being written looks like."""
@@ -280,13 +298,19 @@ def test_a_completed_export_stores_what_stock_stores(tmp_path):
     assert_reads_back(tmp_path / "ours.nwb.zarr", "x", realistic((3000, 4)))
 
 
-def test_our_reader_names_the_incomplete_store(tmp_path):
+def test_our_reader_names_the_incomplete_store_and_a_new_write_replaces_it(tmp_path):
     path = tmp_path / "p.nwb.zarr"
+    data = realistic((2000, 2))
     with NWBParallelZarrIO(str(path), mode="w", engine="threads") as io:
         with pytest.raises(ChunkWriteError):
-            io.write(nwbfile_with(x=FailingNumpyIterator(realistic((2000, 2)), fail_at_row=0, buffer_shape=(500, 2))))
-    with pytest.raises(IncompleteStoreError, match=r"p\.nwb\.zarr.*incomplete") as info:
+            io.write(nwbfile_with(x=FailingNumpyIterator(data, fail_at_row=0, buffer_shape=(500, 2))))
+    with pytest.raises(IncompleteStoreError, match=r"p\.nwb\.zarr' is incomplete: its write failed") as info:
         NWBParallelZarrIO(str(path), mode="r")
     assert isinstance(info.value, RuntimeError)
-    document = json.loads((path / "zarr.json").read_text())
+    with pytest.raises(IncompleteStoreError):  # nor is it appended to
+        NWBParallelZarrIO(str(path), mode="a")
+    document = json.loads((path / "zarr.json").read_text())  # the Zarr v3 way to say "do not read this"
     assert any(value.get("must_understand") is True for value in document.values() if isinstance(value, dict))
+    with NWBParallelZarrIO(str(path), mode="w", engine="threads") as io:  # written again, as the error says
+        io.write(nwbfile_with(x=NumpyIterator(data, buffer_shape=(500, 2))))
+    assert_reads_back(path, "x", data)
