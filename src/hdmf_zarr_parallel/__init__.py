@@ -1,13 +1,14 @@
 """Parallel (CPU pool or GPU) writes of HDMF / NWB DataChunkIterator data to Zarr v3."""
 
 from .engines import choose_auto_engine
-from .errors import ChunkWriteError
+from .errors import ChunkWriteError, IncompleteStoreError
 from .io import NWBParallelZarrIO, ParallelZarrIO
 from .options import WriteOptions
 from .pipeline import WriteReport
 
 __all__ = [
     "ChunkWriteError",
+    "IncompleteStoreError",
     "NWBParallelZarrIO",
     "ParallelZarrIO",
     "WriteOptions",

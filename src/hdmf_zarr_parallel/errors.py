@@ -24,3 +24,23 @@ class ChunkWriteError(RuntimeError):
 
 class ConvertError(ValueError):
     """A problem with a conversion's inputs, options or output, reported as one line."""
+
+
+class IncompleteStoreError(RuntimeError):
+    """The store's write did not finish: it failed, was interrupted or killed, or is still running.
+
+    Until a write has stored all of its data, the store's root ``zarr.json`` is a placeholder
+    that every Zarr v3 reader must refuse (see :mod:`hdmf_zarr_parallel.completion`); our IO
+    classes raise this error for it, naming the store.
+    """
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+        super().__init__(
+            f"{store} is incomplete: its write failed, was interrupted or is still running, so some of its "
+            "data was never stored (a store is marked complete only after its last chunk is stored); "
+            "write it again"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.store,))

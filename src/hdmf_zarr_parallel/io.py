@@ -7,13 +7,16 @@ our queue in its place, carrying over hdmf-zarr's ``number_of_jobs``,
 ``max_threads_per_process`` and ``multiprocessing_context``. Datasets of object
 references are stored in one write instead of one per element (``references.py``),
 and each object's attributes in one metadata write (``attributes.py``).
-Data keeps being written while hdmf-zarr caches the spec and consolidates the metadata.
-Everything else is stock hdmf-zarr. ``tests/test_io.py`` fails loudly if upstream renames the attribute.
+Data keeps being written while hdmf-zarr caches the spec and consolidates the metadata,
+yet the store opens as complete only once everything is stored: the root ``zarr.json`` is
+a placeholder every reader refuses until then (``completion.py``). One IO object runs one
+write at a time. Everything else is stock hdmf-zarr. ``tests/test_io.py`` fails loudly if upstream renames the attribute.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any
 
 import zarr
@@ -24,6 +27,7 @@ from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
 from hdmf_zarr.zarr_utils import is_reference_dtype
 
 from .attributes import recording, store_recorded
+from .completion import RootCommit, refusing_incomplete
 from .engines import make_engine
 from .options import DEFAULT_GPU_BATCH_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, WriteOptions
 from .pipeline import WriteReport
@@ -64,6 +68,10 @@ class _ParallelWriteMixin:
         self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
         self._parallel_queue: ParallelDataChunkIteratorQueue | None = None
         self._finish_later = False
+        self._writing = threading.Lock()  # held by the one write() or export() in progress
+        self._writer_thread: int | None = None
+        self._commit: RootCommit | None = None
+        self._committing = False  # inside write()/export(): write_builder marks the store incomplete
         super().__init__(*args, **kwargs)
 
     @property
@@ -99,11 +107,25 @@ class _ParallelWriteMixin:
         write_args.setdefault("exhaust_dci", False)
         kwargs["write_args"] = write_args
         with self._data_until_the_end(kwargs, write_args["exhaust_dci"]):
-            return super().export(*args, **kwargs)
+            return self._stock_export(*args, **kwargs)
+
+    def _stock_export(self, *args: Any, **kwargs: Any) -> None:
+        return super().export(*args, **kwargs)
+
+    def write_builder(self, *args: Any, **kwargs: Any) -> None:
+        """hdmf-zarr's ``write_builder``; inside :meth:`write`/:meth:`export` it first marks the store
+        incomplete (arguments and the build were checked by then, so a refused call leaves the store as it was)."""
+        self._refuse_other_threads()
+        if self._committing and self._commit is None and RootCommit.applies_to(self._file):
+            commit = RootCommit(self._file)
+            commit.begin()
+            self._commit = commit
+        return super().write_builder(*args, **kwargs)
 
     def write_dataset(self, *args: Any, **kwargs: Any) -> Any:
         """hdmf-zarr's ``write_dataset``; a dataset of object references is stored in one write
         instead of one chunk rewrite per element (see :mod:`.references`)."""
+        self._refuse_other_threads()
         parent, builder = kwargs.get("parent"), kwargs.get("builder")
         if (
             args
@@ -132,27 +154,77 @@ class _ParallelWriteMixin:
 
     @contextlib.contextmanager
     def _data_until_the_end(self, kwargs: dict[str, Any], exhaust_dci: bool):
-        """Data keeps being written through hdmf-zarr's whole write, its tail included.
+        """Data keeps being written through hdmf-zarr's whole write, its tail included, and the
+        store is marked complete only once all of it is stored.
 
         After exhausting the queue, stock consolidates the metadata, caches the spec and
         consolidates again, all on one thread while the data cores idle. Here the queue is
-        waited for only after that tail. Array metadata is final by then, except where a
-        sequential iterator grew its dataset: then the metadata is consolidated again, after
-        the data. If hdmf-zarr fails meanwhile, the datasets still being written are stopped.
-        ``exhaust_dci=True`` (one dataset after another) keeps stock behaviour.
+        waited for only after that tail. Stock's consolidations are switched off and done by
+        the :class:`~.completion.RootCommit` instead, at the point of stock's last one: zarr's
+        own consolidation, whose root document is held back with the root's attributes and
+        stored as the very last write, after the data. Array metadata is final by then, except
+        where a sequential iterator grew its dataset: then it is consolidated again after the
+        data. If anything fails, the datasets still being written are stopped and the store
+        keeps its placeholder root, which every reader refuses. ``exhaust_dci=True`` (one
+        dataset after another) keeps stock's order of data and metadata.
         """
-        self._finish_later = not exhaust_dci
+        if not self._writing.acquire(blocking=False):
+            raise RuntimeError(
+                f"{type(self).__name__} for '{self.source}' is already writing: write() or export() is running "
+                "on another thread (or was re-entered). One IO object writes one file, one call at a time; "
+                "wait for that call to return, or use one IO object per file"
+            )
         try:
+            self._writer_thread = threading.get_ident()
+            consolidate = kwargs.pop("consolidate_metadata", True)
+            kwargs["consolidate_metadata"] = False  # the commit consolidates, and stores the root last
+            self._finish_later = not exhaust_dci
+            self._committing = self.mode not in ("r", "r-")
             yield
+            commit = self._commit
+            if commit is not None and consolidate:
+                commit.consolidate()  # while data may still be written
             report = self._parallel_queue.finish() if self._parallel_queue is not None else None
+            if commit is not None:
+                if report is not None and report.resized and consolidate:
+                    commit.consolidate()
+                commit.commit()
+            elif report is not None and report.resized and consolidate:
+                zarr.consolidate_metadata(store=self.path)
         except BaseException:
             if self._parallel_queue is not None:
                 self._parallel_queue.abort()
             raise
         finally:
+            if self._commit is not None:
+                self._commit.release()
+            self._commit = None
+            self._committing = False
             self._finish_later = False
-        if report is not None and report.resized and kwargs.get("consolidate_metadata", True):
-            zarr.consolidate_metadata(store=self.path)
+            self._writer_thread = None
+            self._writing.release()
+
+    def _refuse_other_threads(self) -> None:
+        writer = self._writer_thread
+        if writer is not None and writer != threading.get_ident():
+            raise RuntimeError(
+                f"{type(self).__name__} for '{self.source}' is already writing on another thread; "
+                "one IO object writes one file, one call at a time"
+            )
+
+    # -- reading: a store whose write did not finish is refused by name -------------------
+    def _open_file(self, store: Any, mode: str, storage_options: dict | None = None) -> Any:
+        with refusing_incomplete(store):
+            return super()._open_file(store, mode, storage_options)
+
+    def _open_file_consolidated(self, store: Any, mode: str, storage_options: dict | None = None) -> Any:
+        with refusing_incomplete(store):
+            return super()._open_file_consolidated(store, mode, storage_options)
+
+    @classmethod
+    def _open_for_namespaces(cls, store: Any) -> Any:
+        with refusing_incomplete(store):
+            return super()._open_for_namespaces(store)
 
 
 def _holds_references(builder: Any, force_data: Any) -> bool:
@@ -169,3 +241,9 @@ class ParallelZarrIO(_ParallelWriteMixin, ZarrIO):
 
 class NWBParallelZarrIO(_ParallelWriteMixin, NWBZarrIO):
     """``hdmf_zarr.NWBZarrIO`` whose DataChunkIterator writes run in parallel."""
+
+    def _stock_export(self, *args: Any, **kwargs: Any) -> None:
+        # NWBZarrIO.export takes no consolidate_metadata: do its one step (the nwbfile is the
+        # container to export), then ZarrIO.export, which does
+        kwargs["container"] = kwargs.pop("nwbfile", None)
+        return ZarrIO.export(self, *args, **kwargs)

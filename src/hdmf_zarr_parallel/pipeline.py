@@ -265,7 +265,11 @@ class PipelineRun:
         return WriteReport(self.engine.describe(), self.datasets, self.progress.written, self.budget.peak, resized)
 
     def abort(self) -> None:
-        """Stop everything now (hdmf-zarr itself failed, or a dataset was refused)."""
+        """Stop everything now (hdmf-zarr itself failed, or a dataset was refused); a later
+        :meth:`finish` raises instead of reporting a complete write."""
+        with self._lock:
+            if not self.errors:
+                self.errors.append(RuntimeError("the write was aborted before all of its data was stored"))
         self.stop.set()
         self.budget.cancel()
         self._close()
