@@ -228,6 +228,22 @@ def coalesce(
         yield _joined(first, last, run)
 
 
+def coalesced(
+    pattern: BufferPattern, unit_rows: int, length: int | None, row_nbytes: int, max_bytes: int
+) -> BufferPattern:
+    """The buffer pattern the assembler sees once :func:`coalesce` has joined ``pattern``'s buffers.
+
+    Buffers along axis 0 of ``length`` rows (``None``: unknown) join into whole rows of units
+    when no buffer straddles two rows of units and one row of units (``unit_rows`` rows of
+    ``row_nbytes``) fits into ``max_bytes``; any other pattern stays as it is.
+    """
+    rows = unit_rows if length is None else min(unit_rows, length)
+    straddles = unit_rows % pattern.size != 0 and (length is None or length > unit_rows)
+    if pattern.axis == 0 and not straddles and rows * row_nbytes <= max_bytes:
+        return BufferPattern(0, unit_rows)
+    return pattern
+
+
 def _joined(first: Region, last: Region, run: list[np.ndarray]) -> tuple[Region, np.ndarray]:
     region = (slice(first[0].start, last[0].stop), *first[1:])
     return region, run[0] if len(run) == 1 else np.concatenate(run, axis=0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .assemble import coalesce, peak_open_units
+from .assemble import coalesce, coalesced, peak_open_units
 from .budget import ByteBudget, InflightLimitError, Stager, WriteCancelled
 from .dataset import DatasetWriter
 from .engines.base import Engine
@@ -48,28 +48,38 @@ def staging_claim(writer: DatasetWriter) -> int:
     """The most bytes a sequential dataset will hold staged at once, where its iterator's buffer
     pattern is known before reading (``peak_open_units``); 0 where it is not."""
     pattern = writer.buffer_pattern
-    units = None if pattern is None else peak_open_units(writer.unit_shape, writer.bounds, pattern)
-    return (units or 0) * writer.assembler().staging_nbytes
+    if pattern is None:
+        return 0
+    row_nbytes = math.prod(writer.shape[1:]) * writer.dtype.itemsize
+    pattern = coalesced(pattern, writer.unit_shape[0], writer.bounds[0], row_nbytes, COALESCE_BYTES)
+    return (peak_open_units(writer.unit_shape, writer.bounds, pattern) or 0) * writer.assembler().staging_nbytes
 
 
 def validate(writers: Sequence[DatasetWriter], options: WriteOptions) -> None:
-    """Refuse, before any data moves, a write that cannot keep its memory bound: one unit of a
-    random-access dataset, or the peak of a sequential one's staged units (each with the mask of
-    the elements received, assemble.py), must fit into ``max_inflight_bytes``."""
+    """Refuse, before any data moves, a write that cannot keep its memory bound, saying what bound would."""
     for writer in writers:
-        unit = f"{'shard' if writer.array.shards else 'chunk'}s of shape {writer.unit_shape}"
-        if writer.random_access:
-            needed, why = writer.unit_nbytes, f"one of its {unit}"
-        else:
-            staging = writer.assembler().staging_nbytes
-            needed = max(staging_claim(writer), staging)
-            why = f"its iterator's buffers keep {needed // staging} of its {unit} staged at once, which"
+        needed, what, enough = _inflight_need(writer)
         if needed > options.max_inflight_bytes:
+            works = f"max_inflight_bytes={needed} would work" if enough else f"it needs at least {needed}"
             raise ValueError(
-                f"dataset '{writer.name}': {why} needs {needed} bytes in flight, more than max_inflight_bytes="
-                f"{options.max_inflight_bytes}; max_inflight_bytes={needed} would work, as would smaller chunks"
-                + _aligned_hint(writer)
+                f"dataset '{writer.name}': {what} needs {needed} bytes in flight, more than max_inflight_bytes="
+                f"{options.max_inflight_bytes}; {works}, as would smaller chunks{_aligned_hint(writer)}"
             )
+
+
+def _inflight_need(writer: DatasetWriter) -> tuple[int, str, bool]:
+    """The fewest bytes in flight a dataset's write can keep to, what holds them, and whether they
+    are known to suffice: one unit of a random-access dataset; the peak of a sequential one's staged
+    units (each with its mask of the elements received, assemble.py) where its buffers can be
+    foreseen, else one staged unit, which its buffers may turn out to exceed."""
+    units = f"{'shard' if writer.array.shards else 'chunk'}s of shape {writer.unit_shape}"
+    if writer.random_access:
+        return writer.unit_nbytes, f"one of its {units}", True
+    staging = writer.assembler().staging_nbytes
+    claim = staging_claim(writer)
+    if claim > staging:
+        return claim, f"its iterator's buffers keep {claim // staging} of its {units} staged at once, which", True
+    return staging, f"one of its {units}, staged,", writer.buffer_pattern is not None
 
 
 def _aligned_hint(writer: DatasetWriter) -> str:
