@@ -274,6 +274,33 @@ def test_a_stager_waits_while_task_bytes_will_come_back():
     assert budget.used == 30 and budget.peak == 80
 
 
+def test_a_request_that_fits_once_a_task_ends_is_not_mistaken_for_being_stuck():
+    budget = ByteBudget(100)
+    stager = budget.join("x")
+    budget.acquire(50, stager)
+    budget.acquire(40)  # a task's
+    errors, staged = [], threading.Event()
+    threading.Thread(target=lambda: (budget.acquire(30, stager), staged.set()), daemon=True).start()
+
+    def region_task():
+        try:
+            budget.acquire(60)  # fits only once the stager's bytes are a task's and that task ends
+        except BaseException as exc:
+            errors.append(exc)
+
+    other = threading.Thread(target=region_task, daemon=True)
+    other.start()
+    time.sleep(0.2)
+    budget.release(40)  # both wake: the stager's request fits, the other's does not, yet
+    assert staged.wait(5)
+    time.sleep(0.3)
+    assert errors == [] and other.is_alive()
+    budget.hand_over(80, stager)
+    budget.release(80)
+    other.join(5)
+    assert errors == [] and budget.used == 60
+
+
 def test_stagers_whose_claims_do_not_fit_together_take_turns():
     budget = ByteBudget(100)
     first = budget.join("a", claim=60)
@@ -303,8 +330,8 @@ def test_the_predicted_staged_peak_is_what_assembling_the_buffers_stages(case, b
     shape, unit, axis = case
     values = np.arange(math.prod(shape), dtype="int16").reshape(shape)
     if unknown_length:
-        axis = 0
-        iterator = DataChunkIterator(data=iter(list(values)), buffer_size=buffer_size)
+        pieces = iter(list(np.moveaxis(values, axis, 0)))
+        iterator = DataChunkIterator(data=pieces, buffer_size=buffer_size, iter_axis=axis)
         array_shape = iterator.recommended_data_shape()
     else:
         iterator = DataChunkIterator(data=values, buffer_size=buffer_size, iter_axis=axis)
@@ -327,7 +354,7 @@ def test_the_predicted_staged_peak_is_what_assembling_the_buffers_stages(case, b
 
 # -- no shape, buffer or bound hangs ----------------------------------------------------------------------
 
-KINDS = ["rows", "columns", "generator", "random", "blocks"]
+KINDS = ["rows", "columns", "generator", "generator_columns", "random", "blocks"]
 
 
 @st.composite
@@ -354,6 +381,8 @@ def make_iterator(kind, values, buffer, block):
         return DataChunkIterator(data=values, buffer_size=buffer, iter_axis=1)
     if kind == "generator":
         return DataChunkIterator(data=iter(list(values)), buffer_size=buffer)
+    if kind == "generator_columns":
+        return DataChunkIterator(data=iter(list(values.T)), buffer_size=buffer, iter_axis=1)
     if kind == "random":
         return NumpyIterator(values, buffer_shape=block)
     return BlockIterator(values, block)

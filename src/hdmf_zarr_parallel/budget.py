@@ -17,6 +17,7 @@ that sequential datasets never block one another: one waits to start until its p
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 
 
@@ -50,6 +51,7 @@ class ByteBudget:
         self._staged = 0  # staged bytes, all stagers together
         self._claimed = 0
         self._stagers: list[Stager] = []
+        self._requests: Counter[int] = Counter()  # the sizes that waiting acquires ask for
         self._peak = 0
         self._cond = threading.Condition()
 
@@ -114,6 +116,7 @@ class ByteBudget:
         with self._cond:
             if stager is not None:
                 stager.waiting = True
+            self._requests[nbytes] += 1
             try:
                 while self.used + nbytes > self.limit:
                     if self._stuck():
@@ -123,6 +126,7 @@ class ByteBudget:
                     raise WriteCancelled
                 self._take(nbytes, stager)
             finally:
+                self._requests[nbytes] -= 1
                 if stager is not None:
                     stager.waiting = False
 
@@ -160,8 +164,13 @@ class ByteBudget:
             raise WriteCancelled
 
     def _stuck(self) -> bool:
-        """No task bytes out, and every stager holding bytes waits for more: nothing can ever free one."""
-        return self._tasks == 0 and all(s.waiting for s in self._stagers if s.staged > 0)
+        """Nothing can ever free a byte: no task bytes are out, every stager holding bytes waits for
+        more, and no waiting request fits (one that does is about to go on, not yet woken)."""
+        return (
+            self._tasks == 0
+            and all(s.waiting for s in self._stagers if s.staged > 0)
+            and all(self.used + r > self.limit for r, n in self._requests.items() if n > 0)
+        )
 
     def _stuck_message(self, nbytes: int, stager: Stager | None) -> str:
         holders = ", ".join(f"'{s.name}' ({s.staged} bytes)" for s in self._stagers if s.staged > 0)

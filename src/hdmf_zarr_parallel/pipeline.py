@@ -58,35 +58,35 @@ def staging_claim(writer: DatasetWriter) -> int:
 def validate(writers: Sequence[DatasetWriter], options: WriteOptions) -> None:
     """Refuse, before any data moves, a write that cannot keep its memory bound, saying what bound would."""
     for writer in writers:
-        needed, what, enough = _inflight_need(writer)
+        needed, what, remedy = _inflight_need(writer)
         if needed > options.max_inflight_bytes:
-            works = f"max_inflight_bytes={needed} would work" if enough else f"it needs at least {needed}"
             raise ValueError(
                 f"dataset '{writer.name}': {what} needs {needed} bytes in flight, more than max_inflight_bytes="
-                f"{options.max_inflight_bytes}; {works}, as would smaller chunks{_aligned_hint(writer)}"
+                f"{options.max_inflight_bytes}; {remedy}, or use smaller chunks"
             )
 
 
-def _inflight_need(writer: DatasetWriter) -> tuple[int, str, bool]:
-    """The fewest bytes in flight a dataset's write can keep to, what holds them, and whether they
-    are known to suffice: one unit of a random-access dataset; the peak of a sequential one's staged
-    units (each with its mask of the elements received, assemble.py) where its buffers can be
-    foreseen, else one staged unit, which its buffers may turn out to exceed."""
+def _inflight_need(writer: DatasetWriter) -> tuple[int, str, str]:
+    """The fewest bytes in flight a dataset's write can keep to, what holds them, and what would
+    do: one unit of a random-access dataset; the peak of a sequential one's staged units (each with
+    its mask of the elements received, assemble.py) where its buffers can be foreseen, else one
+    staged unit, which its buffers may turn out to exceed."""
     units = f"{'shard' if writer.array.shards else 'chunk'}s of shape {writer.unit_shape}"
     if writer.random_access:
-        return writer.unit_nbytes, f"one of its {units}", True
+        return writer.unit_nbytes, f"one of its {units}", f"max_inflight_bytes={writer.unit_nbytes} would work"
     staging = writer.assembler().staging_nbytes
     claim = staging_claim(writer)
-    if claim > staging:
-        return claim, f"its iterator's buffers keep {claim // staging} of its {units} staged at once, which", True
-    return staging, f"one of its {units}, staged,", writer.buffer_pattern is not None
-
-
-def _aligned_hint(writer: DatasetWriter) -> str:
     pattern = writer.buffer_pattern
-    if writer.random_access or pattern is None:
-        return ""
-    return f" or a buffer_size that is a multiple of {writer.unit_shape[pattern.axis]}"
+    if claim > staging:
+        return (
+            claim,
+            f"its iterator's buffers keep {claim // staging} of its {units} staged at once, which",
+            f"max_inflight_bytes={claim} would work, as would a buffer_size that is a multiple of "
+            f"{writer.unit_shape[pattern.axis]}",
+        )
+    if pattern is not None:
+        return staging, f"one of its {units}, staged,", f"max_inflight_bytes={staging} would work"
+    return staging, f"one of its {units}, staged,", f"it needs at least {staging} (its buffers may need more)"
 
 
 def plan_tiles(writer: DatasetWriter, engine: Engine, options: WriteOptions) -> Iterator[Region]:
@@ -314,7 +314,9 @@ class _SequentialFeed:
         self.stager = stager
         self.assembler = writer.assembler()
         self.unit_bytes = self.assembler.staging_nbytes
-        self.batch_bytes = pipeline.engine.tile_bytes(pipeline.options, writer.nbytes)
+        known = None not in writer.bounds  # else the array's shape is only where the data starts
+        size = writer.nbytes if known else pipeline.options.max_inflight_bytes
+        self.batch_bytes = pipeline.engine.tile_bytes(pipeline.options, size)
         self.batch: list[tuple[Coords, np.ndarray]] = []
 
     def run(self) -> None:
@@ -331,13 +333,17 @@ class _SequentialFeed:
 
     def _add(self, region: Region, data: np.ndarray) -> None:
         assembler = self.assembler
+        for coords in self._assembling(assembler.begin, region):
+            if self._assembling(assembler.opens, coords, region):
+                self._stage()
+            unit = self._assembling(assembler.put, coords, region, data)
+            if unit is not None:
+                self._complete(coords, unit)
+
+    def _assembling(self, step, *args):
+        """One assembler step; a buffer that does not fit the array fails naming the dataset."""
         try:
-            for coords in assembler.begin(region):
-                if assembler.opens(coords, region):
-                    self._stage()
-                unit = assembler.put(coords, region, data)
-                if unit is not None:
-                    self._complete(coords, unit)
+            return step(*args)
         except ValueError as exc:
             raise ChunkWriteError(self.writer.name, None, "assembling chunks from its buffers", str(exc)) from exc
 
