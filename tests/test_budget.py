@@ -120,6 +120,32 @@ def test_an_unpredictable_iterator_that_can_never_get_its_bytes_fails_promptly_n
     assert isinstance(info.value.__cause__, ValueError)
 
 
+def test_unpredictable_datasets_that_block_each_other_fail_promptly_or_write(tmp_path):
+    datasets = [realistic((400, 40), seed=i) for i in range(3)]
+    stores = [zarr.storage.LocalStore(tmp_path / f"{i}.zarr") for i in range(3)]
+    arrays = [make_array(s, d.shape, d.dtype, (100, 10)) for s, d in zip(stores, datasets, strict=True)]
+    bound = 15_000  # each alone stages four chunks (12000 bytes); two at once do not fit
+    iterators = [BlockIterator(d, (50, 20)) for d in datasets]
+    try:
+        report = within_time(
+            lambda: pipeline_write(list(zip(arrays, iterators, strict=True)), max_inflight_bytes=bound)
+        )
+    except ChunkWriteError as exc:
+        assert "max_inflight_bytes of at least" in str(exc)
+    else:
+        assert report.peak_inflight_bytes <= bound
+        for array, data in zip(arrays, datasets, strict=True):
+            np.testing.assert_array_equal(array[...], data)
+
+
+def test_a_generator_that_skips_rows_fails_promptly_instead_of_hanging(store):
+    rows = [None if i % 7 == 3 else np.full(10, i, dtype="int16") for i in range(400)]
+    iterator = DataChunkIterator(data=iter(rows), buffer_size=5)  # the skipped rows leave every chunk open
+    array = make_array(store, iterator.recommended_data_shape(), "int16", (10, 10))
+    with pytest.raises(ChunkWriteError, match="max_inflight_bytes of at least 1200"):
+        within_time(lambda: pipeline_write([(array, iterator)], max_inflight_bytes=1000))
+
+
 # -- item 7: one buffer larger than the bound ----------------------------------------------------------
 
 
