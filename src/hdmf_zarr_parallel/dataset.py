@@ -16,9 +16,9 @@ from functools import cached_property
 
 import numpy as np
 import zarr
-from hdmf.data_utils import AbstractDataChunkIterator, DataChunk, GenericDataChunkIterator
+from hdmf.data_utils import AbstractDataChunkIterator, DataChunk, DataChunkIterator, GenericDataChunkIterator
 
-from .assemble import UnitAssembler
+from .assemble import BufferPattern, UnitAssembler
 from .cpu.unit import ZarrUnitEncoder
 from .errors import ChunkWriteError
 from .plan import Coords, Region, UnitGrid, region_size
@@ -142,9 +142,23 @@ class DatasetWriter:
     # -- sequential iterators -------------------------------------------------------
     @property
     def bounds(self) -> tuple[int | None, ...]:
-        """Per axis, the final extent of a sequential iterator's data, or ``None`` where it may still grow."""
+        """Per axis, the final extent of a sequential iterator's data, or ``None`` where it may still grow:
+        where its maxshape is unlimited, or larger than the array (hdmf-zarr creates the array with the
+        iterator's ``recommended_data_shape``; like stock, the write grows it to what the buffers reach)."""
         maxshape = getattr(self.iterator, "maxshape", None) or (None,) * len(self.shape)
-        return tuple(None if m is None else int(a) for a, m in zip(self.array.shape, maxshape, strict=True))
+        return tuple(None if m is None or a < m else int(a) for a, m in zip(self.array.shape, maxshape, strict=True))
+
+    @property
+    def buffer_pattern(self) -> BufferPattern | None:
+        """How a sequential iterator cuts its data, where that is known before reading it: hdmf's own
+        ``DataChunkIterator`` (not a subclass that reads its buffers its own way)."""
+        iterator = self.iterator
+        if not isinstance(iterator, DataChunkIterator) or any(
+            getattr(type(iterator), name) is not getattr(DataChunkIterator, name)
+            for name in ("__next__", "_read_next_chunk")
+        ):
+            return None
+        return BufferPattern(iterator.iter_axis, iterator.buffer_size)
 
     def assembler(self) -> UnitAssembler:
         return UnitAssembler(self.unit_shape, self.dtype, self.array.metadata.fill_value, self.bounds)

@@ -17,13 +17,15 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
-from .assemble import coalesce
-from .budget import ByteBudget, WriteCancelled
+import numpy as np
+
+from .assemble import coalesce, coalesced, peak_open_units
+from .budget import ByteBudget, InflightLimitError, Stager, WriteCancelled
 from .dataset import DatasetWriter
 from .engines.base import Engine
 from .errors import ChunkWriteError
 from .options import WriteOptions
-from .plan import Region, UnitGrid, choose_tile_units, region_size
+from .plan import Coords, Region, UnitGrid, choose_tile_units, region_size
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -42,17 +44,49 @@ class WriteReport:
     resized: tuple[str, ...] = ()  # datasets that sequential iterators grew past their announced shape
 
 
+def staging_claim(writer: DatasetWriter) -> int:
+    """The most bytes a sequential dataset will hold staged at once, where its iterator's buffer
+    pattern is known before reading (``peak_open_units``); 0 where it is not."""
+    pattern = writer.buffer_pattern
+    if pattern is None:
+        return 0
+    row_nbytes = math.prod(writer.shape[1:]) * writer.dtype.itemsize
+    pattern = coalesced(pattern, writer.unit_shape[0], writer.bounds[0], row_nbytes, COALESCE_BYTES)
+    return (peak_open_units(writer.unit_shape, writer.bounds, pattern) or 0) * writer.assembler().staging_nbytes
+
+
 def validate(writers: Sequence[DatasetWriter], options: WriteOptions) -> None:
-    """Refuse, before any data moves, a write that cannot keep its memory bound."""
+    """Refuse, before any data moves, a write that cannot keep its memory bound, saying what bound would."""
     for writer in writers:
-        # a sequential iterator's unit is staged with a mask of the elements received (assemble.py)
-        needed = writer.unit_nbytes if writer.random_access else writer.assembler().staging_nbytes
+        needed, what, remedy = _inflight_need(writer)
         if needed > options.max_inflight_bytes:
             raise ValueError(
-                f"dataset '{writer.name}': one {'shard' if writer.array.shards else 'chunk'} of shape "
-                f"{writer.unit_shape} needs {needed} bytes in flight, more than max_inflight_bytes="
-                f"{options.max_inflight_bytes}; raise the limit or use smaller chunks"
+                f"dataset '{writer.name}': {what} needs {needed} bytes in flight, more than max_inflight_bytes="
+                f"{options.max_inflight_bytes}; {remedy}, or use smaller chunks"
             )
+
+
+def _inflight_need(writer: DatasetWriter) -> tuple[int, str, str]:
+    """The fewest bytes in flight a dataset's write can keep to, what holds them, and what would
+    do: one unit of a random-access dataset; the peak of a sequential one's staged units (each with
+    its mask of the elements received, assemble.py) where its buffers can be foreseen, else one
+    staged unit, which its buffers may turn out to exceed."""
+    units = f"{'shard' if writer.array.shards else 'chunk'}s of shape {writer.unit_shape}"
+    if writer.random_access:
+        return writer.unit_nbytes, f"one of its {units}", f"max_inflight_bytes={writer.unit_nbytes} would work"
+    staging = writer.assembler().staging_nbytes
+    claim = staging_claim(writer)
+    pattern = writer.buffer_pattern
+    if claim > staging:
+        return (
+            claim,
+            f"its iterator's buffers keep {claim // staging} of its {units} staged at once, which",
+            f"max_inflight_bytes={claim} would work, as would a buffer_size that is a multiple of "
+            f"{writer.unit_shape[pattern.axis]}",
+        )
+    if pattern is not None:
+        return staging, f"one of its {units}, staged,", f"max_inflight_bytes={staging} would work"
+    return staging, f"one of its {units}, staged,", f"it needs at least {staging} (its buffers may need more)"
 
 
 def plan_tiles(writer: DatasetWriter, engine: Engine, options: WriteOptions) -> Iterator[Region]:
@@ -201,37 +235,17 @@ class PipelineRun:
 
     def _feed(self, writer: DatasetWriter) -> None:
         """Read a sequential iterator in order, assemble whole units and submit them."""
-        assembler = writer.assembler()
-
-        def submit(units) -> None:
-            if not units:
-                return
-            grid = UnitGrid(assembler.final_shape(), writer.unit_shape)
-            in_bounds = sum(region_size(grid.unit_region(c)) for c, _ in units)
-            self.submit(
-                lambda: self.engine.submit_units(writer, units),
-                inflight=len(units) * assembler.staging_nbytes,
-                done_bytes=in_bounds * writer.dtype.itemsize,
-                reserved=True,  # taken when the units were first staged
-            )
-
+        stager = None
         try:
-            for region, data in coalesce(writer.chunks(), writer.unit_shape[0], COALESCE_BYTES):
-                if self.stop.is_set():
-                    return
-                self.budget.acquire(len(assembler.new_units(region)) * assembler.staging_nbytes)
-                try:
-                    completed = list(assembler.add(region, data))
-                except ValueError as exc:
-                    raise ChunkWriteError(writer.name, None, "assembling chunks from its buffers", str(exc)) from exc
-                submit(completed)
-            with self._lock:  # applied by finish(), once hdmf-zarr no longer touches the array's metadata
-                self._final_shapes.append((writer, assembler.final_shape()))
-            submit(list(assembler.finish()))
+            stager = self.budget.join(writer.name, staging_claim(writer))
+            _SequentialFeed(self, writer, stager).run()
         except WriteCancelled:
             pass
         except BaseException as exc:
             self.fail(exc)
+        finally:
+            if stager is not None:
+                self.budget.leave(stager)
 
     # -- the end ------------------------------------------------------------------------
     def _wait_all(self) -> None:
@@ -289,6 +303,83 @@ class PipelineRun:
         for feeder in self._feeders:
             feeder.join()
         self.progress.close()
+
+
+class _SequentialFeed:
+    """One sequential dataset's feeder: it takes each buffer one unit at a time, budgeting a unit
+    when it is first staged, and submits complete units in batches of about one region task, so
+    that large buffers become several tasks that workers share. It never waits for budget while
+    holding complete units (they are what frees it), which keeps the budget's view exact: bytes
+    are either staged, awaiting more input, or a task's."""
+
+    def __init__(self, pipeline: PipelineRun, writer: DatasetWriter, stager: Stager) -> None:
+        self.pipeline = pipeline
+        self.writer = writer
+        self.stager = stager
+        self.assembler = writer.assembler()
+        self.unit_bytes = self.assembler.staging_nbytes
+        known = None not in writer.bounds  # else the array's shape is only where the data starts
+        size = writer.nbytes if known else pipeline.options.max_inflight_bytes
+        self.batch_bytes = pipeline.engine.tile_bytes(pipeline.options, size)
+        self.batch: list[tuple[Coords, np.ndarray]] = []
+
+    def run(self) -> None:
+        for region, data in coalesce(self.writer.chunks(), self.writer.unit_shape[0], COALESCE_BYTES):
+            if self.pipeline.stop.is_set():
+                return
+            self._add(region, data)
+            self._flush()
+        with self.pipeline._lock:  # applied by finish(), once hdmf-zarr no longer touches the array's metadata
+            self.pipeline._final_shapes.append((self.writer, self.assembler.final_shape()))
+        for coords, unit in self.assembler.finish():
+            self._complete(coords, unit)
+        self._flush()
+
+    def _add(self, region: Region, data: np.ndarray) -> None:
+        assembler = self.assembler
+        for coords in self._assembling(assembler.begin, region):
+            if self._assembling(assembler.opens, coords, region):
+                self._stage()
+            unit = self._assembling(assembler.put, coords, region, data)
+            if unit is not None:
+                self._complete(coords, unit)
+
+    def _assembling(self, step, *args):
+        """One assembler step; a buffer that does not fit the array fails naming the dataset."""
+        try:
+            return step(*args)
+        except ValueError as exc:
+            raise ChunkWriteError(self.writer.name, None, "assembling chunks from its buffers", str(exc)) from exc
+
+    def _stage(self) -> None:
+        """Budget one more staged unit."""
+        budget = self.pipeline.budget
+        if budget.try_acquire(self.unit_bytes, self.stager):
+            return
+        self._flush()
+        try:
+            budget.acquire(self.unit_bytes, self.stager)
+        except InflightLimitError as exc:
+            raise ChunkWriteError(self.writer.name, None, "staging chunks within max_inflight_bytes", str(exc)) from exc
+
+    def _complete(self, coords: Coords, unit: np.ndarray) -> None:
+        self.pipeline.budget.hand_over(self.unit_bytes, self.stager)
+        self.batch.append((coords, unit))
+        if len(self.batch) * self.unit_bytes >= self.batch_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        units, self.batch = self.batch, []
+        if not units:
+            return
+        grid = UnitGrid(self.assembler.final_shape(), self.writer.unit_shape)
+        in_bounds = sum(region_size(grid.unit_region(c)) for c, _ in units)
+        self.pipeline.submit(
+            lambda: self.pipeline.engine.submit_units(self.writer, units),
+            inflight=len(units) * self.unit_bytes,
+            done_bytes=in_bounds * self.writer.dtype.itemsize,
+            reserved=True,  # handed over from staging as each unit completed
+        )
 
 
 def write_datasets(writers: Sequence[DatasetWriter], engine: Engine, options: WriteOptions) -> WriteReport:
