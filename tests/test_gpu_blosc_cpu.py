@@ -219,6 +219,33 @@ def test_default_streams_of_a_large_chunk(tmp_path):
         assert_read_by_all(tmp_path / cname, data)
 
 
+def _without_content_size(frame) -> bytes:
+    """The same zstd frame with a 128 KiB window descriptor instead of its content size field."""
+    frame = bytes(frame)
+    fhd = frame[4]
+    fcs_flag, single, checksum = fhd >> 6, (fhd >> 5) & 1, (fhd >> 2) & 1
+    assert fhd & 3 == 0, "no dictionary id"
+    at = 5 + (0 if single else 1)
+    at += (1 if single else 0, 2, 4, 8)[fcs_flag]
+    return frame[:4] + bytes([checksum << 2, (17 - 10) << 3]) + frame[at:]
+
+
+def test_zstd_blocks_without_content_size_are_read_by_every_c_blosc(tmp_path, monkeypatch):
+    """nvCOMP's zstd frames need not carry the content size; c-blosc's ZSTD_decompress does not need it."""
+    inner = algorithms.ALGORITHMS["zstd"]
+    monkeypatch.setattr(algorithms.BloscZstd, "raw", lambda self, encoded: _without_content_size(inner.raw(encoded)))
+    data = realistic((400, 300), "int16", seed=4)
+    store = LocalStore(tmp_path / "a.zarr")
+    array = make_array(store, data.shape, data.dtype, (400, 300), compressors=BloscCodec(cname="zstd"))
+    (chunk,) = _encode(array, data.reshape(1, -1))
+    first = 16 + 4 * -(-data.nbytes // _parse(chunk)["blocksize"]) + 4
+    assert struct.unpack_from("<I", chunk, first)[0] == 0xFD2FB528, "the first block is a zstd frame"
+    assert chunk[first + 4] >> 6 == 0 and not chunk[first + 4] >> 5 & 1, "without its content size"
+    (tmp_path / "a.zarr" / "c" / "0").mkdir(parents=True)
+    (tmp_path / "a.zarr" / "c" / "0" / "0").write_bytes(chunk)
+    assert_read_by_all(tmp_path / "a.zarr", data)
+
+
 # --------------------------------------------------------------------------- planning
 SUPPORTED = [
     ({"compressors": BloscCodec()}, "blosc-zstd", ("zstd", 5, bf.SHUFFLE, 2)),
