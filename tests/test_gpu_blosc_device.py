@@ -90,13 +90,14 @@ def test_gpu_write_of_blosc_reads_back_with_zarr_zarrs_and_tensorstore(tmp_path,
 
 
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])
-def test_nvcomp_zstd_and_gzip_chunks_are_one_frame_whatever_their_size(tmp_path, codec):
-    data = realistic((2048, 1024), "int16", seed=3)  # 4 MiB chunks
+@pytest.mark.parametrize("shape", [(2048, 1024), (3072, 4096)])  # one chunk of 4 MiB, of 24 MiB
+def test_nvcomp_zstd_and_gzip_chunks_are_one_frame_whatever_their_size(tmp_path, codec, shape):
+    data = realistic(shape, "int16", seed=3)
     store = zarr.storage.LocalStore(tmp_path / "a.zarr")
     compressor = ZstdCodec(level=3) if codec == "zstd" else GzipCodec(level=1)
-    array = make_array(store, data.shape, data.dtype, (2048, 1024), compressors=compressor)
-    engine = GpuEngine(4, 8 << 20, lanes=2)
-    write_datasets([DatasetWriter(array, NumpyIterator(data, buffer_shape=(2048, 1024)))], engine, WriteOptions())
+    array = make_array(store, data.shape, data.dtype, shape, compressors=compressor)
+    engine = GpuEngine(4, 32 << 20, lanes=2)
+    write_datasets([DatasetWriter(array, NumpyIterator(data, buffer_shape=shape))], engine, WriteOptions())
     blob = (tmp_path / "a.zarr" / "c" / "0" / "0").read_bytes()
     assert (zstd_frames if codec == "zstd" else gzip_members)(blob) == 1
     assert_read_by_all(tmp_path / "a.zarr", data, require=False)
