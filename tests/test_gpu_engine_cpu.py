@@ -120,14 +120,16 @@ def test_unsupported_chains_go_to_the_cpu_pool_with_a_reason(tmp_path, caplog):
     store = zarr.storage.LocalStore(tmp_path / "g.zarr")
     root = zarr.open_group(store, mode="w")
     data = realistic((200, 10))
-    blosc = root.create_array("blosc", shape=data.shape, dtype=data.dtype, chunks=(20, 10), compressors=BloscCodec())
+    blosclz = BloscCodec(cname="blosclz")  # a blosc the GPU path does not build
+    blosc = root.create_array("blosc", shape=data.shape, dtype=data.dtype, chunks=(20, 10), compressors=blosclz)
     zstd = root.create_array("zstd", shape=data.shape, dtype=data.dtype, chunks=(20, 10))
     gpu_write([(blosc, NumpyIterator(data, buffer_shape=(50, 10))), (zstd, NumpyIterator(data, buffer_shape=(50, 10)))])
     for name in ("blosc", "zstd"):
         np.testing.assert_array_equal(zarr.open_array(store, path=name, mode="r")[...], data)
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "dataset 'blosc' is written by the CPU pool: codecs: blosc has no nvCOMP equivalent; the GPU path cannot write it"
+        "dataset 'blosc' is written by the CPU pool: codecs: blosc with cname 'blosclz' "
+        "(BloscLZ has no nvCOMP equivalent) is not supported on the GPU path"
     ]
 
 

@@ -16,7 +16,9 @@ chunk size and frames the RAW output (a header, a trailer, nothing) into what za
 codec reads.
 
 Rows may also come as bytes (``uint8``, one row of ``chunk_nbytes`` per chunk), as after
-the byte shuffle of a ``numcodecs.shuffle`` chain.
+the byte shuffle of a ``numcodecs.shuffle`` chain. An algorithm may also have nvCOMP compress
+each chunk as several pieces (Blosc's blocks, after its per-block shuffle on the device): the
+offset table then points at every piece of every chunk, still in one call.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import algorithms
+from .inputs import BatchInput, once
 from .plan import GpuCodecPlan
 
 __all__ = ["NvcompBatchEncoder", "make_nvcomp_codec"]
@@ -109,10 +112,13 @@ class NvcompBatchEncoder:
         nbytes = plan.chunk_nbytes
         if nbytes <= 0:
             raise ValueError(f"chunk of shape {plan.chunk_shape} holds no bytes")
-        if nbytes > algorithm.max_chunk_nbytes:
+        # the pieces of each chunk nvCOMP compresses separately (the whole chunk, or Blosc's blocks)
+        self._offsets, self._sizes = algorithm.streams(plan)
+        unit = int(self._sizes.max())
+        if unit > algorithm.max_chunk_nbytes:
             raise ValueError(
                 f"nvCOMP {plan.algorithm} encodes at most {algorithm.max_chunk_nbytes} bytes per chunk; "
-                f"this array's chunks hold {nbytes} bytes (use smaller chunks, or inner chunks with sharding)"
+                f"this array's chunks hold {unit} bytes (use smaller chunks, or inner chunks with sharding)"
             )
         self.plan = plan
         self.algorithm = algorithm
@@ -122,7 +128,7 @@ class NvcompBatchEncoder:
         self._stream_ptr = _stream_ptr(self.stream)
         # uncomp_chunk_size >= the chunk size so that nvCOMP never splits a chunk (rounded
         # up to 4 KiB; the largest RAW unit caps it).
-        chunk_size_hint = min(-(-nbytes // 4096) * 4096, algorithm.max_chunk_nbytes)
+        chunk_size_hint = min(-(-unit // 4096) * 4096, algorithm.max_chunk_nbytes)
         self._codec, self.codec_kwargs = make_nvcomp_codec(plan.algorithm, self._stream_ptr, chunk_size_hint)
         try:
             self._align = max(1, int(self._codec.get_required_compression_alignment()))
@@ -298,14 +304,25 @@ class NvcompBatchEncoder:
         with self._on_stream():
             buffer, stride = self._input_buffer(rows)
             nbytes = self.plan.chunk_nbytes
-            batch = nvcomp.as_arrays(
-                buffer, (picked * stride).tolist(), [nbytes] * picked.size, cuda_stream=self._stream_ptr
-            )
+            matrix = buffer.reshape(-1, stride)
+            chosen = once(lambda: matrix[:, :nbytes][cupy.asarray(picked)])
+            # the compression input: the rows themselves, or what the algorithm makes of them (Blosc's
+            # shuffled blocks), on the device
+            transformed = self.algorithm.transform(cupy, self.plan, chosen)
+            if transformed is None:
+                source = BatchInput(cupy, matrix, picked, nbytes, self._offsets, self._sizes)
+            else:
+                buffer, stride = self._input_buffer(transformed)
+                at = np.arange(picked.size)
+                source = BatchInput(cupy, buffer.reshape(-1, stride), at, nbytes, self._offsets, self._sizes, chosen())
+            starts = (source.rows[:, None] * stride + self._offsets[None, :]).reshape(-1)
+            if np.any(starts % self._align):
+                raise ValueError(f"nvCOMP {self.plan.algorithm} needs inputs aligned to {self._align} bytes")
+            sizes_in = np.tile(self._sizes, picked.size)
+            batch = nvcomp.as_arrays(buffer, starts.tolist(), sizes_in.tolist(), cuda_stream=self._stream_ptr)
             # what the framing needs from the uncompressed rows (zlib: their Adler-32), on the device
-            prepared = self.algorithm.prepare(
-                cupy, lambda: buffer.reshape(-1, stride)[:, :nbytes][cupy.asarray(picked)]
-            )
-            enc, out_ptrs, out_buffer = self._encode_batch(batch, buffer[:nbytes], picked.size)
+            prepared = self.algorithm.prepare(cupy, chosen)
+            enc, out_ptrs, out_buffer = self._encode_batch(batch, buffer[: int(self._sizes.max())], sizes_in.size)
             # wait here, where cupy lets other threads run, rather than inside nvCOMP's
             # buffer_sizes, which holds the GIL while it waits (measured on an H200)
             self._synchronize()
@@ -313,7 +330,8 @@ class NvcompBatchEncoder:
             ptrs = out_ptrs if out_ptrs is not None else [self._device_ptr(enc[i]) for i in range(len(sizes))]
             out = self._download(ptrs, sizes, copy)
             del enc, batch, out_buffer
-        out = self.algorithm.frame(out, nbytes, prepared, lambda i: cupy.asnumpy(rows[int(picked[i])]).tobytes())
+            # framing may read uncompressed bytes back (BatchInput), on this stream
+            out = self.algorithm.frame(out, self.plan, prepared, source)
         self.last_encoded_nbytes = sum(memoryview(piece).nbytes for piece in out)
         return out
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import algorithms
+from .inputs import BatchInput
 from .plan import GpuCodecPlan
 
 
@@ -117,10 +118,21 @@ class HostLane(Lane):
         if not chunks:
             return []
         algorithm = algorithms.get(plan.algorithm)
+        matrix = np.stack(chunks)
+        transformed = algorithm.transform(np, plan, lambda: matrix)  # e.g. Blosc's shuffled blocks
+        inputs = matrix if transformed is None else transformed
+        offsets, sizes = algorithm.streams(plan)
         reference = algorithm.reference(plan.level)
-        raw = [algorithm.raw(reference.encode(c)) for c in chunks]  # what nvCOMP's RAW output holds
-        prepared = algorithm.prepare(np, lambda: np.stack(chunks))
-        return algorithm.frame(raw, plan.chunk_nbytes, prepared, lambda i: chunks[i].tobytes())
+        # what nvCOMP's RAW output holds for each stream (each chunk, or each of its Blosc blocks)
+        raw = [
+            algorithm.raw(reference.encode(row[o : o + n]))
+            for row in inputs
+            for o, n in zip(offsets, sizes, strict=True)
+        ]
+        prepared = algorithm.prepare(np, lambda: matrix)
+        original = None if transformed is None else matrix
+        source = BatchInput(np, inputs, range(len(chunks)), plan.chunk_nbytes, offsets, sizes, original)
+        return algorithm.frame(raw, plan, prepared, source)
 
 
 def _row_bytes(row: np.ndarray, plan: GpuCodecPlan) -> np.ndarray:

@@ -13,7 +13,12 @@ Supported chains (everything else is refused, with a reason):
   optional ``numcodecs.shuffle`` byte shuffle runs on the device before it (HDF5's shuffle
   filter);
 
-* the same chain as the inner codecs of ``sharding_indexed`` whose index codecs are
+* ``[bytes(little|native), (numcodecs.shuffle)?, blosc]`` with zarr's ``blosc`` or
+  ``numcodecs.blosc`` whose ``cname`` is ``zstd``, ``lz4`` or ``lz4hc`` and ``clevel`` 1-9, with
+  no shuffle, byte shuffle or bitshuffle: c-blosc 1 chunks built around nvCOMP's output
+  (:mod:`.blosc_frame`); chunks under 128 bytes (which c-blosc only copies) are refused;
+
+* the same chains as the inner codecs of ``sharding_indexed`` whose index codecs are
   ``[bytes(little)]`` optionally followed by ``[crc32c]``.
 
 nvCOMP has no compression-level knob: ``level`` is what the metadata says (and stays in
@@ -71,6 +76,9 @@ class GpuCodecPlan:
     codec_name: str = ""
     #: ``numcodecs.shuffle``'s element size when the chain shuffles bytes before compressing
     shuffle_elementsize: int | None = None
+    #: what else of the codec configuration the bytes depend on (:meth:`.algorithms.Algorithm.params`;
+    #: Blosc: cname, clevel, shuffle, typesize)
+    params: Any = None
 
     def __bool__(self) -> bool:
         return True
@@ -93,6 +101,7 @@ class _Parsed(NamedTuple):
     endian: str | None
     codec_name: str
     shuffle_elementsize: int | None
+    params: Any = None
 
 
 def _parse_chain(chain: Chain, where: str) -> _Parsed | Unsupported:
@@ -122,14 +131,13 @@ def _parse_chain(chain: Chain, where: str) -> _Parsed | Unsupported:
         names = ", ".join(codec_name(c) for c in rest)
         return Unsupported(f"{where}: more than one bytes-to-bytes codec ({names}) is not supported on the GPU path")
     name, config = codec_name(rest[0]), codec_config(rest[0])
-    algorithm = algorithms.for_codec_name(name)
+    algorithm = algorithms.for_codec_name(name, config)
     if algorithm is not None:
         refused = algorithm.refuse(name, config)
         if refused:
             return Unsupported(f"{where}: {refused} is not supported on the GPU path")
-        return _Parsed(algorithm.name, algorithm.level(config), chain.endian, name, shuffle)
-    if "blosc" in name.lower():
-        return Unsupported(f"{where}: blosc has no nvCOMP equivalent; the GPU path cannot write it")
+        params = algorithm.params(name, config)
+        return _Parsed(algorithm.name, algorithm.level(config), chain.endian, name, shuffle, params)
     if "shuffle" in name.lower():
         return Unsupported(f"{where}: shuffle filter '{name}' is not supported on the GPU path")
     if name in ("crc32c", "numcodecs.crc32c", "numcodecs.crc32", "numcodecs.adler32"):
@@ -225,8 +233,12 @@ def _plan(
         fill_value=fill_value,
         codec_name=parsed.codec_name,
         shuffle_elementsize=parsed.shuffle_elementsize,
+        params=parsed.params,
         **shard_fields,
     )
+    refused = algorithms.get(plan.algorithm).refuse_plan(plan)
+    if refused:
+        return Unsupported(refused)
     return _whole_elements(plan)
 
 
