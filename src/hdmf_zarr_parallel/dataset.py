@@ -19,6 +19,7 @@ import zarr
 from hdmf.data_utils import AbstractDataChunkIterator, DataChunk, DataChunkIterator, GenericDataChunkIterator
 
 from .assemble import BufferPattern, UnitAssembler
+from .concurrent_readers import registered_concurrent_reader
 from .cpu.unit import ZarrUnitEncoder
 from .errors import ChunkWriteError
 from .plan import Coords, Region, UnitGrid, region_size
@@ -31,14 +32,18 @@ def reads_concurrently(iterator: AbstractDataChunkIterator, requested: bool | No
     """Whether several workers may call one iterator's ``_get_data`` at the same time.
 
     ``requested`` (the ``concurrent_reads`` write option) decides when given. Else the
-    iterator's own ``concurrent_reads`` attribute does: an iterator that reads through a
-    shared file handle (seek, then read) would return the wrong bytes if two threads
-    interleaved, so one that says nothing is read by one worker at a time, while
-    encoding and storing stay parallel.
+    iterator's own ``concurrent_reads`` attribute does, and for an iterator without one,
+    the registry of known-safe iterator classes (:mod:`.concurrent_readers`). An iterator
+    that reads through a shared file handle (seek, then read) would return the wrong bytes
+    if two threads interleaved, so one that nothing vouches for is read by one worker at a
+    time, while encoding and storing stay parallel.
     """
     if requested is not None:
         return requested
-    return getattr(iterator, "concurrent_reads", False) is True
+    declared = getattr(iterator, "concurrent_reads", None)
+    if declared is not None:
+        return declared is True
+    return registered_concurrent_reader(iterator)
 
 
 class DatasetWriter:
