@@ -16,6 +16,7 @@ write at a time. Everything else is stock hdmf-zarr. ``tests/test_io.py`` fails 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from typing import Any
 
@@ -33,6 +34,9 @@ from .options import DEFAULT_GPU_BATCH_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, WriteO
 from .pipeline import WriteReport
 from .queue import ParallelDataChunkIteratorQueue
 from .references import CollectingGroup, collecting_group
+
+# the write options an IO object takes as keyword arguments (hdmf-zarr's own write arguments set the other two)
+_WRITE_KEYWORDS = {f.name for f in dataclasses.fields(WriteOptions)} - {"mp_context", "max_threads_per_process"}
 
 
 class _ParallelWriteMixin:
@@ -73,6 +77,42 @@ class _ParallelWriteMixin:
         self._commit: RootCommit | None = None
         self._committing = False  # inside write()/export(): write_builder marks the store incomplete
         super().__init__(*args, **kwargs)
+
+    @classmethod
+    def configured(cls, **options: Any) -> type:
+        """A subclass whose write options default to ``options``, for callers that take an IO class.
+
+        neuroconv, for example, is handed a class (``BACKEND_NWB_IO["zarr"] = ...``) and builds,
+        reads and appends with it; ``functools.partial`` is not a class and breaks there. The
+        subclass is a real subclass (``issubclass(..., NWBZarrIO)``, ``can_read`` and every other
+        classmethod work), its options are checked now, and keyword arguments given when an
+        object is made still win.
+        """
+        unknown = sorted(set(options) - _WRITE_KEYWORDS)
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.configured() got unknown write option(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(sorted(_WRITE_KEYWORDS))}"
+            )
+        WriteOptions(**{**getattr(cls, "preset_options", {}), **options})  # bad values fail here
+        presets = {**getattr(cls, "preset_options", {}), **options}
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super(configured_class, self).__init__(*args, **{**presets, **kwargs})
+
+        settings = ", ".join(f"{k}={v!r}" for k, v in presets.items())
+        configured_class = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__init__": __init__,
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "__doc__": f"{cls.__doc__}\n\nPreset write options: {settings or 'none'}.",
+                "preset_options": dict(presets),
+            },
+        )
+        return configured_class
 
     @property
     def _ZarrIO__dci_queue(self) -> ParallelDataChunkIteratorQueue | None:
