@@ -17,7 +17,7 @@ import contextlib
 from typing import Any
 
 import zarr
-from hdmf.build import DatasetBuilder
+from hdmf.build import DatasetBuilder, GroupBuilder
 from hdmf.query import HDMFDataset
 from hdmf_zarr import NWBZarrIO, ZarrIO
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
@@ -27,6 +27,7 @@ from .attributes import recording, store_recorded
 from .engines import make_engine
 from .options import DEFAULT_GPU_BATCH_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, WriteOptions
 from .pipeline import WriteReport
+from .preflight import check_memory_bound
 from .queue import ParallelDataChunkIteratorQueue
 from .references import CollectingGroup, collecting_group
 
@@ -47,6 +48,7 @@ class _ParallelWriteMixin:
         client: Any = None,
         dask_gpu: str = "auto",
         concurrent_reads: bool | None = None,
+        read_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         self.write_options = WriteOptions(
@@ -60,6 +62,7 @@ class _ParallelWriteMixin:
             client=client,
             dask_gpu=dask_gpu,
             concurrent_reads=concurrent_reads,
+            read_timeout=read_timeout,
         )
         self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
         self._parallel_queue: ParallelDataChunkIteratorQueue | None = None
@@ -100,6 +103,15 @@ class _ParallelWriteMixin:
         kwargs["write_args"] = write_args
         with self._data_until_the_end(kwargs, write_args["exhaust_dci"]):
             return super().export(*args, **kwargs)
+
+    def write_builder(self, *args: Any, **kwargs: Any) -> None:
+        """hdmf-zarr's ``write_builder`` (``write`` and ``export`` both end here), after refusing a
+        dataset whose known chunk or shard cannot fit ``max_inflight_bytes``, before anything of
+        the file is written (see :mod:`.preflight`)."""
+        builder = args[0] if args else kwargs.get("builder")
+        if isinstance(builder, GroupBuilder):
+            check_memory_bound(builder, self.write_options.max_inflight_bytes)
+        return super().write_builder(*args, **kwargs)
 
     def write_dataset(self, *args: Any, **kwargs: Any) -> Any:
         """hdmf-zarr's ``write_dataset``; a dataset of object references is stored in one write

@@ -37,6 +37,11 @@ def make_engine(options: WriteOptions) -> Engine:
     if name == "processes":
         return ProcessEngine(options.workers, options.mp_context, options.max_threads_per_process)
     if name == "gpu":
+        from ..gpu_support import gpu_status
+
+        status = gpu_status()
+        if not status.available:  # a bad argument for this machine, refused before anything is written
+            raise ValueError(f"engine='gpu' needs a usable NVIDIA GPU with nvCOMP: {status.reason}")
         from .gpu import GpuEngine
 
         return GpuEngine.create(options)

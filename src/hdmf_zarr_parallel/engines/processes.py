@@ -22,8 +22,9 @@ import numpy as np
 from zarr.storage import LocalStore
 
 from ..dataset import DatasetWriter
+from ..options import default_workers
 from ..plan import Coords, Region
-from .base import Engine
+from .base import Engine, capped_workers
 from .threads import ThreadEngine
 
 logger = logging.getLogger(__name__)
@@ -61,15 +62,20 @@ def process_ineligibility(writer: DatasetWriter) -> str | None:
 
 
 class ProcessEngine(Engine):
+    """Worker processes, started as tasks arrive (with "spawn", the default context), at most
+    ``max_workers`` and at most one per CPU core: they exist for reading that holds the GIL, which
+    more processes than cores cannot speed up, and each costs an interpreter (seconds to start,
+    and its own memory)."""
+
     name = "processes"
 
     def __init__(
         self, max_workers: int, mp_context: str | None = None, max_threads_per_process: int | None = None
     ) -> None:
-        super().__init__(max_workers)
+        super().__init__(capped_workers(max_workers, default_workers(), "worker processes", "one per CPU core"))
         self.mp_context = mp_context or "spawn"
         self.max_threads_per_process = max_threads_per_process
-        self._threads = ThreadEngine(max_workers)
+        self._threads = ThreadEngine(max_workers)  # for the datasets processes cannot write
         self._pool: ProcessPoolExecutor | None = None
         self._payloads: dict[int, tuple[DatasetWriter, int, bytes]] = {}
         self._tokens = itertools.count()

@@ -9,14 +9,16 @@ import numpy as np
 
 from ..dataset import DatasetWriter
 from ..plan import Coords, Region
-from .base import Engine, write_units
+from .base import MAX_THREADS_PER_CORE, Engine, capped_workers, thread_limit, write_units
 
 
 class ThreadEngine(Engine):
     name = "threads"
 
     def __init__(self, max_workers: int) -> None:
-        super().__init__(max_workers)
+        super().__init__(
+            capped_workers(max_workers, thread_limit(), "threads", f"at most {MAX_THREADS_PER_CORE} per CPU core")
+        )
         self._pool: ThreadPoolExecutor | None = None
 
     @property
