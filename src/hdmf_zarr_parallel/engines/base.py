@@ -26,6 +26,9 @@ MAX_TILE_BYTES = 16 << 20
 # Worker threads mostly wait (in codecs that release the GIL, or on storage): more than a few per
 # core can still help with slow object stores, but beyond this they only add contention and memory.
 MAX_THREADS_PER_CORE = 32
+# A cancelled write (a failure, Ctrl-C) waits this long for the tasks running, so that normally
+# nothing is left behind; a task still running after it (a read that never returns) is abandoned.
+CANCEL_GRACE_S = 1.0
 
 
 def tile_bytes_for(max_inflight_bytes: int, concurrent: int, dataset_nbytes: int, cap: int = MAX_TILE_BYTES) -> int:

@@ -10,21 +10,25 @@ names it and says why, so nothing silently loses its parallelism.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
 import pickle
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 from zarr.storage import LocalStore
 
-from ..dataset import DatasetWriter
+from ..dataset import DatasetWriter, _fmt
+from ..errors import ChunkWriteError
 from ..options import default_workers
 from ..plan import Coords, Region
-from .base import Engine, capped_workers
+from .base import CANCEL_GRACE_S, Engine, capped_workers
 from .threads import ThreadEngine
 
 logger = logging.getLogger(__name__)
@@ -59,6 +63,55 @@ def process_ineligibility(writer: DatasetWriter) -> str | None:
     except Exception as exc:
         return f"its iterator ({type(writer.iterator).__name__}) cannot be pickled: {exc!r}"
     return None
+
+
+def _worker_died(writer: DatasetWriter, region: Region, exc: BaseException) -> ChunkWriteError:
+    error = ChunkWriteError(
+        writer.name,
+        None,
+        f"writing region {_fmt(region)} in a worker process",
+        f"a worker process died (killed, or out of memory?) while this region was in flight: {exc!r}",
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _relay(inner: Future[int], writer: DatasetWriter, region: Region) -> Future[int]:
+    """A future with ``inner``'s outcome, where a dead worker process (``BrokenProcessPool``, which
+    names nothing) becomes a ``ChunkWriteError`` naming the dataset and the region."""
+    outer: Future[int] = Future()
+
+    def done(f: Future[int]) -> None:
+        if f.cancelled():
+            outer.cancel()
+            return
+        exc = f.exception()
+        if exc is None:
+            outer.set_result(f.result())
+        else:
+            outer.set_exception(_worker_died(writer, region, exc) if isinstance(exc, BrokenProcessPool) else exc)
+
+    inner.add_done_callback(done)
+    return outer
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the worker processes at once (a worker may be
+    stuck in a read that never returns), then reap them so none outlives the write."""
+    # ``_processes`` (pid -> Process) is private but present from Python 3.2 to 3.14; 3.14's public
+    # terminate_workers() does the same terminate, but we also need the processes to reap them
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):  # it may have just exited
+            process.terminate()
+    deadline = time.monotonic() + CANCEL_GRACE_S
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():  # ignored SIGTERM
+                process.kill()
+                process.join(CANCEL_GRACE_S)
 
 
 class ProcessEngine(Engine):
@@ -116,7 +169,11 @@ class ProcessEngine(Engine):
         if entry is None or entry[0] is not writer or self._pool is None:
             return self._threads.submit_region(writer, region)
         _, token, payload = entry
-        return self._pool.submit(_write_region_in_worker, token, payload, region)
+        try:
+            inner = self._pool.submit(_write_region_in_worker, token, payload, region)
+        except BrokenProcessPool as exc:
+            raise _worker_died(writer, region, exc) from exc
+        return _relay(inner, writer, region)
 
     def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
         return self._threads.submit_units(writer, units)
@@ -124,6 +181,9 @@ class ProcessEngine(Engine):
     def shutdown(self, cancel: bool = False) -> None:
         self._threads.shutdown(cancel)
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=cancel)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            if cancel:
+                _stop_workers(pool)
+            else:
+                pool.shutdown(wait=True)
         self._payloads.clear()
