@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from ..options import WriteOptions
-from .base import Engine
+from .base import Engine, capped_workers, thread_limit
 from .processes import ProcessEngine
 from .serial import SerialEngine
 from .threads import ThreadEngine
@@ -44,7 +45,8 @@ def make_engine(options: WriteOptions) -> Engine:
             raise ValueError(f"engine='gpu' needs a usable NVIDIA GPU with nvCOMP: {status.reason}")
         from .gpu import GpuEngine
 
-        return GpuEngine.create(options)
+        writers = capped_workers(options.workers, thread_limit(), "GPU writer threads", "as for engine='threads'")
+        return GpuEngine.create(options if writers == options.workers else replace(options, max_workers=writers))
     if name == "dask":
         from .dask import DaskEngine  # imports distributed only when asked for
 
