@@ -45,6 +45,9 @@ def reads_concurrently(iterator: AbstractDataChunkIterator, requested: bool | No
 class DatasetWriter:
     """Writes the data of one ``AbstractDataChunkIterator`` into one zarr array."""
 
+    stop: threading.Event | None = None  # the write's stop flag, set by bind(); never pickled
+    read_timeout: float | None = None
+
     def __init__(
         self, array: zarr.Array, iterator: AbstractDataChunkIterator, concurrent_reads: bool | None = None
     ) -> None:
@@ -55,8 +58,6 @@ class DatasetWriter:
         self.unit_shape: tuple[int, ...] = tuple(array.shards or array.chunks)
         self.concurrent_reads = reads_concurrently(iterator, concurrent_reads)
         self._read_lock = None if self.concurrent_reads else threading.Lock()
-        self.stop: threading.Event | None = None  # the write's stop flag, set by bind()
-        self.read_timeout: float | None = None
         if not self.concurrent_reads and self.random_access:
             logger.info(
                 "dataset '%s': %s does not declare concurrent_reads, so its regions are read one at a time "
@@ -266,7 +267,7 @@ class DatasetWriter:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._read_lock = None if self.concurrent_reads else threading.Lock()
-        self.stop = None  # a worker process is stopped by terminating it
+        # no stop flag here: a worker process is stopped by terminating it, a Dask task by cancelling it
 
 
 def _exactly(data: np.ndarray, shape: tuple[int, ...], name: str, region: Region) -> np.ndarray:
