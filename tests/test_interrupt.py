@@ -3,6 +3,7 @@ no writer thread, worker process or (with Dask) task is left running. Each case 
 interpreter, so the signal cannot reach pytest."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -196,6 +197,7 @@ def test_ctrl_c_once_ends_a_write_stuck_in_a_read_and_the_process_exits(tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     try:
         assert proc.stdout.readline().strip() == "writing"
@@ -204,7 +206,7 @@ def test_ctrl_c_once_ends_a_write_stuck_in_a_read_and_the_process_exits(tmp_path
             time.sleep(0.05)
         assert stuck.exists(), "the read never got stuck"
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)  # once
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C once, in a terminal: to the writer and its worker processes
         signalled = time.time()
         stdout, stderr = proc.communicate(timeout=30)
         to_exit = time.time() - signalled

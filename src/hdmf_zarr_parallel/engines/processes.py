@@ -15,6 +15,7 @@ import itertools
 import logging
 import multiprocessing
 import pickle
+import signal
 import time
 import warnings
 from collections.abc import Sequence
@@ -38,6 +39,9 @@ _WORKER_WRITERS: dict[int, DatasetWriter] = {}
 
 
 def _init_worker(max_threads: int | None) -> None:
+    # Ctrl-C in a terminal reaches every process of the group: the writer's process alone handles
+    # it, and terminates its workers (one may be stuck in a read no signal would end anyway)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if max_threads is not None:
         from threadpoolctl import threadpool_limits
 
