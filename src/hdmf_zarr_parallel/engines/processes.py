@@ -183,11 +183,11 @@ class ProcessEngine(Engine):
         return self._threads.submit_units(writer, units)
 
     def shutdown(self, cancel: bool = False) -> None:
-        self._threads.shutdown(cancel)
-        if self._pool is not None:
+        if self._pool is not None:  # first: a second Ctrl-C during the threads' grace leaves no process behind
             pool, self._pool = self._pool, None
             if cancel:
                 _stop_workers(pool)
             else:
                 pool.shutdown(wait=True)
+        self._threads.shutdown(cancel)
         self._payloads.clear()
