@@ -175,7 +175,7 @@ def test_engine_gpu_without_a_device_refuses_before_writing(tmp_path):
 
     if gpu_status().available:
         pytest.skip("this machine has a usable GPU")
-    with pytest.raises(RuntimeError, match="engine='gpu' needs a usable NVIDIA GPU"):
+    with pytest.raises(ValueError, match="engine='gpu' needs a usable NVIDIA GPU"):
         NWBParallelZarrIO(str(tmp_path / "x.nwb.zarr"), mode="w", engine="gpu")
     assert not (tmp_path / "x.nwb.zarr").exists()
 

@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 import zarr
-from hdmf.build import DatasetBuilder
+from hdmf.build import DatasetBuilder, GroupBuilder
 from hdmf.query import HDMFDataset
 from hdmf_zarr import NWBZarrIO, ZarrIO
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
@@ -32,6 +32,7 @@ from .completion import RootCommit, refusing_incomplete
 from .engines import make_engine
 from .options import DEFAULT_GPU_BATCH_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, WriteOptions
 from .pipeline import WriteReport
+from .preflight import check_memory_bound
 from .queue import ParallelDataChunkIteratorQueue
 from .references import CollectingGroup, collecting_group
 
@@ -55,6 +56,7 @@ class _ParallelWriteMixin:
         client: Any = None,
         dask_gpu: str = "auto",
         concurrent_reads: bool | None = None,
+        read_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         self.write_options = WriteOptions(
@@ -68,6 +70,7 @@ class _ParallelWriteMixin:
             client=client,
             dask_gpu=dask_gpu,
             concurrent_reads=concurrent_reads,
+            read_timeout=read_timeout,
         )
         self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
         self._parallel_queue: ParallelDataChunkIteratorQueue | None = None
@@ -153,9 +156,14 @@ class _ParallelWriteMixin:
         return super().export(*args, **kwargs)
 
     def write_builder(self, *args: Any, **kwargs: Any) -> None:
-        """hdmf-zarr's ``write_builder``; inside :meth:`write`/:meth:`export` it first marks the store
-        incomplete (arguments and the build were checked by then, so a refused call leaves the store as it was)."""
+        """hdmf-zarr's ``write_builder`` (``write`` and ``export`` both end here). It first refuses a
+        dataset whose known chunk or shard cannot fit ``max_inflight_bytes`` (see :mod:`.preflight`),
+        then, inside :meth:`write`/:meth:`export`, marks the store incomplete: arguments, the build
+        and the memory bound are checked by then, so a refused call leaves the store as it was."""
         self._refuse_other_threads()
+        builder = args[0] if args else kwargs.get("builder")
+        if isinstance(builder, GroupBuilder):
+            check_memory_bound(builder, self.write_options.max_inflight_bytes)
         if self._committing and self._commit is None and RootCommit.applies_to(self._file):
             commit = RootCommit(self._file)
             commit.begin()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from ..options import WriteOptions
-from .base import Engine
+from .base import Engine, capped_workers, thread_limit
 from .processes import ProcessEngine
 from .serial import SerialEngine
 from .threads import ThreadEngine
@@ -37,9 +38,15 @@ def make_engine(options: WriteOptions) -> Engine:
     if name == "processes":
         return ProcessEngine(options.workers, options.mp_context, options.max_threads_per_process)
     if name == "gpu":
+        from ..gpu.status import gpu_status
+
+        status = gpu_status()
+        if not status.available:  # a bad argument for this machine, refused before anything is written
+            raise ValueError(f"engine='gpu' needs a usable NVIDIA GPU with nvCOMP: {status.reason}")
         from ..gpu.engine import GpuEngine
 
-        return GpuEngine.create(options)
+        writers = capped_workers(options.workers, thread_limit(), "GPU writer threads", "as for engine='threads'")
+        return GpuEngine.create(options if writers == options.workers else replace(options, max_workers=writers))
     if name == "dask":
         from .dask import DaskEngine  # imports distributed only when asked for
 
