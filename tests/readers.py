@@ -207,14 +207,15 @@ def check_reader(reader: str, path, expected) -> str | None:
     return None
 
 
-def assert_independent_readers_match(path, expected, subtests=None, readers=READER_NAMES) -> None:
+def assert_independent_readers_match(path, expected, subtests=None, name=None, readers=READER_NAMES) -> None:
     """Both independent readers read the array at ``path`` bit-exactly as ``expected``.
 
-    With ``subtests`` (the pytest fixture) each reader is a subtest, skipped alone for a known
-    gap; without, the test is skipped after every reader ran, naming the gaps."""
+    With ``subtests`` (the pytest fixture) each reader is a subtest (labelled with ``name``,
+    where a test checks several arrays), skipped alone for a known gap; without, the test is
+    skipped after every reader ran, naming the gaps."""
     skipped = []
     for reader in readers:
-        with _subtest(subtests, reader=reader, array=_short(path)):
+        with _subtest(subtests, reader=reader, **({} if name is None else {"array": name})):
             reason = check_reader(reader, path, expected)
             if reason is not None:
                 if subtests is not None:
@@ -231,8 +232,3 @@ def _subtest(subtests, **kwargs) -> Iterator[None]:
     else:
         with subtests.test(**kwargs):
             yield
-
-
-def _short(path) -> str:
-    parts = array_dir(path).parts
-    return "/".join(parts[-3:])
