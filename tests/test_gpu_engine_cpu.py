@@ -318,3 +318,22 @@ def test_lanes_read_an_undeclared_iterator_one_region_at_a_time(store, subtests)
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     assert iterator.most_at_once == 1
     assert_independent_readers_match(store, data, subtests)
+
+
+@pytest.mark.parametrize(
+    "chunk_key_encoding",
+    [{"name": "default", "separator": "."}, {"name": "v2", "separator": "."}, {"name": "v2", "separator": "/"}],
+    ids=["default-dot", "v2-dot", "v2-slash"],
+)
+@pytest.mark.parametrize("shards", [None, (64, 16)])
+def test_lanes_store_under_the_arrays_chunk_keys(store, subtests, chunk_key_encoding, shards):
+    """The host-lane path names chunks and shards as the array's chunk-key encoding says."""
+    data = realistic((301, 37))
+    array = make_array(
+        store, data.shape, data.dtype, (16, 8), shards, compressors=ZstdCodec(), chunk_key_encoding=chunk_key_encoding
+    )
+    gpu_write([(array, NumpyIterator(data, buffer_shape=(50, 37)))])
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    assert (store.root / array.metadata.encode_chunk_key((0, 0))).is_file()
+    assert sum(sum(lane.calls) for lane in CountingLane.instances) > 0, "the chunks went through the lanes"
+    assert_independent_readers_match(store, data, subtests)
