@@ -2,6 +2,7 @@
 not with zarr-python; its gap table is true; and it fails when a stored chunk is wrong."""
 
 import gzip
+import sys
 
 import numcodecs
 import numpy as np
@@ -32,6 +33,34 @@ def test_zarrs_reads_strictly_with_its_own_pipeline(tmp_path):
         read_with_zarrs(path)
     path, data = written(tmp_path, name="b.zarr")
     np.testing.assert_array_equal(read_with_zarrs(path), data)
+
+
+def test_zarrs_decodes_without_zarr_pythons_codec_pipeline(tmp_path, monkeypatch):
+    pytest.importorskip("zarrs")
+    from zarr.core.codec_pipeline import BatchedCodecPipeline
+
+    path, data = written(tmp_path, shards=(32, 12))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("zarr-python's codec pipeline was used")
+
+    monkeypatch.setattr(BatchedCodecPipeline, "read", refuse)
+    np.testing.assert_array_equal(read_with_zarrs(path), data)
+    with pytest.raises(AssertionError, match="zarr-python's codec pipeline was used"):
+        zarr.open_array(str(path), mode="r")[...]  # stock zarr-python does go through it
+
+
+@pytest.mark.parametrize("reader", READER_NAMES)
+def test_a_missing_reader_is_a_skip_with_its_reason_unless_required(tmp_path, monkeypatch, reader):
+    path, data = written(tmp_path)
+    monkeypatch.setitem(sys.modules, reader, None)  # import fails as if not installed
+    monkeypatch.delenv("HDMF_ZARR_PARALLEL_REQUIRE_READERS", raising=False)
+    assert check_reader(reader, path, data) == (
+        f"{reader} is not installed: the independent-reader check needs it (pip install {reader})"
+    )
+    monkeypatch.setenv("HDMF_ZARR_PARALLEL_REQUIRE_READERS", "1")
+    with pytest.raises(AssertionError, match=f"{reader} is not installed"):
+        check_reader(reader, path, data)
 
 
 def test_both_readers_read_what_we_write(tmp_path, subtests):
