@@ -159,8 +159,9 @@ READERS: dict[str, Callable[[Path], np.ndarray]] = {
 
 
 def _error_text(exc: BaseException) -> str:
-    parts = []
-    while exc is not None:
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:  # the whole chain: zarrs puts its reason in __cause__
+        seen.add(id(exc))
         parts.append(f"{type(exc).__name__}: {exc}")
         exc = exc.__cause__ or exc.__context__
     return " <- ".join(parts)
