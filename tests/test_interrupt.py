@@ -16,7 +16,7 @@ import pytest
 # spawned worker processes can import too.
 SLOW_ITERATOR = """
 import time
-from hdmf_zarr_parallel.bench import NpyMemmapIterator
+from hdmf_zarr_parallel.tools.examples import NpyMemmapIterator
 
 
 class SlowNpyIterator(NpyMemmapIterator):
@@ -32,7 +32,7 @@ import json, multiprocessing, sys, threading, time
 def main(npy, out, engine):
     from slow_iterator import SlowNpyIterator
     from hdmf_zarr_parallel import NWBParallelZarrIO
-    from hdmf_zarr_parallel.bench import build_ephys_nwb
+    from hdmf_zarr_parallel.tools.bench_data import build_ephys_nwb
 
     client = None
     if engine == "dask":

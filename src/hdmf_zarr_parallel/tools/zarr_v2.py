@@ -9,7 +9,7 @@ serially by ``ZarrIO._copy_array``: the source chunks, its numcodecs compressor 
 mapped to zarr v3 (``ZarrIO._to_v3_codecs``), its fill value, and all of its ``.zattrs``
 (``zarr_dtype`` included, and no ``_DTYPE``), followed by the builder's attributes.
 
-:func:`open_source` follows the same route; :func:`write_v2_dataset` (called by convert's IO
+:func:`open_source` follows the same route; :func:`write_v2_dataset` (called by :class:`.convert_io.ConvertIO`
 for each dataset builder) swaps each large numeric v2 array for a :class:`ZarrV2DatasetIterator`
 — a picklable ``GenericDataChunkIterator`` that reopens the store by path — with the settings
 ``_copy_array`` would use, so the engines read, decode, encode and store its chunks in
@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 from hdmf.data_utils import GenericDataChunkIterator
 
-from .convert import ConvertError, ConvertOptions, _is_streamable, make_compressors, plan_layout
+from ..errors import ConvertError
+from .convert_plan import ConvertOptions, is_streamable, make_compressors, plan_layout
 from .reopening import ReopensFromState
 
 READING = "zarr, v2 chunks"  # how the workers read a streamed v2 array (for the conversion report)
@@ -247,7 +248,7 @@ def _streamable(array: Any, options: ConvertOptions) -> bool:
         return False
     if options.codec is not None:  # stock's copy keeps the source codecs: the new codec needs our path
         return array.ndim >= 1 and all(s > 0 for s in array.shape)
-    return _is_streamable(array, options)
+    return is_streamable(array, options)
 
 
 def write_v2_dataset(io: Any, kwargs: dict[str, Any], write: Callable[..., Any]) -> Any:
