@@ -22,8 +22,9 @@ from zarr.abc.codec import ArrayArrayCodec, BytesBytesCodec
 
 from ..io import NWBParallelZarrIO
 from . import zarr_v2
-from .convert_plan import ConvertOptions, is_streamable, make_compressors, plan_layout
+from .convert_plan import ConvertOptions, Layout, is_streamable, make_compressors, plan_layout
 from .h5direct import H5DatasetIterator
+from .reopening import NamedDatasetIterator
 
 
 class ConvertIO(NWBParallelZarrIO):
@@ -39,7 +40,7 @@ class ConvertIO(NWBParallelZarrIO):
         self.streamed: list[tuple[str, int]] = []  # (name, bytes)
         self.reading: dict[str, str] = {}  # name -> how the workers read it
         self.copied = 0
-        self._iterators: list[Any] = []
+        self._iterators: list[NamedDatasetIterator] = []
         super().__init__(*args, **kwargs)
 
     def write_dataset(self, **kwargs: Any):
@@ -66,14 +67,7 @@ class ConvertIO(NWBParallelZarrIO):
             )
             return super().write_dataset(**kwargs)
         layout = plan_layout(data, options)
-        iterator = H5DatasetIterator(
-            self.source_path,
-            data.name,
-            dataset=data,
-            chunk_shape=tuple(min(c, s) for c, s in zip(layout.chunks, data.shape, strict=True)),
-            buffer_shape=layout.buffer_shape,
-        )
-        self._iterators.append(iterator)
+        iterator = self.open_iterator(H5DatasetIterator, data, layout)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "shards without chunks": we always give both
             kwargs["force_data"] = ZarrDataIO(
@@ -87,9 +81,26 @@ class ConvertIO(NWBParallelZarrIO):
         dset = super().write_dataset(**kwargs)
         if dset is not None:
             dset.attrs["_DTYPE"] = _stock_type_name(data.dtype)
-        self.streamed.append((data.name, int(data.size * data.dtype.itemsize)))
-        self.reading[data.name] = iterator.reading
+        self.record_streamed(data, iterator)
         return dset
+
+    def open_iterator(self, kind: type[NamedDatasetIterator], data: Any, layout: Layout) -> NamedDatasetIterator:
+        """An iterator of ``kind`` over the source dataset ``data`` in ``layout``'s chunks and
+        buffers; :meth:`close_iterators` closes it after the export."""
+        iterator = kind(
+            self.source_path,
+            data.name,
+            dataset=data,
+            chunk_shape=tuple(min(c, s) for c, s in zip(layout.chunks, data.shape, strict=True)),
+            buffer_shape=layout.buffer_shape,
+        )
+        self._iterators.append(iterator)
+        return iterator
+
+    def record_streamed(self, data: Any, iterator: NamedDatasetIterator) -> None:
+        """Note for the report that ``data`` went through the engines, and how it was read."""
+        self.streamed.append((data.name, int(data.size * np.dtype(data.dtype).itemsize)))
+        self.reading[data.name] = iterator.reading
 
     @staticmethod
     def _same_dtype(builder: Any, data: Any) -> bool:

@@ -26,9 +26,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
-from hdmf.data_utils import GenericDataChunkIterator
 
-from .reopening import ReopensFromState
+from .reopening import NamedDatasetIterator
 
 try:
     from isal.isal_zlib import decompress as inflate
@@ -168,7 +167,7 @@ def unshuffle(data: bytes, itemsize: int) -> np.ndarray:
     return out
 
 
-class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
+class H5DatasetIterator(NamedDatasetIterator):
     """Buffers of one HDF5 dataset; pickles by (file path, dataset name), the copy reopens the file.
 
     h5py serialises every read with one lock, decompression and copying included, so
@@ -180,18 +179,15 @@ class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
     concurrent_reads = True  # h5py locks each call; direct reads share no state
 
     def __init__(self, path: str, name: str, dataset: Any = None, **kwargs: Any) -> None:
-        self.path = str(path)
-        self.name = name
         self._file = None
-        if dataset is None:
-            import h5py
+        super().__init__(path, name, dataset, **kwargs)
+        self._direct = direct_reader(self._dataset)
 
-            self._file = h5py.File(self.path, "r")
-            dataset = self._file[name]
-        self._dataset = dataset
-        self._direct = direct_reader(dataset)
-        kwargs.setdefault("display_progress", False)
-        super().__init__(**kwargs)
+    def _open(self) -> Any:
+        import h5py
+
+        self._file = h5py.File(self.path, "r")
+        return self._file[self.name]
 
     @property
     def reading(self) -> str:
@@ -201,20 +197,6 @@ class H5DatasetIterator(ReopensFromState, GenericDataChunkIterator):
     def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
         bounds = self._direct.bounds(selection) if self._direct is not None else None
         return self._direct.read(bounds) if bounds is not None else self._dataset[selection]
-
-    def _get_maxshape(self) -> tuple[int, ...]:
-        return tuple(self._dataset.shape)
-
-    def _get_dtype(self) -> np.dtype:
-        return self._dataset.dtype
-
-    def _to_dict(self) -> dict:
-        return {
-            "path": self.path,
-            "name": self.name,
-            "chunk_shape": tuple(self.chunk_shape),
-            "buffer_shape": tuple(self.buffer_shape),
-        }
 
     def close(self) -> None:
         if self._file is not None:
