@@ -1,5 +1,6 @@
 """A core install is lean: the library, the CPU write path, ``convert`` and ``info`` run without
-the extras, and ``bench`` without matplotlib says which extra to install.
+the extras, the library never imports its applications (``hdmf_zarr_parallel.tools``), and
+``bench`` without matplotlib says which extra to install.
 
 Each check runs in a fresh interpreter where importing matplotlib fails, as it does where the
 ``[bench]`` extra is not installed (a meta-path finder refuses it, whether or not it is here).
@@ -45,10 +46,7 @@ def test_the_library_convert_and_info_work_without_matplotlib(tmp_path):
         from hdmf.common import get_manager
         from hdmf.data_utils import DataChunkIterator
 
-        import hdmf_zarr_parallel
         from hdmf_zarr_parallel import ParallelZarrIO
-        from hdmf_zarr_parallel.tools.cli import main
-        from hdmf_zarr_parallel.tools.examples import write_example_hdf5
 
         data = np.arange(40_000, dtype="int32")
         column = VectorData(name="x", description="x", data=DataChunkIterator(data=data, buffer_size=5_000))
@@ -57,6 +55,11 @@ def test_the_library_convert_and_info_work_without_matplotlib(tmp_path):
             io.write(table)
         with ParallelZarrIO("plain.zarr", mode="r", manager=get_manager()) as io:
             assert np.array_equal(io.read()["x"].data[:], data)
+        tools = sorted(m for m in sys.modules if m.startswith("hdmf_zarr_parallel.tools"))
+        assert not tools, f"the library imported its applications: {tools}"
+
+        from hdmf_zarr_parallel.tools.cli import main
+        from hdmf_zarr_parallel.tools.examples import write_example_hdf5
 
         write_example_hdf5("example.nwb", seconds=0.2, channels=8, frames=4, frame_side=16)
         assert main(["info"]) == 0
