@@ -11,7 +11,7 @@ from hdmf_zarr.nwb import NWBZarrIO
 
 from hdmf_zarr_parallel import NWBParallelZarrIO
 from hdmf_zarr_parallel.attributes import AttributeRecorder, recording, store_recorded
-from hdmf_zarr_parallel.demo import build_example_nwbfile
+from hdmf_zarr_parallel.tools.examples import build_example_nwbfile
 
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

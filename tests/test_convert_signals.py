@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hdmf_zarr_parallel.demo import write_example_hdf5
+from hdmf_zarr_parallel.tools.examples import write_example_hdf5
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -28,7 +28,7 @@ def recording(tmp_path_factory) -> Path:
 
 def start(source: Path, out: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "hdmf_zarr_parallel.cli", "convert", str(source), str(out), *args],
+        [sys.executable, "-m", "hdmf_zarr_parallel", "convert", str(source), str(out), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -98,7 +98,7 @@ def test_a_killed_convert_is_cleaned_up_by_the_next_one(recording, tmp_path):
         proc.kill()
     assert partial.is_dir()  # nothing can clean up after SIGKILL ...
     again = subprocess.run(
-        [sys.executable, "-m", "hdmf_zarr_parallel.cli", "convert", str(recording), str(out), "--engine", "threads"],
+        [sys.executable, "-m", "hdmf_zarr_parallel", "convert", str(recording), str(out), "--engine", "threads"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -118,7 +118,7 @@ def test_a_second_convert_to_the_same_output_fails_at_once(recording, tmp_path):
     try:
         wait_until(first, lambda: partial_of(first, out).exists())
         second = subprocess.run(
-            [sys.executable, "-m", "hdmf_zarr_parallel.cli", "convert", str(recording), str(out), "--overwrite"],
+            [sys.executable, "-m", "hdmf_zarr_parallel", "convert", str(recording), str(out), "--overwrite"],
             capture_output=True,
             text=True,
             timeout=240,
@@ -135,6 +135,6 @@ def test_a_second_convert_to_the_same_output_fails_at_once(recording, tmp_path):
     )
     assert first.returncode == 0, stdout + stderr
     assert listing(tmp_path) == ["out.nwb.zarr"]
-    from hdmf_zarr_parallel.verify import compare_nwb_files
+    from hdmf_zarr_parallel.tools.verify import compare_nwb_files
 
     assert compare_nwb_files(recording, out) == []
