@@ -51,13 +51,16 @@ def partial_of(proc: subprocess.Popen, out: Path) -> Path:
 
 
 def only_data_left(store: Path) -> bool:
-    """hdmf-zarr has consolidated the metadata after caching the spec, its last step: from now on
-    the main thread only waits for the data."""
+    """hdmf-zarr has cached the spec, its last step, and data is being stored while the root is
+    still the placeholder that marks the store incomplete: from now on the main thread only
+    waits for the data."""
     try:
         root = json.loads((store / "zarr.json").read_text())
     except (OSError, ValueError):
         return False
-    return "specifications" in ((root.get("consolidated_metadata") or {}).get("metadata") or {})
+    incomplete = any(isinstance(v, dict) and v.get("must_understand") for v in root.values())
+    spec_cached = (store / "specifications" / "core").is_dir()
+    return incomplete and spec_cached and (store / "acquisition" / "ElectricalSeries" / "data" / "c").exists()
 
 
 def listing(folder: Path) -> list[str]:
