@@ -167,6 +167,9 @@ def main(npy, out, engine, kind):
         "worker_processes": len(multiprocessing.active_children()),
     }
     print(json.dumps(report), flush=True)
+    import faulthandler
+
+    faulthandler.dump_traceback_later(10, exit=True)  # still here 10 s later: say where it hangs, and end
 
 
 if __name__ == "__main__":  # the processes engine's workers import this file too
