@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import zarr
-from zarr.abc.store import _store_supports_sync_io
-from zarr.core.buffer import Buffer
-from zarr.core.sync import sync
+from zarr.abc.buffer import Buffer
 
+from ._zarr import chunk_key, supports_sync_io, sync
 from .plan import Coords
 
 
@@ -14,12 +13,12 @@ class ChunkSink:
     """Puts encoded units of one array into its store; ``None`` deletes the key as zarr does."""
 
     def __init__(self, array: zarr.Array) -> None:
-        self._store_path = array._async_array.store_path
+        self._store_path = array.store_path
         self._metadata = array.metadata
-        self._sync_io = _store_supports_sync_io(self._store_path.store)
+        self._sync_io = supports_sync_io(self._store_path.store)
 
     def key(self, coords: Coords) -> str:
-        return self._metadata.encode_chunk_key(coords)
+        return chunk_key(self._metadata, coords)
 
     def put(self, coords: Coords, encoded: Buffer | None) -> None:
         target = self._store_path / self.key(coords)

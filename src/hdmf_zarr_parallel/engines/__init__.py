@@ -1,47 +1,8 @@
-"""Engines and the choice of one: ``auto`` prefers the GPU, else a CPU thread pool."""
+"""Engines: where the work of a write runs. :mod:`.registry` lists them; ``auto`` prefers the GPU, else threads."""
 
 from __future__ import annotations
 
-import logging
+from .base import Engine, Route
+from .registry import ENGINE_NAMES, ENGINES, choose_auto_engine, make_engine
 
-from ..options import WriteOptions
-from .base import Engine
-from .processes import ProcessEngine
-from .serial import SerialEngine
-from .threads import ThreadEngine
-
-logger = logging.getLogger(__name__)
-
-__all__ = ["Engine", "ProcessEngine", "SerialEngine", "ThreadEngine", "choose_auto_engine", "make_engine"]
-
-
-def choose_auto_engine() -> tuple[str, str]:
-    """The engine ``auto`` picks on this machine, and why."""
-    from ..gpu.status import gpu_status
-
-    status = gpu_status()
-    if status.available:
-        return "gpu", f"GPU engine: {status.device_name} with nvCOMP {status.nvcomp_version}"
-    return "threads", f"CPU thread pool: no usable GPU ({status.reason})"
-
-
-def make_engine(options: WriteOptions) -> Engine:
-    name = options.engine
-    if name == "auto":
-        name, reason = choose_auto_engine()
-        logger.info("engine='auto' chose %s", reason)
-    if name == "serial":
-        return SerialEngine()
-    if name == "threads":
-        return ThreadEngine(options.workers)
-    if name == "processes":
-        return ProcessEngine(options.workers, options.mp_context, options.max_threads_per_process)
-    if name == "gpu":
-        from ..gpu.engine import GpuEngine
-
-        return GpuEngine.create(options)
-    if name == "dask":
-        from .dask import DaskEngine  # imports distributed only when asked for
-
-        return DaskEngine.create(options)
-    raise ValueError(f"unknown engine {name!r}")
+__all__ = ["ENGINES", "ENGINE_NAMES", "Engine", "Route", "choose_auto_engine", "make_engine"]

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import numpy as np
-
-from ..dataset import DatasetWriter
-from ..plan import Coords, Region
-from .base import Engine, write_units
+from ..plan import Region
+from .base import Engine, Route, Units, write_units
 
 
 class ThreadEngine(Engine):
@@ -25,11 +21,11 @@ class ThreadEngine(Engine):
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hzp-writer")
         return self._pool
 
-    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        return self.pool.submit(writer.write_region, region)
+    def submit_region(self, route: Route, region: Region) -> Future[int]:
+        return self.pool.submit(route.dataset.write_region, region)
 
-    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
-        return self.pool.submit(write_units, writer, units)
+    def submit_units(self, route: Route, units: Units) -> Future[int]:
+        return self.pool.submit(write_units, route.dataset, units)
 
     def shutdown(self, cancel: bool = False) -> None:
         if self._pool is not None:
