@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{facts['v2_compressor']['id']}; {nbytes / 1e6:.0f} MB of arrays, {facts['store_bytes'] / 1e6:.0f} MB on disk"
     )
     if "gpu" in configs:
-        from hdmf_zarr_parallel.gpu_support import gpu_status
+        from hdmf_zarr_parallel.gpu.status import gpu_status
 
         if not (status := gpu_status()).available:
             print(f"[skip] gpu: {status.reason}")

@@ -5,7 +5,9 @@ ElectricalSeries, LFP in a processing module, a TwoPhotonSeries with its imaging
 units with ragged spike times and an electrodes column). Stock ``NWBZarrIO.export``
 (``link_data=False``) is the reference: the outputs are compared array by array and
 attribute by attribute (``compare_zarr_stores``), the output is compared with the HDF5
-input by reading both back (``compare_nwb_files``), and PyNWB reads the output.
+input by reading both back (``compare_nwb_files``), and PyNWB reads the output. Two independent
+Zarr v3 readers, tensorstore and zarrs (``readers.py``), read every numeric array of the output
+as the HDF5 input holds it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pynwb import NWBHDF5IO
 from hdmf_zarr_parallel.convert import ConvertError, ConvertOptions, H5DatasetIterator, convert
 from hdmf_zarr_parallel.demo import write_example_hdf5
 from hdmf_zarr_parallel.verify import compare_nwb_files, compare_zarr_stores
+from readers import assert_independent_readers_match
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 
@@ -61,8 +64,31 @@ def siblings(path):
     return sorted(p.name for p in path.parent.iterdir())
 
 
+CHECKED = {*STREAMED, "/general/extracellular_ephys/electrodes/x"}  # streamed, and a copied array with the codec
+
+
+def assert_readers_match_source(subtests, source, out, names=CHECKED):
+    """tensorstore and zarrs read arrays of the output bit-exactly as the HDF5 source holds them:
+    ``names``, or with ``names=None`` every numeric array, streamed by our engines or copied by
+    hdmf-zarr (strings and references aside)."""
+    import h5py
+
+    with h5py.File(source, "r") as f:
+        if names is None:
+            names = set()
+
+            def numeric(name, obj):  # returns None: visititems goes on
+                if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biuf":
+                    names.add("/" + name)
+
+            f.visititems(numeric)
+            assert STREAMED <= names or "/acquisition/i4/data" in names
+        for name in sorted(names):
+            assert_independent_readers_match(out / name.lstrip("/"), f[name][()], subtests, name=name)
+
+
 @pytest.mark.parametrize("engine", ["threads", "serial", "processes"])
-def test_default_convert_equals_stock_export(source, stock, tmp_path, engine):
+def test_default_convert_equals_stock_export(source, stock, tmp_path, subtests, engine):
     out = tmp_path / "ours.nwb.zarr"
     report = convert(source, out, ConvertOptions(engine=engine, workers=2, stream_min_bytes=SMALL))
     assert {name for name, _ in report.streamed} == STREAMED
@@ -71,6 +97,7 @@ def test_default_convert_equals_stock_export(source, stock, tmp_path, engine):
     assert compare_zarr_stores(stock, out) == []
     assert compare_nwb_files(source, out) == []
     assert siblings(out) == ["ours.nwb.zarr"]  # no temporary left behind
+    assert_readers_match_source(subtests, source, out, names=None if engine == "threads" else CHECKED)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +107,9 @@ def compressed_source(tmp_path_factory):
 
 
 @pytest.mark.parametrize("engine", ["threads", "processes"])
-def test_a_gzip_shuffle_source_converts_as_stock_export_does(compressed_source, tmp_path, engine, monkeypatch):
+def test_a_gzip_shuffle_source_converts_as_stock_export_does(
+    compressed_source, tmp_path, subtests, engine, monkeypatch
+):
     """HDF5 chunks are inflated by the workers (``h5direct``), not inside h5py: same store as stock."""
     import h5py
 
@@ -105,9 +134,12 @@ def test_a_gzip_shuffle_source_converts_as_stock_export_does(compressed_source, 
     if engine == "threads":  # worker processes decode in their own memory, out of this test's sight
         assert decoded
     assert set(report.reading.values()) == {"raw HDF5 chunks, decoded by the workers"}
+    assert_readers_match_source(  # numcodecs.shuffle + numcodecs.zlib
+        subtests, compressed_source, out, names=None if engine == "threads" else CHECKED
+    )
 
 
-def test_a_contiguous_source_is_read_through_a_memory_map(source, stock, tmp_path, monkeypatch):
+def test_a_contiguous_source_is_read_through_a_memory_map(source, stock, tmp_path, subtests, monkeypatch):
     from hdmf_zarr_parallel import h5direct
 
     reads = []
@@ -122,9 +154,10 @@ def test_a_contiguous_source_is_read_through_a_memory_map(source, stock, tmp_pat
     assert report.reading["/units/spike_times"] == "raw HDF5 chunks, decoded by the workers"  # hdmf chunks it
     assert "read by: memory map (3), raw HDF5 chunks, decoded by the workers (1)" in report.summary()
     assert compare_zarr_stores(stock, out) == []
+    assert_readers_match_source(subtests, source, out)
 
 
-def test_output_reads_with_pynwb(source, tmp_path):
+def test_output_reads_with_pynwb(source, tmp_path, subtests):
     out = tmp_path / "ours.nwb.zarr"
     convert(source, out, ConvertOptions(stream_min_bytes=SMALL, codec="gzip", level=1, shards=2))
     with NWBHDF5IO(str(source), mode="r") as h5, NWBZarrIO(str(out), mode="r") as zio:
@@ -150,6 +183,7 @@ def test_output_reads_with_pynwb(source, tmp_path):
         assert len(got.units["spike_times"][0]) == 0  # the empty ragged row survives
         assert list(got.units["quality"][:]) == list(want.units["quality"][:])
         assert got.identifier == want.identifier and got.experimenter == want.experimenter
+    assert_readers_match_source(subtests, source, out)  # gzip level 1, sharded
 
 
 @pytest.mark.parametrize(
@@ -161,7 +195,7 @@ def test_output_reads_with_pynwb(source, tmp_path):
         ("blosc", 3, "blosc", None),
     ],
 )
-def test_codecs_change_storage_not_content(source, stock, tmp_path, codec, level, name, config):
+def test_codecs_change_storage_not_content(source, stock, tmp_path, subtests, codec, level, name, config):
     out = tmp_path / "ours.nwb.zarr"
     convert(source, out, ConvertOptions(codec=codec, level=level, stream_min_bytes=SMALL))
     assert compare_zarr_stores(stock, out, ignore_layout=True) == []
@@ -174,6 +208,7 @@ def test_codecs_change_storage_not_content(source, stock, tmp_path, codec, level
             assert compressor["configuration"] == config
     if codec == "blosc":
         assert compressor["configuration"]["clevel"] == 3 and compressor["configuration"]["cname"] == "zstd"
+    assert_readers_match_source(subtests, source, out)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +220,7 @@ def test_codecs_change_storage_not_content(source, stock, tmp_path, codec, level
         ({"chunk_mb": 0.02}, None, None),
     ],
 )
-def test_layout_options(source, stock, tmp_path, options, chunks, shards):
+def test_layout_options(source, stock, tmp_path, subtests, options, chunks, shards):
     out = tmp_path / "ours.nwb.zarr"
     convert(source, out, ConvertOptions(stream_min_bytes=SMALL, **options))
     assert compare_zarr_stores(stock, out, ignore_layout=True) == []
@@ -196,6 +231,7 @@ def test_layout_options(source, stock, tmp_path, options, chunks, shards):
         assert np.prod(array.chunks) * 2 <= 0.02e6 * 1.01
     assert array.shards == shards
     np.testing.assert_array_equal(array[...], zarr.open_array(str(stock / "acquisition/ElectricalSeries/data"))[...])
+    assert_readers_match_source(subtests, source, out)
 
 
 def test_overwrite_replaces_and_verify_reports(source, tmp_path):
@@ -513,7 +549,7 @@ def big_endian_nwb(path):
     return path
 
 
-def test_verify_compares_values_whatever_their_byte_order(tmp_path):
+def test_verify_compares_values_whatever_their_byte_order(tmp_path, subtests):
     import h5py
 
     from hdmf_zarr_parallel.verify import _equal
@@ -527,6 +563,7 @@ def test_verify_compares_values_whatever_their_byte_order(tmp_path):
     assert siblings(out) == ["be.nwb", "be.nwb.zarr"]
     data = zarr.open_array(str(out / "acquisition/f8/data"), mode="r")
     np.testing.assert_array_equal(data[...], np.linspace(-1, 1, 200_000))
+    assert_readers_match_source(subtests, source, out, names=None)  # big-endian in HDF5: values, not bytes
     # a real difference in value still fails, and so does a different type of the same values
     zarr.open_array(str(out / "acquisition/i4/data"), mode="a")[3] = 0
     problems = compare_nwb_files(source, out)

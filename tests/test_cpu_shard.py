@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, TransposeCodec, ZstdCodec
 from zarr.storage import MemoryStore
 
-from conftest import gzip_clock_frozen, walk
+from conftest import NumpyIterator, gzip_clock_frozen, pipeline_write, walk
 from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
+from readers import assert_independent_readers_match
 
 CHAINS = {
     "zstd": lambda: [ZstdCodec(level=3)],
@@ -26,10 +27,12 @@ CHAINS = {
 DTYPES = ["uint8", "int16", "uint16", "int32", "float32", "float64", "bool"]
 
 
-def sharded(shape, inner, shard, dtype, chain, fill_value=0, index_crc=True, index_location="end", empty=False):
+def sharded(
+    shape, inner, shard, dtype, chain, fill_value=0, index_crc=True, index_location="end", empty=False, store=None
+):
     index_codecs = [BytesCodec(), Crc32cCodec()] if index_crc else [BytesCodec()]
     return zarr.create_array(
-        MemoryStore(),
+        MemoryStore() if store is None else store,
         shape=shape,
         chunks=shard,
         dtype=dtype,
@@ -150,8 +153,8 @@ def test_other_chains_are_left_to_zarr(make):
     assert ZarrUnitEncoder(make())._shards is None
 
 
-def test_a_sharded_write_reads_back_exactly(tmp_path):
-    from conftest import NumpyIterator, make_array, pipeline_write
+def test_a_sharded_write_reads_back_exactly(tmp_path, subtests):
+    from conftest import make_array
 
     data = walk((1000, 12), "int16", seed=9)
     data[100:300] = 0  # fill-only inner chunks, elided
@@ -161,3 +164,39 @@ def test_a_sharded_write_reads_back_exactly(tmp_path):
     np.testing.assert_array_equal(
         zarr.open_array(zarr.storage.LocalStore(tmp_path / "s.zarr", read_only=True))[...], data
     )
+    assert_independent_readers_match(tmp_path / "s.zarr", data, subtests)
+
+
+# every index layout; each chain with write_empty_chunks both off and on (pairwise, to stay quick)
+SHARD_LAYOUTS = [("start", True, False), ("start", False, True), ("end", True, True), ("end", False, False)]
+
+
+@pytest.mark.parametrize(
+    ("index_location", "index_crc", "empty"),
+    SHARD_LAYOUTS,
+    ids=[f"{loc}-{'crc32c' if crc else 'no-crc'}-{'write' if e else 'skip'}-empty" for loc, crc, e in SHARD_LAYOUTS],
+)
+@pytest.mark.parametrize("chain", sorted(CHAINS))
+def test_every_shard_layout_reads_back_with_independent_readers(
+    tmp_path, subtests, chain, index_location, index_crc, empty
+):
+    """Every chain and index layout of the fast shard path, written by the pipeline, with edge
+    shards and fill-only inner chunks: stock zarr, tensorstore and zarrs read it bit-exactly."""
+    data = walk((45, 14), "int16", seed=3)
+    data[12:24] = 1  # two rows of inner chunks hold only the fill value
+    array = sharded(
+        data.shape,
+        (6, 4),
+        (18, 8),
+        "int16",
+        chain,
+        fill_value=1,
+        index_crc=index_crc,
+        index_location=index_location,
+        empty=empty,
+        store=zarr.storage.LocalStore(tmp_path / "s.zarr"),
+    )
+    assert ZarrUnitEncoder(array)._shards is not None, "this chain takes the fast path"
+    pipeline_write([(array, NumpyIterator(data, buffer_shape=(15, 14)))])
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s.zarr"), mode="r")[...], data)
+    assert_independent_readers_match(tmp_path / "s.zarr", data, subtests)

@@ -92,4 +92,3 @@ def test_the_processes_route_carries_the_pickled_dataset(tmp_path):
         assert pickle.loads(first.payload).name == first.dataset.name
     finally:
         engine.shutdown()
-

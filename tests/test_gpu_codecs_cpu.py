@@ -1,7 +1,7 @@
 """CPU-only tests of the GPU path's host-side pieces (run in CI, no GPU needed).
 
 * numcodecs LZ4 framing helpers against numcodecs' own output;
-* shard assembly (``build_shard``) verified by stock zarr reading the shards back;
+* shard assembly (``build_shard``) verified by stock zarr, tensorstore and zarrs reading the shards back;
 * codec-chain classification (``classify``) for supported and unsupported arrays;
 * ``gpu_status()`` without a GPU, and that importing the package never imports cupy,
   nvidia.nvcomp or kvikio, nor a write with a CPU engine any GPU module but the status probe.
@@ -33,6 +33,7 @@ from hdmf_zarr_parallel.gpu import framing
 from hdmf_zarr_parallel.gpu.plan import GpuCodecPlan, Unsupported, classify
 from hdmf_zarr_parallel.gpu.status import GpuStatus, gpu_status
 from hdmf_zarr_parallel.shard_layout import EMPTY, build_shard, crc32c, parse_shard_index, shard_index_nbytes
+from readers import assert_independent_readers_match
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -169,7 +170,7 @@ SHARD_CASES = [
 @pytest.mark.parametrize("with_crc", [True, False])
 @pytest.mark.parametrize("compressor", ["zstd", "gzip", "lz4"])
 @pytest.mark.parametrize("case", SHARD_CASES, ids=[f"{c[0]}-{c[3]}" for c in SHARD_CASES])
-def test_build_shard_read_back_by_zarr(tmp_path, case, compressor, with_crc, index_location):
+def test_build_shard_read_back_by_zarr(tmp_path, subtests, case, compressor, with_crc, index_location):
     shape, shard_shape, inner, dtype = case
     comp = {"zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5), "lz4": _lz4_codec()}[compressor]
     index_codecs = [BytesCodec(), Crc32cCodec()] if with_crc else [BytesCodec()]
@@ -196,14 +197,16 @@ def test_build_shard_read_back_by_zarr(tmp_path, case, compressor, with_crc, ind
     got = zarr.open_array(LocalStore(tmp_path, read_only=True), path="a")[...]
     np.testing.assert_array_equal(got, expected)
     assert got.dtype == np.dtype(dtype)
+    assert_independent_readers_match(tmp_path / "a", expected, subtests)
 
 
-def test_all_empty_shard_is_not_written(tmp_path):
+def test_all_empty_shard_is_not_written(tmp_path, subtests):
     store = LocalStore(tmp_path, read_only=False)
     arr = zarr.create_array(store, name="a", shape=(20,), dtype="int16", chunks=(10,), shards=(20,), fill_value=-1)
     plan = classify(arr)
     assert build_shard([None, None], plan.chunks_per_shard, plan.index_location, plan.index_crc32c) is None
     np.testing.assert_array_equal(zarr.open_array(store, path="a")[...], np.full(20, -1, dtype="int16"))
+    assert_independent_readers_match(tmp_path / "a", np.full(20, -1, dtype="int16"), subtests)
 
 
 # --------------------------------------------------------------------------- classification

@@ -1,7 +1,8 @@
 """The GPU engine's scheduling, chunk carving, shard assembly and failure handling, without a GPU.
 
 ``HostLane`` performs each device step on the host (numpy + numcodecs), so everything
-except the nvCOMP call itself runs for real here and is checked by stock zarr reads.
+except the nvCOMP call itself runs for real here and is checked by stock zarr reads, and by
+two independent Zarr v3 readers (tensorstore, zarrs: ``readers.py``).
 """
 
 import itertools
@@ -26,6 +27,7 @@ from hdmf_zarr_parallel.gpu.lanes import HostLane
 from hdmf_zarr_parallel.gpu.rows import chunk_matrix, fill_rows
 from hdmf_zarr_parallel.options import WriteOptions
 from hdmf_zarr_parallel.pipeline import write_datasets
+from readers import assert_independent_readers_match
 
 CODECS = {"zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5), "lz4": LZ4()}
 
@@ -84,7 +86,7 @@ def fresh_lanes():
 @pytest.mark.parametrize("shards", [None, (64, 16)])
 @pytest.mark.parametrize("dtype", ["int16", "uint16", "float32", "float64", "uint8"])
 @pytest.mark.parametrize("kind", ["aligned", "misaligned", "sequential"])
-def test_gpu_path_reads_back_exactly_with_stock_zarr(store, codec, shards, dtype, kind):
+def test_gpu_path_reads_back_exactly_with_stock_zarr(store, subtests, codec, shards, dtype, kind):
     data = realistic((301, 37), dtype)
     array = make_array(store, data.shape, data.dtype, (16, 8), shards, compressors=CODECS[codec])
     iterator = {
@@ -95,6 +97,7 @@ def test_gpu_path_reads_back_exactly_with_stock_zarr(store, codec, shards, dtype
     gpu_write([(array, iterator)])
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     assert sum(sum(lane.calls) for lane in CountingLane.instances) > 0, "the chunks went through the lanes"
+    assert_independent_readers_match(store, data, subtests)
 
 
 def test_one_encode_call_per_batch(store):
@@ -105,7 +108,7 @@ def test_one_encode_call_per_batch(store):
     assert sorted(calls) == [8] * 4  # 32 KiB / 8 KiB batches of eight 1 KiB chunks
 
 
-def test_all_fill_chunks_and_shards_are_not_stored(store):
+def test_all_fill_chunks_and_shards_are_not_stored(store, subtests):
     data = np.zeros((256, 8), "int16")
     data[40:50] = 3
     array = make_array(store, data.shape, data.dtype, (16, 8), (64, 8), compressors=ZstdCodec())
@@ -113,9 +116,10 @@ def test_all_fill_chunks_and_shards_are_not_stored(store):
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     assert sorted(p.name for p in (store.root / "c").iterdir()) == ["0"]
     assert [p.name for p in (store.root / "c" / "0").iterdir()] == ["0"]
+    assert_independent_readers_match(store, data, subtests)
 
 
-def test_unsupported_chains_go_to_the_cpu_pool_with_a_reason(tmp_path, caplog):
+def test_unsupported_chains_go_to_the_cpu_pool_with_a_reason(tmp_path, caplog, subtests):
     caplog.set_level(logging.WARNING, logger="hdmf_zarr_parallel")
     store = zarr.storage.LocalStore(tmp_path / "g.zarr")
     root = zarr.open_group(store, mode="w")
@@ -126,6 +130,7 @@ def test_unsupported_chains_go_to_the_cpu_pool_with_a_reason(tmp_path, caplog):
     gpu_write([(blosc, NumpyIterator(data, buffer_shape=(50, 10))), (zstd, NumpyIterator(data, buffer_shape=(50, 10)))])
     for name in ("blosc", "zstd"):
         np.testing.assert_array_equal(zarr.open_array(store, path=name, mode="r")[...], data)
+        assert_independent_readers_match(tmp_path / "g.zarr" / name, data, subtests, name=name)
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
         "dataset 'blosc' is written by the CPU pool: codecs: blosc with cname 'blosclz' "
@@ -133,7 +138,7 @@ def test_unsupported_chains_go_to_the_cpu_pool_with_a_reason(tmp_path, caplog):
     ]
 
 
-def test_out_of_memory_retries_with_smaller_batches(store, caplog):
+def test_out_of_memory_retries_with_smaller_batches(store, caplog, subtests):
     caplog.set_level(logging.INFO, logger="hdmf_zarr_parallel")
     data = realistic((2048, 8))  # four tasks of 32 chunks
     array = make_array(store, data.shape, data.dtype, (16, 8))
@@ -142,6 +147,7 @@ def test_out_of_memory_retries_with_smaller_batches(store, caplog):
     calls = [c for lane in TightMemoryLane.instances for c in lane.calls]
     assert calls[:4] == [-32, -16, -8, -4] and max(calls) <= 3
     assert "retrying with batches of 2 chunks" in caplog.text
+    assert_independent_readers_match(store, data, subtests)
 
 
 def test_out_of_memory_on_a_single_chunk_is_a_clear_error(store):
@@ -175,18 +181,19 @@ def test_engine_gpu_without_a_device_refuses_before_writing(tmp_path):
 
     if gpu_status().available:
         pytest.skip("this machine has a usable GPU")
-    with pytest.raises(RuntimeError, match="engine='gpu' needs a usable NVIDIA GPU"):
+    with pytest.raises(ValueError, match="engine='gpu' needs a usable NVIDIA GPU"):
         NWBParallelZarrIO(str(tmp_path / "x.nwb.zarr"), mode="w", engine="gpu")
     assert not (tmp_path / "x.nwb.zarr").exists()
 
 
-def test_negative_zero_is_not_the_zero_fill_value(store):
+def test_negative_zero_is_not_the_zero_fill_value(store, subtests):
     data = np.zeros((64, 8), "float32")
     data[16:32] = -0.0  # bitwise different from the 0.0 fill value: zarr stores it, so must we
     array = make_array(store, data.shape, data.dtype, (16, 8), compressors=ZstdCodec())
     gpu_write([(array, NumpyIterator(data, buffer_shape=(64, 8)))])
     back = zarr.open_array(store, mode="r")[...]
     assert np.signbit(back[16:32]).all() and not np.signbit(back[:16]).any()
+    assert_independent_readers_match(store, data, subtests)  # bit for bit: -0.0 is not 0.0
 
 
 @settings(max_examples=40, deadline=None)
@@ -221,7 +228,7 @@ def test_chunk_matrix_orders_chunks_as_units_then_inner_chunks(case):
     ]
 
 
-def test_the_data_path_is_plain_functions_usable_without_the_engine(store):
+def test_the_data_path_is_plain_functions_usable_without_the_engine(store, subtests):
     """What the Dask engine's GPU workers call: encode on a lane, then store, in the calling thread."""
     from hdmf_zarr_parallel.gpu.datapath import encode_region_on_lane, encode_units_on_lane, store_encoded
     from hdmf_zarr_parallel.gpu.plan import classify
@@ -243,11 +250,12 @@ def test_the_data_path_is_plain_functions_usable_without_the_engine(store):
     lane.close()
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     assert lane.calls[0] < 0 and 0 < max(lane.calls) <= 3
+    assert_independent_readers_match(store, data, subtests)
 
 
 @pytest.mark.parametrize("shards", [None, (32, 16)])
 @pytest.mark.parametrize("kind", ["aligned", "misaligned", "sequential"])
-def test_cpu_helpers_share_the_work_and_it_reads_back_exactly(store, shards, kind):
+def test_cpu_helpers_share_the_work_and_it_reads_back_exactly(store, subtests, shards, kind):
     data = realistic((1201, 37), "int16")  # big enough for tasks of several unit-rows
     array = make_array(store, data.shape, data.dtype, (16, 8), shards, compressors=ZstdCodec())
     iterator = {
@@ -260,6 +268,7 @@ def test_cpu_helpers_share_the_work_and_it_reads_back_exactly(store, shards, kin
     on_lanes = sum(sum(lane.calls) for lane in SlowLane.instances)
     chunks = math.ceil(1201 / 16) * math.ceil(37 / 8)
     assert 0 < on_lanes < chunks, f"lanes encoded {on_lanes} of {chunks} chunks: helpers took none, or all"
+    assert_independent_readers_match(store, data, subtests)
 
 
 def test_a_read_failure_with_cpu_helpers_is_re_raised(store):
@@ -289,7 +298,7 @@ CHAINS_WITH_SHUFFLE_OR_ZLIB = {
 @pytest.mark.parametrize("chain", list(CHAINS_WITH_SHUFFLE_OR_ZLIB))
 @pytest.mark.parametrize("shards", [None, (64, 16)])
 @pytest.mark.parametrize("dtype", ["int16", "uint8", "float32", "float64"])
-def test_shuffle_and_zlib_chains_read_back_exactly_with_stock_zarr(store, chain, shards, dtype):
+def test_shuffle_and_zlib_chains_read_back_exactly_with_stock_zarr(store, subtests, chain, shards, dtype):
     """The byte shuffle and the zlib framing (header, raw deflate, Adler-32) as the lanes do them."""
     data = realistic((301, 37), dtype)
     compressors = CHAINS_WITH_SHUFFLE_OR_ZLIB[chain](np.dtype(dtype).itemsize)
@@ -297,9 +306,10 @@ def test_shuffle_and_zlib_chains_read_back_exactly_with_stock_zarr(store, chain,
     gpu_write([(array, NumpyIterator(data, buffer_shape=(100, 37)))])
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     assert sum(sum(lane.calls) for lane in CountingLane.instances) > 0, "the chunks went through the lanes"
+    assert_independent_readers_match(store, data, subtests)
 
 
-def test_lanes_read_an_undeclared_iterator_one_region_at_a_time(store):
+def test_lanes_read_an_undeclared_iterator_one_region_at_a_time(store, subtests):
     """The GPU lanes read through the same DatasetWriter.read as the CPU workers: its lock and shape check."""
     from test_concurrent_reads import FileHandleIterator
 
@@ -309,3 +319,23 @@ def test_lanes_read_an_undeclared_iterator_one_region_at_a_time(store):
     gpu_write([(array, iterator)], batch_bytes=6000)  # one 250-row region per task: both lanes busy
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     assert iterator.most_at_once == 1
+    assert_independent_readers_match(store, data, subtests)
+
+
+@pytest.mark.parametrize(
+    "chunk_key_encoding",
+    [{"name": "default", "separator": "."}, {"name": "v2", "separator": "."}, {"name": "v2", "separator": "/"}],
+    ids=["default-dot", "v2-dot", "v2-slash"],
+)
+@pytest.mark.parametrize("shards", [None, (64, 16)])
+def test_lanes_store_under_the_arrays_chunk_keys(store, subtests, chunk_key_encoding, shards):
+    """The host-lane path names chunks and shards as the array's chunk-key encoding says."""
+    data = realistic((301, 37))
+    array = make_array(
+        store, data.shape, data.dtype, (16, 8), shards, compressors=ZstdCodec(), chunk_key_encoding=chunk_key_encoding
+    )
+    gpu_write([(array, NumpyIterator(data, buffer_shape=(50, 37)))])
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    assert (store.root / array.metadata.encode_chunk_key((0, 0))).is_file()
+    assert sum(sum(lane.calls) for lane in CountingLane.instances) > 0, "the chunks went through the lanes"
+    assert_independent_readers_match(store, data, subtests)

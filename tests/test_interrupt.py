@@ -3,6 +3,7 @@ no writer thread, worker process or (with Dask) task is left running. Each case 
 interpreter, so the signal cannot reach pytest."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -100,3 +101,120 @@ def test_ctrl_c_during_a_write_stops_it_at_once(tmp_path, engine):
     assert report["seconds"] < 4  # Ctrl-C came at 1.5 s; the whole write would take >= 5 s
     assert report["writer_threads"] == []
     assert report["left_running"] == 0
+
+
+# Reads that never return (a dead network mount, a driver that hangs): the read of row 20_000
+# on, or the 20_001st row of a sequential source, never comes back. Importable by the workers.
+HANGING_SOURCES = """
+import os
+import time
+
+import numpy as np
+from hdmf_zarr_parallel.bench import NpyMemmapIterator
+
+
+def forever(marker):
+    with open(marker, "w") as f:
+        f.write(str(os.getpid()))
+    while True:
+        time.sleep(3600)
+
+
+class HangingNpyIterator(NpyMemmapIterator):
+    def _get_data(self, selection):
+        if selection[0].start >= 20_000:
+            forever(self.path + ".stuck")
+        return super()._get_data(selection)
+
+
+def hanging_rows(path):
+    array = np.load(path, mmap_mode="r")
+    for i in range(array.shape[0]):
+        if i == 20_000:
+            forever(path + ".stuck")
+        yield np.array(array[i])
+"""
+
+HANGING_WRITER = """
+import json, multiprocessing, sys, threading, time
+
+
+def main(npy, out, engine, kind):
+    import numpy as np
+    from hanging_sources import HangingNpyIterator, hanging_rows
+    from hdmf.data_utils import DataChunkIterator
+    from hdmf_zarr.utils import ZarrDataIO
+    from hdmf_zarr_parallel import NWBParallelZarrIO
+    from hdmf_zarr_parallel.bench import build_ephys_nwb
+
+    if kind == "random":
+        iterator = HangingNpyIterator(npy, chunk_shape=(1000, 32), buffer_shape=(1000, 32))
+    else:
+        rows = DataChunkIterator(hanging_rows(npy), maxshape=(None, 32), dtype=np.dtype("int16"), buffer_size=1000)
+        iterator = ZarrDataIO(rows, chunks=[1000, 32])  # zarr would chunk it as its first row: (1, 32)
+    nwbfile = build_ephys_nwb(iterator)
+    print("writing", flush=True)
+    try:
+        with NWBParallelZarrIO(out, mode="w", engine=engine, max_workers=2) as io:
+            io.write(nwbfile)
+        outcome = "finished"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    report = {
+        "outcome": outcome,
+        "caught_at": time.time(),
+        "left_behind": [t.name for t in threading.enumerate() if t.name.startswith("hzp-")],
+        "worker_processes": len(multiprocessing.active_children()),
+    }
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":  # the processes engine's workers import this file too
+    sys.path.insert(0, sys.argv[1])
+    main(*sys.argv[2:6])
+"""
+
+
+@pytest.mark.parametrize(
+    ("engine", "kind"),
+    [
+        ("serial", "random"),
+        ("threads", "random"),
+        ("processes", "random"),
+        ("serial", "sequential"),
+        ("threads", "sequential"),
+    ],
+)
+def test_ctrl_c_once_ends_a_write_stuck_in_a_read_and_the_process_exits(tmp_path, engine, kind):
+    npy = tmp_path / "ephys.npy"
+    np.save(npy, np.arange(100_000 * 32, dtype=np.int16).reshape(100_000, 32))
+    (tmp_path / "hanging_sources.py").write_text(textwrap.dedent(HANGING_SOURCES))
+    script = tmp_path / "writer.py"
+    script.write_text(textwrap.dedent(HANGING_WRITER))
+    stuck = tmp_path / "ephys.npy.stuck"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), str(npy), str(tmp_path / "out.nwb.zarr"), engine, kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        deadline = time.monotonic() + 60
+        while not stuck.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert stuck.exists(), "the read never got stuck"
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C once, in a terminal: to the writer and its worker processes
+        signalled = time.time()
+        stdout, stderr = proc.communicate(timeout=30)
+        to_exit = time.time() - signalled
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    report = json.loads(stdout.strip().splitlines()[-1])
+    assert report["outcome"] == "interrupted"
+    assert report["caught_at"] - signalled < 3, "KeyboardInterrupt took too long to reach the caller"
+    assert to_exit < 6, f"{to_exit:.1f} s from Ctrl-C to the end of the process"
+    assert report["worker_processes"] == 0  # a worker stuck in a read was terminated

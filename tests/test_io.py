@@ -1,9 +1,11 @@
-"""ParallelZarrIO / NWBParallelZarrIO: hdmf-zarr integration, read back with stock hdmf-zarr and PyNWB."""
+"""ParallelZarrIO / NWBParallelZarrIO: hdmf-zarr integration, read back with stock hdmf-zarr and PyNWB,
+and the datasets we write with two independent Zarr v3 readers (tensorstore, zarrs: ``readers.py``)."""
 
 import inspect
 import logging
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ import hdmf_zarr_parallel.queue as queue_module
 from conftest import NumpyIterator, realistic
 from hdmf_zarr_parallel import ChunkWriteError, NWBParallelZarrIO, ParallelZarrIO
 from hdmf_zarr_parallel.queue import ParallelDataChunkIteratorQueue
+from readers import assert_independent_readers_match
 
 
 def nwbfile_with(**series):
@@ -30,6 +33,11 @@ def nwbfile_with(**series):
 def read_series(path, name):
     with NWBZarrIO(str(path), mode="r") as io:
         return io.read().acquisition[name].data[:]
+
+
+def assert_series_read_independently(subtests, path, name, expected):
+    """tensorstore and zarrs read the series' data array, inside the NWB groups, bit-exactly."""
+    assert_independent_readers_match(Path(path) / "acquisition" / name / "data", expected, subtests, name=name)
 
 
 class Unpicklable(NumpyIterator):
@@ -57,7 +65,7 @@ def test_upstream_still_assigns_the_private_queue_attribute():
     assert {"__init__", "write", "export", "write_dataset"} <= assigning
 
 
-def test_nwb_write_reads_back_exactly_with_stock_hdmf_zarr(tmp_path):
+def test_nwb_write_reads_back_exactly_with_stock_hdmf_zarr(tmp_path, subtests):
     ephys = realistic((30_011, 24))
     lfp = realistic((2_003, 8), "float32", seed=3)
     path = tmp_path / "session.nwb.zarr"
@@ -72,9 +80,11 @@ def test_nwb_write_reads_back_exactly_with_stock_hdmf_zarr(tmp_path):
     np.testing.assert_array_equal(read_series(path, "ephys"), ephys)
     np.testing.assert_array_equal(read_series(path, "lfp"), lfp)
     assert zarr.open_array(path / "acquisition" / "ephys" / "data").chunks == (1500, 16)
+    assert_series_read_independently(subtests, path, "ephys", ephys)
+    assert_series_read_independently(subtests, path, "lfp", lfp)
 
 
-def test_all_datasets_are_written_in_one_concurrent_pass_by_default(tmp_path, monkeypatch):
+def test_all_datasets_are_written_in_one_concurrent_pass_by_default(tmp_path, monkeypatch, subtests):
     runs = []
     real_finish = queue_module.PipelineRun.finish
 
@@ -94,6 +104,7 @@ def test_all_datasets_are_written_in_one_concurrent_pass_by_default(tmp_path, mo
     assert runs == [1, 1, 1]
     for i in range(3):
         np.testing.assert_array_equal(read_series(tmp_path / "b.nwb.zarr", f"s{i}"), realistic((500, 4), seed=i))
+        assert_series_read_independently(subtests, tmp_path / "b.nwb.zarr", f"s{i}", realistic((500, 4), seed=i))
 
 
 class SignallingIterator(NumpyIterator):
@@ -108,7 +119,7 @@ class SignallingIterator(NumpyIterator):
         return super()._get_data(selection)
 
 
-def test_datasets_start_writing_while_hdmf_zarr_is_still_writing_the_file(tmp_path, monkeypatch):
+def test_datasets_start_writing_while_hdmf_zarr_is_still_writing_the_file(tmp_path, monkeypatch, subtests):
     """The first dataset's data is being read before hdmf-zarr has even queued the second one."""
     import threading
 
@@ -133,6 +144,8 @@ def test_datasets_start_writing_while_hdmf_zarr_is_still_writing_the_file(tmp_pa
     assert seen_before_second == [True]
     np.testing.assert_array_equal(read_series(tmp_path / "o.nwb.zarr", "a_first"), first)
     np.testing.assert_array_equal(read_series(tmp_path / "o.nwb.zarr", "b_second"), second)
+    assert_series_read_independently(subtests, tmp_path / "o.nwb.zarr", "a_first", first)
+    assert_series_read_independently(subtests, tmp_path / "o.nwb.zarr", "b_second", second)
 
 
 class ReadsLastAfterTheSpecCache(NumpyIterator):
@@ -154,7 +167,7 @@ class ReadsLastAfterTheSpecCache(NumpyIterator):
         return super()._get_data(selection)
 
 
-def test_data_keeps_being_written_while_hdmf_zarr_caches_the_spec(tmp_path):
+def test_data_keeps_being_written_while_hdmf_zarr_caches_the_spec(tmp_path, subtests):
     """Stock waits for all data before its single-threaded tail (spec cache, consolidation); ours
     overlaps them, then waits, and re-raises a failure of the data written meanwhile."""
     data = realistic((6000, 4), seed=7)
@@ -166,6 +179,7 @@ def test_data_keeps_being_written_while_hdmf_zarr_caches_the_spec(tmp_path):
     assert iterator.read_after_spec_cache is True
     np.testing.assert_array_equal(read_series(path, "x"), data)
     assert zarr.open_consolidated(str(path)).metadata.consolidated_metadata is not None
+    assert_series_read_independently(subtests, path, "x", data)
 
     failing = ReadsLastAfterTheSpecCache(
         data, tmp_path / "f.nwb.zarr" / "specifications", fail=True, buffer_shape=(1000, 4)
@@ -200,15 +214,16 @@ def test_a_failure_in_hdmf_zarr_itself_stops_the_datasets_already_writing(tmp_pa
     assert not [t for t in threading.enumerate() if t.name.startswith("hzp-")]
 
 
-def test_number_of_jobs_selects_worker_processes(tmp_path):
+def test_number_of_jobs_selects_worker_processes(tmp_path, subtests):
     data = realistic((5000, 6))
     with NWBParallelZarrIO(str(tmp_path / "p.nwb.zarr"), mode="w") as io:
         io.write(nwbfile_with(x=NumpyIterator(data, buffer_shape=(1000, 6))), number_of_jobs=2)
         assert io.last_write_report.engine == "processes (2 workers)"
     np.testing.assert_array_equal(read_series(tmp_path / "p.nwb.zarr", "x"), data)
+    assert_series_read_independently(subtests, tmp_path / "p.nwb.zarr", "x", data)
 
 
-def test_unpicklable_iterator_with_processes_warns_and_falls_back_to_threads(tmp_path):
+def test_unpicklable_iterator_with_processes_warns_and_falls_back_to_threads(tmp_path, subtests):
     data = realistic((3000, 6))
     with NWBParallelZarrIO(str(tmp_path / "u.nwb.zarr"), mode="w", engine="processes", max_workers=2) as io:
         with pytest.warns(
@@ -216,13 +231,15 @@ def test_unpicklable_iterator_with_processes_warns_and_falls_back_to_threads(tmp
         ):
             io.write(nwbfile_with(x=Unpicklable(data, buffer_shape=(500, 6))))
     np.testing.assert_array_equal(read_series(tmp_path / "u.nwb.zarr", "x"), data)
+    assert_series_read_independently(subtests, tmp_path / "u.nwb.zarr", "x", data)
 
 
-def test_generator_of_unknown_length_grows_the_dataset(tmp_path):
+def test_generator_of_unknown_length_grows_the_dataset(tmp_path, subtests):
     rows = [realistic((1, 5), "float64", seed=i)[0] for i in range(1234)]
     with NWBParallelZarrIO(str(tmp_path / "g.nwb.zarr"), mode="w", engine="threads") as io:
         io.write(nwbfile_with(g=DataChunkIterator(data=iter(rows), buffer_size=100)))
     np.testing.assert_array_equal(read_series(tmp_path / "g.nwb.zarr", "g"), np.array(rows))
+    assert_series_read_independently(subtests, tmp_path / "g.nwb.zarr", "g", np.array(rows))  # the grown shape
 
 
 def test_string_iterators_take_hdmf_zarrs_own_path(tmp_path):
@@ -246,7 +263,7 @@ def test_string_iterators_take_hdmf_zarrs_own_path(tmp_path):
 
 @pytest.mark.parametrize("store_kind", ["str", "Path", "LocalStore", "MemoryStore", "ZipStore"])
 @pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")  # zip files append rewritten zarr.json keys
-def test_every_store_hdmf_zarr_accepts(tmp_path, store_kind):
+def test_every_store_hdmf_zarr_accepts(tmp_path, subtests, store_kind):
     data = realistic((2000, 3))
     target = {
         "str": str(tmp_path / "a.nwb.zarr"),
@@ -262,6 +279,8 @@ def test_every_store_hdmf_zarr_accepts(tmp_path, store_kind):
         target = zarr.storage.ZipStore(tmp_path / "a.nwb.zarr.zip", mode="r")
     with NWBZarrIO(target, mode="r") as io:
         np.testing.assert_array_equal(io.read().acquisition["x"].data[:], data)
+    if store_kind in ("str", "Path", "LocalStore"):  # a folder: the independent readers read it in place
+        assert_series_read_independently(subtests, tmp_path / "a.nwb.zarr", "x", data)
 
 
 @pytest.mark.parametrize(
@@ -305,7 +324,7 @@ def test_progress_bar_counts_every_byte(tmp_path, capsys):
     assert "78.1k/78.1k" in err and "B/s" in err
 
 
-def test_export_from_hdf5_is_parallel_and_exact(tmp_path):
+def test_export_from_hdf5_is_parallel_and_exact(tmp_path, subtests):
     from pynwb import NWBHDF5IO
 
     data = realistic((3000, 4))
@@ -315,11 +334,13 @@ def test_export_from_hdf5_is_parallel_and_exact(tmp_path):
     with NWBHDF5IO(str(h5), mode="r") as src, NWBParallelZarrIO(str(tmp_path / "out.nwb.zarr"), mode="w") as dst:
         dst.export(src_io=src, write_args={"link_data": False})
     np.testing.assert_array_equal(read_series(tmp_path / "out.nwb.zarr", "x"), data)
+    assert_series_read_independently(subtests, tmp_path / "out.nwb.zarr", "x", data)
 
 
-def test_processes_engine_keeps_an_iterator_that_holds_its_data_in_this_process(tmp_path):
+def test_processes_engine_keeps_an_iterator_that_holds_its_data_in_this_process(tmp_path, subtests):
     data = realistic((1_200_000, 8))  # ~19 MiB inside the iterator: too big to ship with every task
     with NWBParallelZarrIO(str(tmp_path / "big.nwb.zarr"), mode="w", engine="processes", max_workers=2) as io:
         with pytest.warns(RuntimeWarning, match=r"pickles to 18 MiB \(its iterator holds its data\)"):
             io.write(nwbfile_with(x=NumpyIterator(data, buffer_shape=(200_000, 8))))
     np.testing.assert_array_equal(read_series(tmp_path / "big.nwb.zarr", "x"), data)
+    assert_series_read_independently(subtests, tmp_path / "big.nwb.zarr", "x", data)

@@ -7,6 +7,7 @@ import pytest
 from hdmf.data_utils import DataChunkIterator
 
 from conftest import BlockIterator, NumpyIterator, make_array, pipeline_write, realistic
+from readers import assert_independent_readers_match
 
 LIMIT = 2 << 20  # 2 MiB for a 24 MiB dataset
 
@@ -20,7 +21,7 @@ class CopyingIterator(NumpyIterator):
 
 @pytest.mark.parametrize("engine", ["threads", "serial"])
 @pytest.mark.parametrize("kind", ["random", "DataChunkIterator", "blocks"])
-def test_inflight_bytes_stay_under_the_limit(store, engine, kind):
+def test_inflight_bytes_stay_under_the_limit(store, subtests, engine, kind):
     data = realistic((96_000, 128))  # 24 MiB of int16
     assert data.nbytes > 10 * LIMIT
     array = make_array(store, data.shape, data.dtype, (2000, 64))  # 256 KiB chunks
@@ -40,6 +41,8 @@ def test_inflight_bytes_stay_under_the_limit(store, engine, kind):
     # padding, compressed bytes, interpreter overhead) stays within a small multiple of the bound
     assert peak < 4 * LIMIT, f"peak traced allocation {peak} bytes for a limit of {LIMIT}"
     np.testing.assert_array_equal(array[...], data)
+    if (engine, kind) == ("threads", "blocks"):  # every case stores the same chunks: 24 MiB read twice is enough
+        assert_independent_readers_match(store, data, subtests)
 
 
 def test_a_unit_larger_than_the_limit_is_refused_before_writing(store):
@@ -50,7 +53,7 @@ def test_a_unit_larger_than_the_limit_is_refused_before_writing(store):
     assert not (store.root / "c").exists()
 
 
-def test_a_sequential_unit_is_budgeted_with_its_mask_of_received_elements(store):
+def test_a_sequential_unit_is_budgeted_with_its_mask_of_received_elements(store, subtests):
     data = realistic((4000, 10))  # int16: a (100, 10) chunk is 2000 bytes, 3000 with its mask
     array = make_array(store, data.shape, data.dtype, (100, 10))
     with pytest.raises(ValueError, match="needs 3000 bytes in flight, more than max_inflight_bytes=2500"):
@@ -58,3 +61,4 @@ def test_a_sequential_unit_is_budgeted_with_its_mask_of_received_elements(store)
     assert not (store.root / "c").exists()
     pipeline_write([(array, NumpyIterator(data, buffer_shape=(100, 10)))], max_inflight_bytes=2500)  # read whole
     np.testing.assert_array_equal(array[...], data)
+    assert_independent_readers_match(store, data, subtests)

@@ -1,4 +1,6 @@
-"""Every write reads back exactly with stock zarr: iterator kinds × shapes × chunks × buffers × shards × codecs."""
+"""Every write reads back exactly with stock zarr: iterator kinds × shapes × chunks × buffers × shards × codecs.
+
+And with two independent Zarr v3 readers, tensorstore and zarrs (``readers.py``)."""
 
 import numpy as np
 import pytest
@@ -6,10 +8,11 @@ import zarr
 from hdmf.data_utils import DataChunkIterator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCodec
 from zarr.codecs.numcodecs import LZ4, Shuffle
 
 from conftest import BlockIterator, NumpyIterator, gzip_clock_frozen, make_array, pipeline_write, realistic
+from readers import assert_independent_readers_match
 
 # (data shape, chunk shape, shard shape or None, iterator buffer shape)
 CASES = [
@@ -29,18 +32,19 @@ def read_back(store, path=""):
 
 @pytest.mark.parametrize("engine", ["serial", "threads", "processes"])
 @pytest.mark.parametrize(("shape", "chunks", "shards", "buffer"), CASES)
-def test_random_access_iterators(tmp_path, engine, shape, chunks, shards, buffer):
+def test_random_access_iterators(tmp_path, subtests, engine, shape, chunks, shards, buffer):
     data = realistic(shape)
     store = zarr.storage.LocalStore(tmp_path / "a.zarr")
     array = make_array(store, shape, data.dtype, chunks, shards)
     iterator = NumpyIterator(data, buffer_shape=buffer, chunk_shape=buffer)
     pipeline_write([(array, iterator)], engine=engine, max_workers=2)
     np.testing.assert_array_equal(read_back(store), data)
+    assert_independent_readers_match(store, data, subtests)
 
 
 @pytest.mark.parametrize("kind", ["DataChunkIterator", "AbstractDataChunkIterator"])
 @pytest.mark.parametrize(("shape", "chunks", "shards", "buffer"), CASES)
-def test_sequential_iterators(store, kind, shape, chunks, shards, buffer):
+def test_sequential_iterators(store, subtests, kind, shape, chunks, shards, buffer):
     data = realistic(shape, "float32")
     array = make_array(store, shape, data.dtype, chunks, shards)
     if kind == "DataChunkIterator":
@@ -49,6 +53,7 @@ def test_sequential_iterators(store, kind, shape, chunks, shards, buffer):
         iterator = BlockIterator(data, tuple(max(1, b - 3) for b in buffer))
     pipeline_write([(array, iterator)])
     np.testing.assert_array_equal(read_back(store), data)
+    assert_independent_readers_match(store, data, subtests)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +71,7 @@ def test_sequential_iterators(store, kind, shape, chunks, shards, buffer):
     ids=["default", "gzip", "blosc", "lz4", "zstd-checksum", "shuffle", "uncompressed", "big-endian"],
 )
 @pytest.mark.parametrize("shards", [None, (120, 16)])
-def test_codec_chains_are_written_as_zarr_writes_them(store, codecs, shards):
+def test_codec_chains_are_written_as_zarr_writes_them(store, subtests, codecs, shards):
     data = realistic((250, 20))
     array = make_array(store, data.shape, data.dtype, (40, 8), shards, **codecs)
     with gzip_clock_frozen():
@@ -79,6 +84,41 @@ def test_codec_chains_are_written_as_zarr_writes_them(store, codecs, shards):
     assert ours_keys == sorted(k for k in _keys(reference.store) if k.startswith("c/"))
     for key in ours_keys:
         assert _get(store, key) == _get(reference.store, key), key
+    assert_independent_readers_match(store, data, subtests)
+
+
+@pytest.mark.parametrize(
+    "chunk_key_encoding",
+    [
+        {"name": "default", "separator": "/"},
+        {"name": "default", "separator": "."},
+        {"name": "v2", "separator": "."},
+        {"name": "v2", "separator": "/"},
+    ],
+    ids=["default-slash", "default-dot", "v2-dot", "v2-slash"],
+)
+@pytest.mark.parametrize(
+    "codecs",
+    [{}, {"compressors": [ZstdCodec(level=1), Crc32cCodec()]}],
+    ids=["zstd", "zstd+crc32c"],
+)
+@pytest.mark.parametrize("shards", [None, (120, 16)])
+def test_chunk_key_encodings_and_crc32c(store, subtests, chunk_key_encoding, codecs, shards):
+    """Chunk keys with either separator, and a crc32c checksum after the compressor: the keys and
+    bytes zarr writes, read back by stock zarr, tensorstore and zarrs."""
+    data = realistic((250, 20), seed=5)
+    kwargs = {"chunk_key_encoding": chunk_key_encoding, **codecs}
+    array = make_array(store, data.shape, data.dtype, (40, 8), shards, **kwargs)
+    pipeline_write([(array, NumpyIterator(data, buffer_shape=(100, 20), chunk_shape=(50, 20)))])
+    reference = make_array(zarr.storage.MemoryStore(), data.shape, data.dtype, (40, 8), shards, **kwargs)
+    reference[...] = data
+    np.testing.assert_array_equal(read_back(store), data)
+    ours_keys = sorted(k for k in _keys(store) if k != "zarr.json")
+    assert ours_keys == sorted(k for k in _keys(reference.store) if k != "zarr.json")
+    assert ours_keys[0] == array.metadata.encode_chunk_key((0, 0))
+    for key in ours_keys:
+        assert _get(store, key) == _get(reference.store, key), key
+    assert_independent_readers_match(store, data, subtests)
 
 
 def _get(store, key):
@@ -99,7 +139,7 @@ def _keys(store):
 
 @pytest.mark.parametrize("write_empty_chunks", [False, True])
 @pytest.mark.parametrize("shards", [None, (20, 10)])
-def test_all_fill_value_chunks_follow_write_empty_chunks(store, write_empty_chunks, shards):
+def test_all_fill_value_chunks_follow_write_empty_chunks(store, subtests, write_empty_chunks, shards):
     data = np.zeros((40, 10), "int16")
     data[:10] = 7  # only the first chunk row holds data
     array = make_array(
@@ -110,27 +150,30 @@ def test_all_fill_value_chunks_follow_write_empty_chunks(store, write_empty_chun
     chunk_keys = [k for k in _keys(store) if k.startswith("c/")]
     expected = {(None, False): 1, (None, True): 4, ((20, 10), False): 1, ((20, 10), True): 2}
     assert len(chunk_keys) == expected[(shards, write_empty_chunks)]
+    assert_independent_readers_match(store, data, subtests)
 
 
-def test_nan_fill_value_chunks_are_skipped(store):
+def test_nan_fill_value_chunks_are_skipped(store, subtests):
     data = np.full((30, 4), np.nan, "float32")
     data[:10] = 1.5
     array = make_array(store, data.shape, data.dtype, (10, 4), fill_value=np.nan)
     pipeline_write([(array, NumpyIterator(data, buffer_shape=(30, 4), chunk_shape=(10, 4)))])
     np.testing.assert_array_equal(read_back(store), data)
     assert [k for k in _keys(store) if k.startswith("c/")] == ["c/0/0"]
+    assert_independent_readers_match(store, data, subtests)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "int32", "int64", "float32", "float64", "bool"])
-def test_dtypes(store, dtype):
+def test_dtypes(store, subtests, dtype):
     data = realistic((97, 5), "float64")
     data = (data > 0) if dtype == "bool" else data.astype(dtype)
     array = make_array(store, data.shape, data.dtype, (20, 3), (40, 3))
     pipeline_write([(array, NumpyIterator(data, buffer_shape=(30, 5), chunk_shape=(30, 5)))])
     np.testing.assert_array_equal(read_back(store), data)
+    assert_independent_readers_match(store, data, subtests)
 
 
-def test_many_datasets_in_one_write(tmp_path):
+def test_many_datasets_in_one_write(tmp_path, subtests):
     store = zarr.storage.LocalStore(tmp_path / "g.zarr")
     root = zarr.open_group(store, mode="w")
     sources = [realistic((200 + 13 * i, 6), seed=i) for i in range(5)]
@@ -148,6 +191,7 @@ def test_many_datasets_in_one_write(tmp_path):
     assert report.bytes_written == sum(d.nbytes for d in sources)
     for i, data in enumerate(sources):
         np.testing.assert_array_equal(zarr.open_array(store, path=f"d{i}", mode="r")[...], data)
+        assert_independent_readers_match(tmp_path / "g.zarr" / f"d{i}", data, subtests, name=f"d{i}")  # in a group
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

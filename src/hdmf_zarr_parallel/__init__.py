@@ -1,5 +1,6 @@
 """Parallel (CPU pool or GPU) writes of HDMF / NWB DataChunkIterator data to Zarr v3."""
 
+from .concurrent_readers import register_concurrent_reader, unregister_concurrent_reader
 from .engines import choose_auto_engine
 from .errors import ChunkWriteError, IncompleteStoreError
 from .io import NWBParallelZarrIO, ParallelZarrIO
@@ -14,5 +15,7 @@ __all__ = [
     "WriteOptions",
     "WriteReport",
     "choose_auto_engine",
+    "register_concurrent_reader",
+    "unregister_concurrent_reader",
 ]
 __version__ = "0.1.0"

@@ -7,7 +7,6 @@ engine all share one definition of "write this region".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
@@ -19,10 +18,13 @@ import zarr
 from hdmf.data_utils import AbstractDataChunkIterator, DataChunk, DataChunkIterator, GenericDataChunkIterator
 
 from .assemble import BufferPattern, UnitAssembler
+from .budget import WriteCancelled
+from .concurrent_readers import registered_concurrent_reader
 from .cpu.unit import ZarrUnitEncoder
 from .errors import ChunkWriteError
 from .plan import Coords, Region, UnitGrid, region_size
 from .sink import ChunkSink
+from .timeouts import CallTimedOut, TimedCalls, call_with_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +33,25 @@ def reads_concurrently(iterator: AbstractDataChunkIterator, requested: bool | No
     """Whether several workers may call one iterator's ``_get_data`` at the same time.
 
     ``requested`` (the ``concurrent_reads`` write option) decides when given. Else the
-    iterator's own ``concurrent_reads`` attribute does: an iterator that reads through a
-    shared file handle (seek, then read) would return the wrong bytes if two threads
-    interleaved, so one that says nothing is read by one worker at a time, while
-    encoding and storing stay parallel.
+    iterator's own ``concurrent_reads`` attribute does, and for an iterator without one,
+    the registry of known-safe iterator classes (:mod:`.concurrent_readers`). An iterator
+    that reads through a shared file handle (seek, then read) would return the wrong bytes
+    if two threads interleaved, so one that nothing vouches for is read by one worker at a
+    time, while encoding and storing stay parallel.
     """
     if requested is not None:
         return requested
-    return getattr(iterator, "concurrent_reads", False) is True
+    declared = getattr(iterator, "concurrent_reads", None)
+    if declared is not None:
+        return declared is True
+    return registered_concurrent_reader(iterator)
 
 
 class DatasetWriter:
     """Writes the data of one ``AbstractDataChunkIterator`` into one zarr array."""
+
+    stop: threading.Event | None = None  # the write's stop flag, set by bind(); never pickled
+    read_timeout: float | None = None
 
     def __init__(
         self, array: zarr.Array, iterator: AbstractDataChunkIterator, concurrent_reads: bool | None = None
@@ -61,6 +70,16 @@ class DatasetWriter:
                 self.name,
                 type(iterator).__name__,
             )
+
+    def bind(self, stop: threading.Event, read_timeout: float | None = None) -> None:
+        """Join a write: once ``stop`` is set nothing more is read or stored (a worker that comes
+        back late from a stuck read stores nothing), and each read may take ``read_timeout`` s."""
+        self.stop = stop
+        self.read_timeout = read_timeout
+
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise WriteCancelled
 
     # -- geometry -------------------------------------------------------------------
     @property
@@ -101,14 +120,45 @@ class DatasetWriter:
 
     @cached_property
     def sink(self) -> ChunkSink:
-        return ChunkSink(self.array)
+        return ChunkSink(self.array, self.stop)
 
     def read(self, region: Region) -> np.ndarray:
-        """Read one region from a random-access iterator (one at a time unless it reads concurrently)."""
+        """Read one region from a random-access iterator (one at a time unless it reads concurrently).
+
+        With ``read_timeout`` the read runs on a helper thread, abandoned if it takes longer."""
+        self._check_stop()
+        lock = self._read_lock
+        if lock is not None:
+            while not lock.acquire(timeout=0.1):  # another worker's read may never return
+                self._check_stop()
+        started = False
+
+        def get() -> np.ndarray:
+            nonlocal started
+            started = True
+            try:
+                return np.asarray(self.iterator._get_data(selection=region), dtype=self.dtype)
+            finally:  # released by the thread that read, once the read returns
+                if lock is not None:
+                    lock.release()
+
         try:
-            with self._read_lock or contextlib.nullcontext():
-                data = np.asarray(self.iterator._get_data(selection=region), dtype=self.dtype)
-        except Exception as exc:
+            if self.read_timeout is None:
+                data = get()
+            else:
+                data = call_with_timeout(get, self.read_timeout, f"hzp-read-{self.name}")
+        except CallTimedOut:
+            raise ChunkWriteError(
+                self.name,
+                None,
+                f"reading region {_fmt(region)}",
+                f"the iterator returned no data within read_timeout={self.read_timeout:g} s; the read was abandoned",
+            ) from None
+        except BaseException as exc:
+            if lock is not None and not started:  # the helper thread could not even start
+                lock.release()
+            if not isinstance(exc, Exception):
+                raise
             raise ChunkWriteError(self.name, None, f"reading region {_fmt(region)}", repr(exc)) from exc
         return _exactly(data, tuple(r.stop - r.start for r in region), self.name, region)
 
@@ -122,13 +172,16 @@ class DatasetWriter:
             )
 
     def store_unit(self, coords: Coords, data: np.ndarray) -> None:
-        """Encode one whole unit and store it under its key."""
+        """Encode one whole unit and store it under its key (nothing once the write is stopping)."""
+        self._check_stop()
         try:
             encoded = self.encoder.encode(data)
         except Exception as exc:
             raise ChunkWriteError(self.name, coords, "encoding", repr(exc)) from exc
         try:
             self.sink.put(coords, encoded)
+        except WriteCancelled:
+            raise
         except Exception as exc:
             raise ChunkWriteError(self.name, coords, f"storing key '{self.sink.key(coords)}'", repr(exc)) from exc
 
@@ -164,18 +217,37 @@ class DatasetWriter:
         return UnitAssembler(self.unit_shape, self.dtype, self.array.metadata.fill_value, self.bounds)
 
     def chunks(self) -> Iterator[tuple[Region, np.ndarray]]:
-        """The buffers of a sequential iterator as (region, data) pairs."""
+        """The buffers of a sequential iterator as (region, data) pairs.
+
+        With ``read_timeout`` each buffer is read on a helper thread, abandoned if it takes longer."""
         iterator = iter(self.iterator)
-        while True:
-            try:
-                chunk = next(iterator)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise ChunkWriteError(self.name, None, "reading from the iterator", repr(exc)) from exc
-            if chunk is None or chunk.data is None:
-                continue
-            yield self._normalize(chunk)
+        timed = None if self.read_timeout is None else TimedCalls(f"hzp-read-{self.name}")
+        received, last = 0, None
+        try:
+            while True:
+                try:
+                    chunk = next(iterator) if timed is None else timed.call(lambda: next(iterator), self.read_timeout)
+                except StopIteration:
+                    return
+                except CallTimedOut:
+                    after = "" if last is None else f", the one after region {_fmt(last)}"
+                    raise ChunkWriteError(
+                        self.name,
+                        None,
+                        f"reading buffer {received + 1} from the iterator{after}",
+                        f"no buffer within read_timeout={self.read_timeout:g} s; the read was abandoned",
+                    ) from None
+                except Exception as exc:
+                    raise ChunkWriteError(self.name, None, "reading from the iterator", repr(exc)) from exc
+                received += 1
+                if chunk is None or chunk.data is None:
+                    continue
+                region, data = self._normalize(chunk)
+                last = region
+                yield region, data
+        finally:
+            if timed is not None:
+                timed.close()
 
     def _normalize(self, chunk: DataChunk) -> tuple[Region, np.ndarray]:
         data = np.asarray(chunk.data, dtype=self.dtype)
@@ -207,13 +279,14 @@ class DatasetWriter:
     # -- pickling for process pools -------------------------------------------------
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for derived in ("encoder", "sink", "grid", "_read_lock"):
+        for derived in ("encoder", "sink", "grid", "_read_lock", "stop"):
             state.pop(derived, None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._read_lock = None if self.concurrent_reads else threading.Lock()
+        # no stop flag here: a worker process is stopped by terminating it, a Dask task by cancelling it
 
 
 def _exactly(data: np.ndarray, shape: tuple[int, ...], name: str, region: Region) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import fields
 from typing import Any
 
 import zarr
-from hdmf.build import DatasetBuilder
+from hdmf.build import DatasetBuilder, GroupBuilder
 from hdmf.query import HDMFDataset
 from hdmf_zarr import NWBZarrIO, ZarrIO
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
@@ -35,6 +35,7 @@ from .metadata.completion import RootCommit, refusing_incomplete
 from .metadata.references import CollectingGroup, collecting_group
 from .options import WriteOptions
 from .pipeline import WriteReport
+from .preflight import check_memory_bound
 from .queue import ParallelDataChunkIteratorQueue
 
 
@@ -57,6 +58,43 @@ class _ParallelWriteMixin:
         self._commit: RootCommit | None = None
         self._committing = False  # inside write()/export(): write_builder marks the store incomplete
         super().__init__(*args, **kwargs)
+
+    @classmethod
+    def configured(cls, **options: Any) -> type:
+        """A subclass whose write options default to ``options``, for callers that take an IO class.
+
+        neuroconv, for example, is handed a class (``BACKEND_NWB_IO["zarr"] = ...``) and builds,
+        reads and appends with it; ``functools.partial`` is not a class and breaks there. The
+        subclass is a real subclass (``issubclass(..., NWBZarrIO)``, ``can_read`` and every other
+        classmethod work), its options are checked now, and keyword arguments given when an
+        object is made still win.
+        """
+        keywords = WriteOptions.keywords()
+        unknown = sorted(set(options) - set(keywords))
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.configured() got unknown write option(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(sorted(keywords))}"
+            )
+        WriteOptions(**{**getattr(cls, "preset_options", {}), **options})  # bad values fail here
+        presets = {**getattr(cls, "preset_options", {}), **options}
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super(configured_class, self).__init__(*args, **{**presets, **kwargs})
+
+        settings = ", ".join(f"{k}={v!r}" for k, v in presets.items())
+        configured_class = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__init__": __init__,
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "__doc__": f"{cls.__doc__}\n\nPreset write options: {settings or 'none'}.",
+                "preset_options": dict(presets),
+            },
+        )
+        return configured_class
 
     def _queue(self) -> ParallelDataChunkIteratorQueue | None:
         """The write queue hdmf-zarr uses: always ours (read as ``self._ZarrIO__dci_queue``)."""
@@ -97,9 +135,14 @@ class _ParallelWriteMixin:
         return super().export(*args, **kwargs)
 
     def write_builder(self, *args: Any, **kwargs: Any) -> None:
-        """hdmf-zarr's ``write_builder``; inside :meth:`write`/:meth:`export` it first marks the store
-        incomplete (arguments and the build were checked by then, so a refused call leaves the store as it was)."""
+        """hdmf-zarr's ``write_builder`` (``write`` and ``export`` both end here). It first refuses a
+        dataset whose known chunk or shard cannot fit ``max_inflight_bytes`` (see :mod:`.preflight`),
+        then, inside :meth:`write`/:meth:`export`, marks the store incomplete: arguments, the build
+        and the memory bound are checked by then, so a refused call leaves the store as it was."""
         self._refuse_other_threads()
+        builder = args[0] if args else kwargs.get("builder")
+        if isinstance(builder, GroupBuilder):
+            check_memory_bound(builder, self.write_options.max_inflight_bytes)
         if self._committing and self._commit is None and RootCommit.applies_to(self._file):
             commit = RootCommit(self._file)
             commit.begin()

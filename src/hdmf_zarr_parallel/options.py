@@ -7,9 +7,13 @@ set, see :data:`FROM_WRITE_ARGUMENTS`), and the engine names come from the engin
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+import numpy as np
 
 from .engines.registry import ENGINE_NAMES
 
@@ -33,7 +37,8 @@ class WriteOptions:
       :mod:`hdmf_zarr_parallel.engines.registry`); ``"auto"`` uses the GPU where one is usable,
       else threads, and logs its choice.
     - ``max_workers``: worker threads or processes (and the GPU engine's writer threads);
-      ``None``: one per CPU core.
+      ``None``: one per CPU core. Absurd counts are capped (threads: 32 per core, processes:
+      one per core), with a warning.
     - ``max_inflight_bytes``: the bound on data read but not yet stored; a chunk or shard that
       cannot fit is refused before any data moves.
     - ``progress``: one tqdm bar over the bytes of each write; a dict passes tqdm options.
@@ -44,11 +49,18 @@ class WriteOptions:
     - ``dask_gpu``: ``engine="dask"``: whether workers encode on their GPU: ``"auto"`` (where one
       is usable), ``"never"`` or ``"always"``.
     - ``concurrent_reads``: whether several workers may read one iterator at once (``None``: each
-      iterator's own ``concurrent_reads`` attribute decides; without one, one read at a time).
+      iterator's own ``concurrent_reads`` attribute decides, else the registry of known-safe
+      iterator classes; without either, one read at a time).
+    - ``read_timeout``: seconds (``None``: no limit) one read from an iterator (one region, or one
+      buffer of a sequential iterator) may take; a longer one fails the write with a
+      ``ChunkWriteError`` and is abandoned, so the write returns at once.
 
     ``mp_context`` and ``max_threads_per_process`` configure the ``processes`` engine's pool and
     come from hdmf-zarr's own ``write()`` arguments (``multiprocessing_context``,
     ``max_threads_per_process``, see :meth:`with_stock_arguments`), not from the IO's keywords.
+
+    Integer settings accept any integral number (``numpy.int64`` too, never ``bool``) and are
+    stored as ``int``.
     """
 
     engine: str = "auto"
@@ -63,6 +75,7 @@ class WriteOptions:
     client: Any = field(default=None, compare=False, repr=False)
     dask_gpu: str = "auto"
     concurrent_reads: bool | None = None
+    read_timeout: float | None = None
 
     @classmethod
     def keywords(cls) -> tuple[str, ...]:
@@ -74,12 +87,17 @@ class WriteOptions:
             raise TypeError(f"engine must be a string, one of {ENGINES}; got {type(self.engine).__name__}")
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
-        _check_positive_int("max_workers", self.max_workers, allow_none=True)
-        _check_positive_int("max_inflight_bytes", self.max_inflight_bytes)
-        _check_positive_int("max_threads_per_process", self.max_threads_per_process, allow_none=True)
-        _check_positive_int("gpu_batch_bytes", self.gpu_batch_bytes)
-        _check_positive_int("gpu_streams", self.gpu_streams)
-        _check_positive_int("gpu_cpu_helpers", self.gpu_cpu_helpers, minimum=0)
+        for name, minimum, allow_none in (
+            ("max_workers", 1, True),
+            ("max_inflight_bytes", 1, False),
+            ("max_threads_per_process", 1, True),
+            ("gpu_batch_bytes", 1, False),
+            ("gpu_streams", 1, False),
+            ("gpu_cpu_helpers", 0, False),
+        ):
+            value = _check_positive_int(name, getattr(self, name), allow_none=allow_none, minimum=minimum)
+            object.__setattr__(self, name, value)  # a numpy integer is kept as a plain int
+        object.__setattr__(self, "read_timeout", _check_timeout("read_timeout", self.read_timeout))
         if self.concurrent_reads is not None and not isinstance(self.concurrent_reads, bool):
             raise TypeError(f"concurrent_reads must be True, False or None, got {self.concurrent_reads!r}")
         if not isinstance(self.progress, (bool, dict)):
@@ -106,7 +124,7 @@ class WriteOptions:
         for worker processes, as stock hdmf-zarr uses); the other two configure the
         processes engine exactly as they configure stock hdmf-zarr's process pool.
         """
-        _check_positive_int("number_of_jobs", number_of_jobs)
+        number_of_jobs = _check_positive_int("number_of_jobs", number_of_jobs)
         changes: dict[str, Any] = {
             "max_threads_per_process": max_threads_per_process or self.max_threads_per_process,
             "mp_context": multiprocessing_context or self.mp_context,
@@ -118,10 +136,25 @@ class WriteOptions:
         return replace(self, **changes)
 
 
-def _check_positive_int(name: str, value: object, allow_none: bool = False, minimum: int = 1) -> None:
+def _check_positive_int(name: str, value: object, allow_none: bool = False, minimum: int = 1) -> int | None:
+    """``value`` as an ``int``: any integral number (``numpy.int64`` too) except a bool."""
     if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_timeout(name: str, value: object) -> float | None:
+    """``value`` as a positive, finite number of seconds, or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive, finite number of seconds (or None), got {value}")
+    return value

@@ -13,6 +13,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 from .assemble import coalesce, coalesced, peak_open_units
 from .budget import ByteBudget, InflightLimitError, Stager, WriteCancelled
 from .dataset import DatasetWriter
-from .engines.base import Engine, Route
+from .engines.base import CANCEL_GRACE_S, Engine, Route
 from .errors import ChunkWriteError
 from .options import WriteOptions
 from .plan import Coords, Region, UnitGrid, choose_tile_units, region_size
@@ -114,9 +115,12 @@ class _Dispatcher:
     def close(self) -> None:
         self._arrivals.put(None)
 
-    def join(self, stop: threading.Event) -> None:
+    def join(self, stop: threading.Event, deadline: float | None = None) -> None:
         while self._thread.is_alive() and not stop.is_set():
-            self._thread.join(timeout=0.2)
+            left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if left <= 0:
+                return
+            self._thread.join(timeout=left)
 
     def _loop(self) -> None:
         run = self._run
@@ -176,6 +180,7 @@ class PipelineRun:
     def add(self, writer: DatasetWriter) -> None:
         """Start writing one dataset. Refuses it (and stops the run) if it cannot be written."""
         self.raise_if_failed()
+        writer.bind(self.stop, self.options.read_timeout)
         try:
             validate([writer], self.options)
             route = self.engine.admit(writer)
@@ -226,7 +231,7 @@ class PipelineRun:
         error = future.exception()
         if error is None:
             self.progress.update(done_bytes)
-        else:
+        elif not isinstance(error, WriteCancelled):  # a task that saw the write stopping
             self.fail(error)
 
     def fail(self, error: BaseException) -> None:
@@ -294,15 +299,18 @@ class PipelineRun:
             return
         self._finished = True
         failed = bool(self.errors) or self.stop.is_set()
+        # a stopped write waits a moment for its threads, then leaves those stuck in a read that
+        # does not return (daemon threads: they store nothing more and do not keep the process alive)
+        deadline = time.monotonic() + CANCEL_GRACE_S if failed else None
         if failed:
             self.budget.cancel()
         if self._dispatcher is not None:
             self._dispatcher.close()
         self.engine.shutdown(cancel=failed)
         if self._dispatcher is not None:
-            self._dispatcher.join(threading.Event())
+            self._dispatcher.join(threading.Event(), deadline)
         for feeder in self._feeders:
-            feeder.join()
+            feeder.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self.progress.close()
 
 

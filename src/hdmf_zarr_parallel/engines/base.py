@@ -14,6 +14,7 @@ datasets they cannot take) returns the route of its :class:`~.threads.ThreadEngi
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -22,11 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..dataset import DatasetWriter
-from ..options import WriteOptions
+from ..options import WriteOptions, default_workers
 from ..plan import Coords, Region
+
+logger = logging.getLogger(__name__)
 
 # Beyond this, bigger CPU tasks only lengthen the tail (benchmarks/RESULTS.md has the measurements).
 MAX_TILE_BYTES = 16 << 20
+# Worker threads mostly wait (in codecs that release the GIL, or on storage): more than a few per
+# core can still help with slow object stores, but beyond this they only add contention and memory.
+MAX_THREADS_PER_CORE = 32
+# A cancelled write (a failure, Ctrl-C) waits this long for the tasks running, so that normally
+# nothing is left behind; a task still running after it (a read that never returns) is abandoned.
+CANCEL_GRACE_S = 1.0
 
 Units = Sequence[tuple[Coords, np.ndarray]]
 
@@ -34,9 +43,24 @@ Units = Sequence[tuple[Coords, np.ndarray]]
 def tile_bytes_for(max_inflight_bytes: int, concurrent: int, dataset_nbytes: int, cap: int = MAX_TILE_BYTES) -> int:
     """Bytes per region task: enough to amortise overheads, small enough that ``concurrent`` tasks
     in flight and as many waiting fit twice into the memory bound, and that a dataset smaller
-    than that still makes about two tasks per concurrent worker (else one worker writes it alone)."""
+    than that still makes about two tasks per concurrent worker (else one worker writes it alone).
+    ``concurrent`` is the engine's worker count, capped (see :func:`capped_workers`), so an absurd
+    ``max_workers`` cannot shred a write into tasks of one chunk each."""
     concurrent = max(1, concurrent)
     return max(1, min(cap, max_inflight_bytes // (2 * concurrent), dataset_nbytes // (2 * concurrent)))
+
+
+def capped_workers(requested: int, limit: int, what: str, rule: str) -> int:
+    """``requested`` workers, but at most ``limit``; a capped request is logged with its ``rule``."""
+    if requested <= limit:
+        return requested
+    logger.warning("max_workers=%d: using %d %s instead (%s)", requested, limit, what, rule)
+    return limit
+
+
+def thread_limit() -> int:
+    """The most worker threads one engine starts: ``MAX_THREADS_PER_CORE`` per usable CPU core."""
+    return MAX_THREADS_PER_CORE * default_workers()
 
 
 def write_units(writer: DatasetWriter, units: Units) -> int:
@@ -91,7 +115,7 @@ class Engine(ABC):
 
     def tile_bytes(self, options: WriteOptions, dataset_nbytes: int) -> int:
         """Bytes per region task of a dataset, with one task in flight per worker."""
-        return tile_bytes_for(options.max_inflight_bytes, options.workers, dataset_nbytes)
+        return tile_bytes_for(options.max_inflight_bytes, self.max_workers, dataset_nbytes)
 
     def describe(self) -> str:
         return f"{self.name} ({self.max_workers} workers)"

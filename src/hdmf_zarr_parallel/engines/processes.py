@@ -10,17 +10,23 @@ names it and says why, so nothing silently loses its parallelism.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
 import pickle
+import signal
+import time
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from ..dataset import DatasetWriter
+from ..dataset import DatasetWriter, _fmt
+from ..errors import ChunkWriteError
+from ..options import default_workers
 from ..plan import Region
-from .base import Engine, Route, Units
+from .base import CANCEL_GRACE_S, Engine, Route, Units, capped_workers
 from .reach import unreachable_reason
 from .threads import ThreadEngine
 
@@ -31,6 +37,9 @@ _WORKER_WRITERS: dict[int, DatasetWriter] = {}
 
 
 def _init_worker(max_threads: int | None) -> None:
+    # Ctrl-C in a terminal reaches every process of the group: the writer's process alone handles
+    # it, and terminates its workers (one may be stuck in a read no signal would end anyway)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if max_threads is not None:
         from threadpoolctl import threadpool_limits
 
@@ -67,13 +76,67 @@ class ProcessRoute(Route):
     payload: bytes = b""
 
 
+def _worker_died(writer: DatasetWriter, region: Region, exc: BaseException) -> ChunkWriteError:
+    error = ChunkWriteError(
+        writer.name,
+        None,
+        f"writing region {_fmt(region)} in a worker process",
+        f"a worker process died (killed, or out of memory?) while this region was in flight: {exc!r}",
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _relay(inner: Future[int], writer: DatasetWriter, region: Region) -> Future[int]:
+    """A future with ``inner``'s outcome, where a dead worker process (``BrokenProcessPool``, which
+    names nothing) becomes a ``ChunkWriteError`` naming the dataset and the region."""
+    outer: Future[int] = Future()
+
+    def done(f: Future[int]) -> None:
+        if f.cancelled():
+            outer.cancel()
+            return
+        exc = f.exception()
+        if exc is None:
+            outer.set_result(f.result())
+        else:
+            outer.set_exception(_worker_died(writer, region, exc) if isinstance(exc, BrokenProcessPool) else exc)
+
+    inner.add_done_callback(done)
+    return outer
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the worker processes at once (a worker may be
+    stuck in a read that never returns), then reap them so none outlives the write."""
+    # ``_processes`` (pid -> Process) is private but present from Python 3.2 to 3.14; 3.14's public
+    # terminate_workers() does the same terminate, but we also need the processes to reap them
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):  # it may have just exited
+            process.terminate()
+    deadline = time.monotonic() + CANCEL_GRACE_S
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():  # ignored SIGTERM
+                process.kill()
+                process.join(CANCEL_GRACE_S)
+
+
 class ProcessEngine(Engine):
+    """Worker processes, started as tasks arrive (with "spawn", the default context), at most
+    ``max_workers`` and at most one per CPU core: they exist for reading that holds the GIL, which
+    more processes than cores cannot speed up, and each costs an interpreter (seconds to start,
+    and its own memory)."""
+
     name = "processes"
 
     def __init__(
         self, max_workers: int, mp_context: str | None = None, max_threads_per_process: int | None = None
     ) -> None:
-        super().__init__(max_workers)
+        super().__init__(capped_workers(max_workers, default_workers(), "worker processes", "one per CPU core"))
         self.mp_context = mp_context or "spawn"
         self.max_threads_per_process = max_threads_per_process
         self._threads = ThreadEngine(max_workers)  # the route of the datasets processes cannot write
@@ -106,13 +169,20 @@ class ProcessEngine(Engine):
         return ProcessRoute(self, dataset, next(self._tokens), payload)
 
     def submit_region(self, route: ProcessRoute, region: Region) -> Future[int]:
-        return self._pool.submit(_write_region_in_worker, route.token, route.payload, region)
+        try:
+            inner = self._pool.submit(_write_region_in_worker, route.token, route.payload, region)
+        except BrokenProcessPool as exc:
+            raise _worker_died(route.dataset, region, exc) from exc
+        return _relay(inner, route.dataset, region)
 
     def submit_units(self, route: Route, units: Units) -> Future[int]:
         raise TypeError("sequential datasets are routed to threads")  # admit() never routes them here
 
     def shutdown(self, cancel: bool = False) -> None:
+        if self._pool is not None:  # first: a second Ctrl-C during the threads' grace leaves no process behind
+            pool, self._pool = self._pool, None
+            if cancel:
+                _stop_workers(pool)
+            else:
+                pool.shutdown(wait=True)
         self._threads.shutdown(cancel)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=cancel)
-            self._pool = None

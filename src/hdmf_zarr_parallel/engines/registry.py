@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -65,9 +65,16 @@ def _serial(options: WriteOptions) -> Engine:
 
 
 def _gpu(options: WriteOptions) -> Engine:
-    from ..gpu.engine import GpuEngine
+    from ..gpu.status import gpu_status
 
-    return GpuEngine.create(options)
+    status = gpu_status()
+    if not status.available:  # a bad argument for this machine, refused before anything is written
+        raise ValueError(f"engine='gpu' needs a usable NVIDIA GPU with nvCOMP: {status.reason}")
+    from ..gpu.engine import GpuEngine
+    from .base import capped_workers, thread_limit
+
+    writers = capped_workers(options.workers, thread_limit(), "GPU writer threads", "as for engine='threads'")
+    return GpuEngine.create(options if writers == options.workers else replace(options, max_workers=writers))
 
 
 def _dask(options: WriteOptions) -> Engine:
