@@ -9,7 +9,7 @@ import zarr
 from hdmf_zarr.nwb import NWBZarrIO
 
 from hdmf_zarr_parallel import NWBParallelZarrIO
-from hdmf_zarr_parallel.references import collecting_group
+from hdmf_zarr_parallel.metadata.references import collecting_group
 from hdmf_zarr_parallel.tools.examples import build_nwbfile
 
 GROUP_CHUNK = "general/extracellular_ephys/electrodes/group/c/0"

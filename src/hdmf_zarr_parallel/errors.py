@@ -30,7 +30,7 @@ class IncompleteStoreError(RuntimeError):
     """The store's write did not finish: it failed, was interrupted or killed, or is still running.
 
     Until a write has stored all of its data, the store's root ``zarr.json`` is a placeholder
-    that every Zarr v3 reader must refuse (see :mod:`hdmf_zarr_parallel.completion`); our IO
+    that every Zarr v3 reader must refuse (see :mod:`hdmf_zarr_parallel.metadata.completion`); our IO
     classes raise this error for it, naming the store.
     """
 

@@ -1,23 +1,24 @@
 """``ParallelZarrIO`` and ``NWBParallelZarrIO``: hdmf-zarr's IO classes with a parallel write queue.
 
-The integration is deliberately thin. hdmf-zarr assigns its write queue to the
-private attribute ``_ZarrIO__dci_queue`` in ``write()``, ``export()`` and
-``write_dataset()``; a property of that name intercepts each assignment and puts
-our queue in its place, carrying over hdmf-zarr's ``number_of_jobs``,
-``max_threads_per_process`` and ``multiprocessing_context``. Datasets of object
-references are stored in one write instead of one per element (``references.py``),
-and each object's attributes in one metadata write (``attributes.py``).
-Data keeps being written while hdmf-zarr caches the spec and consolidates the metadata,
-yet the store opens as complete only once everything is stored: the root ``zarr.json`` is
-a placeholder every reader refuses until then (``completion.py``). One IO object runs one
-write at a time. Everything else is stock hdmf-zarr. ``tests/test_io.py`` fails loudly if upstream renames the attribute.
+The integration is deliberately thin. hdmf-zarr assigns its write queue to a private
+attribute in ``write()``, ``export()`` and ``write_dataset()``; a property of that name
+(:func:`~._zarr.intercept_dci_queue`) intercepts each assignment and puts our queue in its
+place, carrying over hdmf-zarr's ``number_of_jobs``, ``max_threads_per_process`` and
+``multiprocessing_context``. Datasets of object references are stored in one write instead
+of one per element (:mod:`.metadata.references`), and each object's attributes in one
+metadata write (:mod:`.metadata.attributes`). Data keeps being written while hdmf-zarr
+caches the spec and consolidates the metadata, yet the store opens as complete only once
+everything is stored: the root ``zarr.json`` is a placeholder every reader refuses until
+then (:mod:`.metadata.completion`). One IO object runs one write at a time. Everything else
+is stock hdmf-zarr; every hdmf-zarr internal this relies on is listed in :mod:`._zarr`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import inspect
 import threading
+from dataclasses import fields
 from typing import Any
 
 import zarr
@@ -27,51 +28,28 @@ from hdmf_zarr import NWBZarrIO, ZarrIO
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
 from hdmf_zarr.zarr_utils import is_reference_dtype
 
-from .attributes import recording, store_recorded
-from .completion import RootCommit, refusing_incomplete
+from ._zarr import intercept_dci_queue
 from .engines import make_engine
-from .options import DEFAULT_GPU_BATCH_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, WriteOptions
+from .metadata.attributes import recording, store_recorded
+from .metadata.completion import RootCommit, refusing_incomplete
+from .metadata.references import CollectingGroup, collecting_group
+from .options import WriteOptions
 from .pipeline import WriteReport
 from .preflight import check_memory_bound
 from .queue import ParallelDataChunkIteratorQueue
-from .references import CollectingGroup, collecting_group
-
-# the write options an IO object takes as keyword arguments (hdmf-zarr's own write arguments set the other two)
-_WRITE_KEYWORDS = {f.name for f in dataclasses.fields(WriteOptions)} - {"mp_context", "max_threads_per_process"}
 
 
 class _ParallelWriteMixin:
-    """Adds the parallel-write keyword arguments and swaps in the parallel queue."""
+    """Adds the parallel-write keyword arguments and swaps in the parallel queue.
 
-    def __init__(
-        self,
-        *args: Any,
-        engine: str = "auto",
-        max_workers: int | None = None,
-        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
-        progress: bool | dict[str, Any] = False,
-        gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES,
-        gpu_streams: int = 4,
-        gpu_cpu_helpers: int = 0,
-        client: Any = None,
-        dask_gpu: str = "auto",
-        concurrent_reads: bool | None = None,
-        read_timeout: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.write_options = WriteOptions(
-            engine=engine,
-            max_workers=max_workers,
-            max_inflight_bytes=max_inflight_bytes,
-            progress=progress,
-            gpu_batch_bytes=gpu_batch_bytes,
-            gpu_streams=gpu_streams,
-            gpu_cpu_helpers=gpu_cpu_helpers,
-            client=client,
-            dask_gpu=dask_gpu,
-            concurrent_reads=concurrent_reads,
-            read_timeout=read_timeout,
-        )
+    The keyword arguments are the fields of :class:`~.options.WriteOptions` (documented there),
+    taken out of ``kwargs`` before hdmf-zarr's own ``__init__`` sees the rest; a keyword neither
+    knows is hdmf-zarr's ``TypeError``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = {name: kwargs.pop(name) for name in WriteOptions.keywords() if name in kwargs}
+        self.write_options = WriteOptions(**settings)
         self._engine = make_engine(self.write_options)  # an unusable engine fails here, before any write
         self._parallel_queue: ParallelDataChunkIteratorQueue | None = None
         self._finish_later = False
@@ -91,11 +69,12 @@ class _ParallelWriteMixin:
         classmethod work), its options are checked now, and keyword arguments given when an
         object is made still win.
         """
-        unknown = sorted(set(options) - _WRITE_KEYWORDS)
+        keywords = WriteOptions.keywords()
+        unknown = sorted(set(options) - set(keywords))
         if unknown:
             raise TypeError(
                 f"{cls.__name__}.configured() got unknown write option(s) {', '.join(unknown)}; "
-                f"choose from {', '.join(sorted(_WRITE_KEYWORDS))}"
+                f"choose from {', '.join(sorted(keywords))}"
             )
         WriteOptions(**{**getattr(cls, "preset_options", {}), **options})  # bad values fail here
         presets = {**getattr(cls, "preset_options", {}), **options}
@@ -117,12 +96,12 @@ class _ParallelWriteMixin:
         )
         return configured_class
 
-    @property
-    def _ZarrIO__dci_queue(self) -> ParallelDataChunkIteratorQueue | None:
+    def _queue(self) -> ParallelDataChunkIteratorQueue | None:
+        """The write queue hdmf-zarr uses: always ours (read as ``self._ZarrIO__dci_queue``)."""
         return self._parallel_queue
 
-    @_ZarrIO__dci_queue.setter
-    def _ZarrIO__dci_queue(self, queue: ZarrIODataChunkIteratorQueue | None) -> None:
+    def _take_queue(self, queue: ZarrIODataChunkIteratorQueue | None) -> None:
+        """hdmf-zarr assigned its queue (``self.__dci_queue = ...``): put ours in its place."""
         if queue is None or isinstance(queue, ParallelDataChunkIteratorQueue):
             self._parallel_queue = queue
             return
@@ -275,6 +254,26 @@ class _ParallelWriteMixin:
             return super()._open_for_namespaces(store)
 
 
+def _signature() -> inspect.Signature:
+    """``(*args, <every WriteOptions keyword>=default, **kwargs)``, for help() and editors."""
+    defaults = {f.name: f.default for f in fields(WriteOptions)}
+    return inspect.Signature(
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
+            inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+            *(
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name])
+                for name in WriteOptions.keywords()
+            ),
+            inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+        ]
+    )
+
+
+_ParallelWriteMixin.__init__.__signature__ = _signature()
+intercept_dci_queue(_ParallelWriteMixin, _ParallelWriteMixin._queue, _ParallelWriteMixin._take_queue)
+
+
 def _holds_references(builder: Any, force_data: Any) -> bool:
     """Whether hdmf-zarr writes this dataset element by element: references, or containers to refer to."""
     if not isinstance(builder, DatasetBuilder):
@@ -284,11 +283,17 @@ def _holds_references(builder: Any, force_data: Any) -> bool:
 
 
 class ParallelZarrIO(_ParallelWriteMixin, ZarrIO):
-    """``hdmf_zarr.ZarrIO`` whose DataChunkIterator writes run in parallel."""
+    """``hdmf_zarr.ZarrIO`` whose DataChunkIterator writes run in parallel.
+
+    Takes hdmf-zarr's arguments, and every :class:`~.options.WriteOptions` keyword
+    (``engine``, ``max_workers``, ``max_inflight_bytes``, ...; documented there)."""
 
 
 class NWBParallelZarrIO(_ParallelWriteMixin, NWBZarrIO):
-    """``hdmf_zarr.NWBZarrIO`` whose DataChunkIterator writes run in parallel."""
+    """``hdmf_zarr.NWBZarrIO`` whose DataChunkIterator writes run in parallel.
+
+    Takes hdmf-zarr's arguments, and every :class:`~.options.WriteOptions` keyword
+    (``engine``, ``max_workers``, ``max_inflight_bytes``, ...; documented there)."""
 
     def _stock_export(self, *args: Any, **kwargs: Any) -> None:
         # NWBZarrIO.export takes no consolidate_metadata: do its one step (the nwbfile is the

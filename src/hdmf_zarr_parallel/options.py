@@ -1,16 +1,23 @@
-"""The user-facing write settings, validated once before any data moves."""
+"""The user-facing write settings, validated once before any data moves.
+
+:class:`WriteOptions` is the one place they are named and documented: the IO classes take
+each of its fields as a keyword argument (except those hdmf-zarr's own ``write()`` arguments
+set, see :data:`FROM_WRITE_ARGUMENTS`), and the engine names come from the engine registry.
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
-ENGINES = ("auto", "threads", "processes", "serial", "gpu", "dask")
+from .engines.registry import ENGINE_NAMES
+
+ENGINES = ENGINE_NAMES  # the names engine= accepts, as the registry lists them
 DEFAULT_GPU_BATCH_BYTES = 128 << 20  # one nvCOMP call on ~128 MiB keeps an H100 busy (see benchmarks)
 DEFAULT_MAX_INFLIGHT_BYTES = 1 << 30  # 1 GiB: a few hundred chunks in flight, far below a workstation's RAM
 
@@ -19,18 +26,38 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+FROM_WRITE_ARGUMENTS = "from_write_arguments"  # field metadata: set by hdmf-zarr's write() arguments
+
+
 @dataclass(frozen=True)
 class WriteOptions:
-    """How a write runs. ``max_workers=None`` means one worker per CPU core.
+    """How a write runs. Every field but two is also a keyword argument of the IO classes.
 
-    ``gpu_cpu_helpers`` threads encode with the CPU codecs beside the GPU lanes (``engine="gpu"``).
-    ``client`` is the ``distributed.Client`` of ``engine="dask"`` (``None``: the current client);
-    ``dask_gpu`` says whether its workers encode on their GPU: ``"auto"`` (where one is usable),
-    ``"never"`` or ``"always"``. ``concurrent_reads`` says whether several workers may read one
-    iterator at once (``None``: each iterator's own ``concurrent_reads`` attribute decides).
-    ``read_timeout`` (seconds, ``None``: no limit) fails the write with a ``ChunkWriteError``
-    when one read from an iterator (one region, or one buffer of a sequential iterator) takes
-    longer; the stuck read is abandoned, so the write returns at once.
+    - ``engine``: where the work runs, one of :data:`ENGINES` (see
+      :mod:`hdmf_zarr_parallel.engines.registry`); ``"auto"`` uses the GPU where one is usable,
+      else threads, and logs its choice.
+    - ``max_workers``: worker threads or processes (and the GPU engine's writer threads);
+      ``None``: one per CPU core. Absurd counts are capped (threads: 32 per core, processes:
+      one per core), with a warning.
+    - ``max_inflight_bytes``: the bound on data read but not yet stored; a chunk or shard that
+      cannot fit is refused before any data moves.
+    - ``progress``: one tqdm bar over the bytes of each write; a dict passes tqdm options.
+    - ``gpu_batch_bytes``: ``engine="gpu"``: uncompressed bytes per nvCOMP batch (one tile).
+    - ``gpu_streams``: ``engine="gpu"``: lanes (threads, each with its own CUDA stream).
+    - ``gpu_cpu_helpers``: ``engine="gpu"``: threads that encode with the CPU codecs beside the lanes.
+    - ``client``: ``engine="dask"``: the ``distributed.Client`` (``None``: the current client).
+    - ``dask_gpu``: ``engine="dask"``: whether workers encode on their GPU: ``"auto"`` (where one
+      is usable), ``"never"`` or ``"always"``.
+    - ``concurrent_reads``: whether several workers may read one iterator at once (``None``: each
+      iterator's own ``concurrent_reads`` attribute decides, else the registry of known-safe
+      iterator classes; without either, one read at a time).
+    - ``read_timeout``: seconds (``None``: no limit) one read from an iterator (one region, or one
+      buffer of a sequential iterator) may take; a longer one fails the write with a
+      ``ChunkWriteError`` and is abandoned, so the write returns at once.
+
+    ``mp_context`` and ``max_threads_per_process`` configure the ``processes`` engine's pool and
+    come from hdmf-zarr's own ``write()`` arguments (``multiprocessing_context``,
+    ``max_threads_per_process``, see :meth:`with_stock_arguments`), not from the IO's keywords.
 
     Integer settings accept any integral number (``numpy.int64`` too, never ``bool``) and are
     stored as ``int``.
@@ -40,8 +67,8 @@ class WriteOptions:
     max_workers: int | None = None
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     progress: bool | dict[str, Any] = False
-    mp_context: str | None = None
-    max_threads_per_process: int | None = None
+    mp_context: str | None = field(default=None, metadata={FROM_WRITE_ARGUMENTS: True})
+    max_threads_per_process: int | None = field(default=None, metadata={FROM_WRITE_ARGUMENTS: True})
     gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES
     gpu_streams: int = 4
     gpu_cpu_helpers: int = 0
@@ -49,6 +76,11 @@ class WriteOptions:
     dask_gpu: str = "auto"
     concurrent_reads: bool | None = None
     read_timeout: float | None = None
+
+    @classmethod
+    def keywords(cls) -> tuple[str, ...]:
+        """The fields the IO classes take as keyword arguments, in order."""
+        return tuple(f.name for f in fields(cls) if not f.metadata.get(FROM_WRITE_ARGUMENTS))
 
     def __post_init__(self) -> None:
         if not isinstance(self.engine, str):

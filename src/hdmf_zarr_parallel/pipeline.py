@@ -23,7 +23,7 @@ import numpy as np
 from .assemble import coalesce, coalesced, peak_open_units
 from .budget import ByteBudget, InflightLimitError, Stager, WriteCancelled
 from .dataset import DatasetWriter
-from .engines.base import CANCEL_GRACE_S, Engine
+from .engines.base import CANCEL_GRACE_S, Engine, Route
 from .errors import ChunkWriteError
 from .options import WriteOptions
 from .plan import Coords, Region, UnitGrid, choose_tile_units, region_size
@@ -105,12 +105,12 @@ class _Dispatcher:
 
     def __init__(self, run: PipelineRun) -> None:
         self._run = run
-        self._arrivals: queue.SimpleQueue[DatasetWriter | None] = queue.SimpleQueue()
+        self._arrivals: queue.SimpleQueue[Route | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="hzp-dispatch", daemon=True)
         self._thread.start()
 
-    def add(self, writer: DatasetWriter) -> None:
-        self._arrivals.put(writer)
+    def add(self, route: Route) -> None:
+        self._arrivals.put(route)
 
     def close(self) -> None:
         self._arrivals.put(None)
@@ -124,19 +124,20 @@ class _Dispatcher:
 
     def _loop(self) -> None:
         run = self._run
-        active: list[Iterator[tuple[DatasetWriter, Region]]] = []
+        active: list[Iterator[tuple[Route, Region]]] = []
         closed = False
         try:
             while not run.stop.is_set():
                 while True:  # take every dataset that has arrived; wait for one only when idle
                     try:
-                        writer = self._arrivals.get(block=not active and not closed, timeout=None)
+                        route = self._arrivals.get(block=not active and not closed, timeout=None)
                     except queue.Empty:
                         break
-                    if writer is None:
+                    if route is None:
                         closed = True
                         break
-                    active.append(zip(itertools.repeat(writer), plan_tiles(writer, run.engine, run.options)))
+                    tiles = plan_tiles(route.dataset, run.engine, run.options)
+                    active.append(zip(itertools.repeat(route), tiles))
                 if not active:
                     if closed:
                         return
@@ -146,9 +147,9 @@ class _Dispatcher:
                     if item is None:
                         active.remove(stream)
                         continue
-                    writer, region = item
-                    nbytes = writer.region_nbytes(region)
-                    run.submit(lambda w=writer, r=region: run.engine.submit_region(w, r), nbytes, nbytes)
+                    route, region = item
+                    nbytes = route.dataset.region_nbytes(region)
+                    run.submit(lambda w=route, r=region: w.submit_region(r), nbytes, nbytes)
         except WriteCancelled:
             pass
         except BaseException as exc:
@@ -182,7 +183,7 @@ class PipelineRun:
         writer.bind(self.stop, self.options.read_timeout)
         try:
             validate([writer], self.options)
-            self.engine.admit(writer)
+            route = self.engine.admit(writer)
         except BaseException:
             self.abort()
             raise
@@ -194,9 +195,9 @@ class PipelineRun:
         if writer.random_access:
             if self._dispatcher is None:
                 self._dispatcher = _Dispatcher(self)
-            self._dispatcher.add(writer)
+            self._dispatcher.add(route)
             return
-        feeder = threading.Thread(target=self._feed, args=(writer,), name=f"hzp-feed-{writer.name}", daemon=True)
+        feeder = threading.Thread(target=self._feed, args=(route,), name=f"hzp-feed-{writer.name}", daemon=True)
         self._feeders.append(feeder)
         feeder.start()
 
@@ -238,12 +239,12 @@ class PipelineRun:
             self.errors.append(error)
         self.budget.cancel()
 
-    def _feed(self, writer: DatasetWriter) -> None:
+    def _feed(self, route: Route) -> None:
         """Read a sequential iterator in order, assemble whole units and submit them."""
         stager = None
         try:
-            stager = self.budget.join(writer.name, staging_claim(writer))
-            _SequentialFeed(self, writer, stager).run()
+            stager = self.budget.join(route.dataset.name, staging_claim(route.dataset))
+            _SequentialFeed(self, route, stager).run()
         except WriteCancelled:
             pass
         except BaseException as exc:
@@ -322,9 +323,10 @@ class _SequentialFeed:
     holding complete units (they are what frees it), which keeps the budget's view exact: bytes
     are either staged, awaiting more input, or a task's."""
 
-    def __init__(self, pipeline: PipelineRun, writer: DatasetWriter, stager: Stager) -> None:
+    def __init__(self, pipeline: PipelineRun, route: Route, stager: Stager) -> None:
         self.pipeline = pipeline
-        self.writer = writer
+        self.route = route
+        self.writer = writer = route.dataset
         self.stager = stager
         self.assembler = writer.assembler()
         self.unit_bytes = self.assembler.staging_nbytes
@@ -385,7 +387,7 @@ class _SequentialFeed:
         grid = UnitGrid(self.assembler.final_shape(), self.writer.unit_shape)
         in_bounds = sum(region_size(grid.unit_region(c)) for c, _ in units)
         self.pipeline.submit(
-            lambda: self.pipeline.engine.submit_units(self.writer, units),
+            lambda: self.route.submit_units(units),
             inflight=len(units) * self.unit_bytes,
             done_bytes=in_bounds * self.writer.dtype.itemsize,
             reserved=True,  # handed over from staging as each unit completed

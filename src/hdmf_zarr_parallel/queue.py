@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
 
+from ._zarr import write_stock_buffer
 from .dataset import DatasetWriter
 from .engines import Engine, make_engine
 from .options import WriteOptions
@@ -63,7 +64,7 @@ class ParallelDataChunkIteratorQueue(ZarrIODataChunkIteratorQueue):
         if not self.finish_later:
             self.finish()
         for dset, iterator in stock:  # hdmf-zarr's own one-buffer-at-a-time path
-            while ZarrIODataChunkIteratorQueue.__write_chunk__(dset, iterator):
+            while write_stock_buffer(dset, iterator):
                 pass
 
     def finish(self) -> WriteReport | None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 
 import zarr
-from zarr.abc.store import _store_supports_sync_io
-from zarr.core.buffer import Buffer
-from zarr.core.sync import sync
+from zarr.abc.buffer import Buffer
 
+from ._zarr import chunk_key, supports_sync_io, sync
 from .budget import WriteCancelled
 from .plan import Coords
 
@@ -21,12 +20,12 @@ class ChunkSink:
 
     def __init__(self, array: zarr.Array, stop: threading.Event | None = None) -> None:
         self._stop = stop
-        self._store_path = array._async_array.store_path
+        self._store_path = array.store_path
         self._metadata = array.metadata
-        self._sync_io = _store_supports_sync_io(self._store_path.store)
+        self._sync_io = supports_sync_io(self._store_path.store)
 
     def key(self, coords: Coords) -> str:
-        return self._metadata.encode_chunk_key(coords)
+        return chunk_key(self._metadata, coords)
 
     def put(self, coords: Coords, encoded: Buffer | None) -> None:
         if self._stop is not None and self._stop.is_set():

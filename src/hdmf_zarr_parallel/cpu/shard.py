@@ -21,60 +21,34 @@ serializers, index codecs other than ``bytes`` + optional ``crc32c``) make
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
-from zarr.core.array_spec import ArraySpec
-from zarr.core.buffer import Buffer, default_buffer_prototype
-from zarr.core.chunk_utils import chunk_is_empty
+from zarr.abc.buffer import Buffer
+from zarr.buffer import default_buffer_prototype
 
+from .._zarr import Encode, chunk_is_empty, evolved_codecs, numcodecs_encoder, shard_inner_spec, shard_write_order
 from ..chain import Sharding, parse_codecs, storage_dtype
 from ..shard_layout import build_shard
-
-Encode = Callable[[Any], Any]
-
-
-def _numcodecs_encoder(codec: Any) -> Encode | None:
-    """The numcodecs ``encode`` zarr calls for one bytes-to-bytes codec, or ``None``."""
-    from zarr.codecs.numcodecs._codecs import _NumcodecsBytesBytesCodec
-
-    if isinstance(codec, ZstdCodec):
-        return codec._zstd_codec.encode
-    if isinstance(codec, GzipCodec):
-        return codec._gzip_codec.encode
-    if isinstance(codec, BloscCodec):  # evolved by zarr: its typesize is the array's
-        return codec._blosc_codec.encode
-    if isinstance(codec, _NumcodecsBytesBytesCodec):
-        return codec._codec.encode
-    return None
-
-
-def _write_order(sharding: Sharding, chunks_per_shard: tuple[int, ...]) -> list[int]:
-    """The C-order positions of the inner chunks in the order zarr's encoder lays them out."""
-    codec = sharding.codec
-    coords = codec._subchunk_order_iter(chunks_per_shard, codec.subchunk_write_order)
-    return [int(np.ravel_multi_index(c, chunks_per_shard)) for c in coords]
 
 
 class CpuShardEncoder:
     """Encodes full (padded) shards of one sharded array, as zarr would."""
 
-    def __init__(self, sharding: Sharding, shard_spec: ArraySpec, stages: list[Encode]) -> None:
+    def __init__(self, sharding: Sharding, shard_spec: Any, stages: list[Encode]) -> None:
         self._sharding = sharding
         self._inner_shape = sharding.chunk_shape
         self._chunks_per_shard = sharding.chunks_per_shard(shard_spec.shape)
-        self._inner_spec = sharding.codec._get_chunk_spec(shard_spec)
-        self._order = _write_order(sharding, self._chunks_per_shard)
+        self._inner_spec = shard_inner_spec(sharding.codec, shard_spec)
+        self._order = shard_write_order(sharding.codec, self._chunks_per_shard)
         self._stages = stages
         self._prototype = default_buffer_prototype()
 
     @classmethod
-    def for_array(cls, array: zarr.Array, shard_spec: ArraySpec) -> CpuShardEncoder | None:
+    def for_array(cls, array: zarr.Array, shard_spec: Any) -> CpuShardEncoder | None:
         try:
-            chain = parse_codecs(array._async_array.codec_pipeline)
+            chain = parse_codecs(evolved_codecs(array))
         except ValueError:
             return None
         sharding = chain.sharding
@@ -88,7 +62,7 @@ class CpuShardEncoder:
             return None
         if storage_dtype(dtype, inner.endian) != dtype:  # the array's bytes are not the stored ones
             return None
-        stages = [_numcodecs_encoder(c) for c in inner.bytes_bytes]
+        stages = [numcodecs_encoder(c) for c in inner.bytes_bytes]
         if any(stage is None for stage in stages):
             return None
         return cls(sharding, shard_spec, stages)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import zarr
-from zarr.core.array_spec import ArraySpec
-from zarr.core.buffer import Buffer, default_buffer_prototype
-from zarr.core.chunk_utils import ChunkTransform, chunk_is_empty
-from zarr.core.codec_pipeline import AsyncChunkTransform
-from zarr.core.sync import sync
+from zarr.abc.buffer import Buffer
+from zarr.buffer import default_buffer_prototype
 
+from .._zarr import chunk_encoder, chunk_is_empty, evolved_codecs, unit_spec
 from .shard import CpuShardEncoder
 
 
@@ -24,27 +22,13 @@ class ZarrUnitEncoder:
     """Encodes whole write units (chunks, or shards when sharded) of one array."""
 
     def __init__(self, array: zarr.Array) -> None:
-        async_array = array._async_array
-        metadata = array.metadata
         self.unit_shape: tuple[int, ...] = tuple(array.shards or array.chunks)
         self.dtype = np.dtype(array.dtype)
-        self.fill_value = metadata.fill_value
+        self.fill_value = array.metadata.fill_value
         self._prototype = default_buffer_prototype()
-        self._spec = ArraySpec(
-            shape=self.unit_shape,
-            dtype=metadata.data_type,
-            fill_value=metadata.fill_value,
-            config=async_array.config,
-            prototype=self._prototype,
-        )
+        self._spec = unit_spec(array, self.unit_shape)
         self._shards = CpuShardEncoder.for_array(array, self._spec) if array.shards else None
-        codecs = tuple(async_array.codec_pipeline)
-        try:
-            self._sync = ChunkTransform(codecs=codecs)
-            self._async = None
-        except TypeError:  # a codec without a synchronous path: run its coroutine instead
-            self._sync = None
-            self._async = AsyncChunkTransform(codecs=codecs)
+        self._encode = chunk_encoder(evolved_codecs(array))
 
     def pad(self, data: np.ndarray) -> np.ndarray:
         """Edge units are padded to the full unit shape with the fill value, as zarr does."""
@@ -62,6 +46,4 @@ class ZarrUnitEncoder:
             return None
         if self._shards is not None:
             return self._shards.encode(unit)
-        if self._sync is not None:
-            return self._sync.encode_chunk(chunk, self._spec)
-        return sync(self._async.encode_chunk(chunk, self._spec))
+        return self._encode(chunk, self._spec)

@@ -3,6 +3,13 @@
 Like ``concurrent.futures``, one small interface with interchangeable
 implementations. The pipeline (``pipeline.py``) decides *what* to write, in which
 order and under which memory bound; an engine decides *where* the work runs.
+
+A dataset joins an engine through :meth:`Engine.admit`, which returns its :class:`Route`:
+everything that engine prepared for it (a pickled payload, a GPU codec plan, ...). The
+pipeline hands the route back with each task, ``route.engine.submit_region(route, region)``,
+so engines keep no per-dataset tables. A route's ``engine`` is the engine that runs its
+tasks: an engine that leaves a dataset to threads (``processes`` and ``gpu`` do, for
+datasets they cannot take) returns the route of its :class:`~.threads.ThreadEngine`.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,8 +28,7 @@ from ..plan import Coords, Region
 
 logger = logging.getLogger(__name__)
 
-# Beyond this, bigger CPU tasks only lengthen the tail: on 2 cores, 1 GB of ephys wrote 4-5 %
-# faster with 8-32 MiB tasks than with 64 MiB (benchmarks/RESULTS.md).
+# Beyond this, bigger CPU tasks only lengthen the tail (benchmarks/RESULTS.md has the measurements).
 MAX_TILE_BYTES = 16 << 20
 # Worker threads mostly wait (in codecs that release the GIL, or on storage): more than a few per
 # core can still help with slow object stores, but beyond this they only add contention and memory.
@@ -29,6 +36,8 @@ MAX_THREADS_PER_CORE = 32
 # A cancelled write (a failure, Ctrl-C) waits this long for the tasks running, so that normally
 # nothing is left behind; a task still running after it (a read that never returns) is abandoned.
 CANCEL_GRACE_S = 1.0
+
+Units = Sequence[tuple[Coords, np.ndarray]]
 
 
 def tile_bytes_for(max_inflight_bytes: int, concurrent: int, dataset_nbytes: int, cap: int = MAX_TILE_BYTES) -> int:
@@ -54,11 +63,29 @@ def thread_limit() -> int:
     return MAX_THREADS_PER_CORE * default_workers()
 
 
-def write_units(writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
+def write_units(writer: DatasetWriter, units: Units) -> int:
     """Encode and store already assembled units; returns their in-memory size."""
     for coords, data in units:
         writer.store_unit(coords, data)
     return sum(data.nbytes for _, data in units)
+
+
+@dataclass(eq=False)
+class Route:
+    """One dataset's way through an engine: made by :meth:`Engine.admit`, handed back with each task.
+
+    ``engine`` runs the dataset's tasks; engines that prepare something per dataset subclass
+    this to carry it.
+    """
+
+    engine: Engine
+    dataset: DatasetWriter
+
+    def submit_region(self, region: Region) -> Future[int]:
+        return self.engine.submit_region(self, region)
+
+    def submit_units(self, units: Units) -> Future[int]:
+        return self.engine.submit_units(self, units)
 
 
 class Engine(ABC):
@@ -69,16 +96,17 @@ class Engine(ABC):
     def __init__(self, max_workers: int) -> None:
         self.max_workers = max_workers
 
-    def admit(self, writer: DatasetWriter) -> None:  # noqa: B027 - optional hook
+    def admit(self, dataset: DatasetWriter) -> Route:
         """Called once per dataset, before any of its tasks: the place to check it, or refuse it
-        with a clear error, and to prepare what its tasks need."""
+        with a clear error, and to prepare what its tasks need (kept in the route returned)."""
+        return Route(self, dataset)
 
     @abstractmethod
-    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
+    def submit_region(self, route: Route, region: Region) -> Future[int]:
         """Read, encode and store one unit-aligned region of a random-access dataset."""
 
     @abstractmethod
-    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
+    def submit_units(self, route: Route, units: Units) -> Future[int]:
         """Encode and store whole units assembled from a sequential iterator."""
 
     @abstractmethod

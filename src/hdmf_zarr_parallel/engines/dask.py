@@ -53,17 +53,17 @@ import threading
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from ..dataset import DatasetWriter
 from ..errors import ChunkWriteError
 from ..options import WriteOptions
 from ..plan import Coords, Region
-from .base import Engine, tile_bytes_for, write_units
+from .base import Engine, Route, Units, tile_bytes_for, write_units
+from .reach import describe_store, unreachable_reason
 
 if TYPE_CHECKING:
     from ..gpu.lanes import Lane
@@ -102,37 +102,15 @@ def resolve_client(client: Any = None):
     return client
 
 
-def store_problem(store: Any) -> str | None:
-    """Why Dask workers cannot write into ``store``, or ``None`` if they can."""
-    from zarr.storage import FsspecStore, LocalStore
-
-    if isinstance(store, LocalStore):
-        return None  # reachable when its path is on a filesystem every worker mounts (checked on the workers)
-    if isinstance(store, FsspecStore):
-        protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
-        if "memory" in protocols:
-            return "an fsspec memory:// filesystem lives in this process only"
-        return None
-    return (
-        f"its store ({type(store).__name__}) cannot be reached from Dask workers; write to a path on a "
-        "filesystem every worker mounts, or to an fsspec URL (e.g. 's3://bucket/file.nwb.zarr')"
-    )
-
-
 def _metadata_key(writer: DatasetWriter) -> str:
     path = writer.array.path
     return f"{path}/zarr.json" if path else "zarr.json"
 
 
-def _describe_store(store: Any) -> str:
-    root = getattr(store, "root", None) or getattr(store, "path", None)
-    return f"{type(store).__name__}({str(root)!r})" if root is not None else type(store).__name__
-
-
 # -- what runs on the workers --------------------------------------------------------------------
 def _unreachable(checks: list[tuple[str, Any, str]]) -> list[str]:
     """On each worker: the datasets whose array metadata this worker cannot see."""
-    from zarr.core.sync import sync
+    from .._zarr import sync
 
     missing = []
     for name, store, key in checks:
@@ -179,9 +157,7 @@ def _write_region(token: str, payload: bytes, region: Region, gpu: WorkerGpu | N
     return writer.write_region(region)
 
 
-def _write_units(
-    token: str, payload: bytes, units: Sequence[tuple[Coords, np.ndarray]], gpu: WorkerGpu | None = None
-) -> int:
+def _write_units(token: str, payload: bytes, units: Units, gpu: WorkerGpu | None = None) -> int:
     writer = _worker_writer(token, payload)
     if gpu is not None and units and gpu.here():
         return gpu.write_units(writer, units)
@@ -206,6 +182,16 @@ def _store_only(writer: DatasetWriter) -> DatasetWriter:
 
 def _fmt(region: Region) -> str:
     return "[" + ", ".join(f"{r.start}:{r.stop}" for r in region) + "]"
+
+
+@dataclass(eq=False)
+class DaskRoute(Route):
+    """A dataset on the cluster: the token workers cache it by, its pickled bytes, and what its
+    tasks need to encode on a worker's GPU (``None``: the CPU codecs)."""
+
+    token: str = ""
+    payload: bytes = b""
+    gpu: WorkerGpu | None = None
 
 
 class DaskEngine(Engine):
@@ -238,8 +224,7 @@ class DaskEngine(Engine):
         self.gpu = gpu
         self._lane_bytes = lane_bytes
         self._threads = 0
-        # id(writer) -> (token, pickled writer, what its tasks need to encode on a GPU or None)
-        self._writers: dict[int, tuple[str, bytes, WorkerGpu | None]] = {}
+        self._tokens: list[str] = []  # of the datasets admitted this write, for the workers to forget
         self._pending: dict[str, Any] = {}  # key -> distributed.Future of a running task
         self._checked_stores: set[str] = set()  # stores every worker was seen to reach, this write
         self._cancelling = False
@@ -257,25 +242,19 @@ class DaskEngine(Engine):
         threads = self._cluster_threads() if self.client.status == "running" else {}
         return f"dask ({len(threads)} workers, {sum(threads.values())} threads)"
 
-    def admit(self, writer: DatasetWriter) -> None:
-        """One dataset joining a write: checked before any of its data moves."""
-        self._prepare([writer])
-
-    def _prepare(self, writers: Sequence[DatasetWriter]) -> None:
-        """Refuse, with a clear error naming the dataset, a store workers cannot reach or an iterator
-        that cannot travel to them; then keep each dataset's pickled bytes for its tasks."""
+    def admit(self, dataset: DatasetWriter) -> DaskRoute:
+        """One dataset joining a write, checked before any of its data moves: refused, with a clear
+        error naming it, when workers cannot reach its store or its iterator cannot travel to them."""
         self._connect()
-        payloads = [self._payload(writer) for writer in writers]
-        unchecked = {}
-        for writer in writers:
-            unchecked.setdefault(_describe_store(writer.array.store), writer)
-        for store_id in self._checked_stores.intersection(unchecked):
-            del unchecked[store_id]
-        self._check_reachable(list(unchecked.values()))
-        self._checked_stores.update(unchecked)
-        for writer, payload in zip(writers, payloads, strict=True):
-            self._writers[id(writer)] = (uuid.uuid4().hex, payload, self._gpu_task(writer))
-        logger.debug("dask engine: %d dataset(s) admitted on %s", len(writers), self.describe())
+        payload = self._payload(dataset)
+        store = describe_store(dataset.array.store)
+        if store not in self._checked_stores:
+            self._check_reachable(dataset)
+            self._checked_stores.add(store)
+        route = DaskRoute(self, dataset, uuid.uuid4().hex, payload, self._gpu_task(dataset))
+        self._tokens.append(route.token)
+        logger.debug("dask engine: dataset '%s' admitted on %s", dataset.name, self.describe())
+        return route
 
     def _gpu_task(self, writer: DatasetWriter) -> WorkerGpu | None:
         """What the tasks of a GPU-capable dataset carry to encode on a worker's GPU (``None``: CPU codecs)."""
@@ -309,7 +288,7 @@ class DaskEngine(Engine):
     def _payload(self, writer: DatasetWriter) -> bytes:
         from distributed.protocol.pickle import dumps
 
-        problem = store_problem(writer.array.store)
+        problem = unreachable_reason(writer.array.store)
         if problem:
             raise ValueError(f"engine='dask' cannot write dataset '{writer.name}': {problem}")
         shipped = writer if writer.random_access else _store_only(writer)
@@ -338,11 +317,9 @@ class DaskEngine(Engine):
             )
         return payload
 
-    def _check_reachable(self, writers: Sequence[DatasetWriter]) -> None:
-        """Each worker opens the store of every dataset given and looks for its array's metadata."""
-        if not writers:
-            return
-        checks = [(w.name, w.array.store, _metadata_key(w)) for w in writers]
+    def _check_reachable(self, writer: DatasetWriter) -> None:
+        """Each worker opens the dataset's store and looks for its array's metadata."""
+        checks = [(writer.name, writer.array.store, _metadata_key(writer))]
         missing = self.client.run(_unreachable, checks, on_error="return")
         for worker, names in missing.items():
             if isinstance(names, OSError):  # the worker left meanwhile (comm closed): nothing to check
@@ -352,7 +329,7 @@ class DaskEngine(Engine):
                     f"engine='dask': worker {worker} cannot open the store of these datasets: {names!r}"
                 ) from names
             if names:
-                store = _describe_store(writers[0].array.store)
+                store = describe_store(writer.array.store)
                 raise ValueError(
                     f"engine='dask': worker {worker} cannot see dataset(s) {', '.join(names)} in {store}; "
                     "workers must reach the store: a path on a filesystem every worker mounts, or an fsspec URL"
@@ -363,22 +340,24 @@ class DaskEngine(Engine):
         return tile_bytes_for(options.max_inflight_bytes, self._threads, dataset_nbytes)
 
     # -- tasks ----------------------------------------------------------------------------------
-    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        future = self._submit(_write_region, "region", writer, region)
+    def submit_region(self, route: DaskRoute, region: Region) -> Future[int]:
+        future = self._submit(_write_region, "region", route, region)
+        writer = route.dataset
         return self._wrap(future, writer, None, f"writing region {_fmt(region)}", writer.region_nbytes(region))
 
-    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
+    def submit_units(self, route: DaskRoute, units: Units) -> Future[int]:
         units = list(units)
-        future = self._submit(_write_units, "units", writer, units)
+        future = self._submit(_write_units, "units", route, units)
         first = units[0][0] if units else None
         stage = "writing the assembled chunk" if len(units) == 1 else f"writing {len(units)} assembled units"
-        return self._wrap(future, writer, first, stage, sum(data.nbytes for _, data in units))
+        return self._wrap(future, route.dataset, first, stage, sum(data.nbytes for _, data in units))
 
-    def _submit(self, task: Callable[..., int], kind: str, writer: DatasetWriter, work: Any) -> Any:
-        """One Dask task over the writer's scattered state; never cached (``pure=False``), retried as asked."""
-        token, payload, gpu = self._writers[id(writer)]
+    def _submit(self, task: Callable[..., int], kind: str, route: DaskRoute, work: Any) -> Any:
+        """One Dask task over the dataset's pickled state; never cached (``pure=False``), retried as asked."""
         key = f"hzp-{kind}-{uuid.uuid4().hex}"
-        return self.client.submit(task, token, payload, work, gpu, key=key, pure=False, retries=self.retries)
+        return self.client.submit(
+            task, route.token, route.payload, work, route.gpu, key=key, pure=False, retries=self.retries
+        )
 
     def _wrap(self, dfuture: Any, writer: DatasetWriter, chunk: Coords | None, stage: str, nbytes: int) -> Future:
         """A ``concurrent.futures.Future`` that ends when the Dask task does (errors name dataset and chunk)."""
@@ -416,7 +395,7 @@ class DaskEngine(Engine):
         finishes its tile: Dask cannot interrupt it). Workers forget this write's datasets and close
         their GPU lanes (a lane still in use closes when its task ends)."""
         futures = list(self._pending.values())
-        tokens = [token for token, _, _ in self._writers.values()]
+        tokens, self._tokens = self._tokens, []
         try:
             if cancel and futures:
                 self._cancelling = True
@@ -426,6 +405,5 @@ class DaskEngine(Engine):
         except Exception:  # a client or cluster that is already gone has nothing left to release
             logger.debug("releasing Dask tasks failed", exc_info=True)
         self._pending.clear()
-        self._writers.clear()
         self._checked_stores.clear()
         self._threads = 0

@@ -3,8 +3,8 @@
 Each dataset is pickled once, when it joins the write; every task carries those bytes and
 a worker unpickles them the first time it meets the dataset (so iterators should pickle
 small, by file path, as stock hdmf-zarr also requires). A dataset is eligible when its iterator is
-random-access and picklable and its store is a local directory that other processes
-can open. Every other dataset is written by threads in this process, and a warning
+random-access and picklable and its store can be opened by another process
+(:mod:`.reach`). Every other dataset is routed to threads in this process, and a warning
 names it and says why, so nothing silently loses its parallelism.
 """
 
@@ -19,18 +19,16 @@ import pickle
 import signal
 import time
 import warnings
-from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-
-import numpy as np
-from zarr.storage import LocalStore
+from dataclasses import dataclass
 
 from ..dataset import DatasetWriter, _fmt
 from ..errors import ChunkWriteError
 from ..options import default_workers
-from ..plan import Coords, Region
-from .base import CANCEL_GRACE_S, Engine, capped_workers
+from ..plan import Region
+from .base import CANCEL_GRACE_S, Engine, Route, Units, capped_workers
+from .reach import unreachable_reason
 from .threads import ThreadEngine
 
 logger = logging.getLogger(__name__)
@@ -49,10 +47,10 @@ def _init_worker(max_threads: int | None) -> None:
         threadpool_limits(limits=max_threads)
 
 
-def _write_region_in_worker(key: int, payload: bytes, region: Region) -> int:
-    writer = _WORKER_WRITERS.get(key)
+def _write_region_in_worker(token: int, payload: bytes, region: Region) -> int:
+    writer = _WORKER_WRITERS.get(token)
     if writer is None:
-        writer = _WORKER_WRITERS[key] = pickle.loads(payload)
+        writer = _WORKER_WRITERS[token] = pickle.loads(payload)
     return writer.write_region(region)
 
 
@@ -60,14 +58,23 @@ def process_ineligibility(writer: DatasetWriter) -> str | None:
     """Why a dataset cannot be written by worker processes, or ``None`` if it can."""
     if not writer.random_access:
         return f"its iterator ({type(writer.iterator).__name__}) is sequential, not a GenericDataChunkIterator"
-    store = writer.array.store
-    if not isinstance(store, LocalStore):
-        return f"its store ({type(store).__name__}) cannot be reopened by other processes"
+    reason = unreachable_reason(writer.array.store)
+    if reason is not None:
+        return reason
     try:
         pickle.dumps(writer.iterator)
     except Exception as exc:
         return f"its iterator ({type(writer.iterator).__name__}) cannot be pickled: {exc!r}"
     return None
+
+
+@dataclass(eq=False)
+class ProcessRoute(Route):
+    """A dataset the worker processes write: its pickled bytes, and the token workers cache them by
+    (fresh per dataset: a worker must never mistake a new dataset for one it has cached)."""
+
+    token: int = 0
+    payload: bytes = b""
 
 
 def _worker_died(writer: DatasetWriter, region: Region, exc: BaseException) -> ChunkWriteError:
@@ -144,33 +151,25 @@ class ProcessEngine(Engine):
         super().__init__(capped_workers(max_workers, default_workers(), "worker processes", "one per CPU core"))
         self.mp_context = mp_context or "spawn"
         self.max_threads_per_process = max_threads_per_process
-        self._threads = ThreadEngine(max_workers)  # for the datasets processes cannot write
+        self._threads = ThreadEngine(max_workers)  # the route of the datasets processes cannot write
         self._pool: ProcessPoolExecutor | None = None
-        self._payloads: dict[int, tuple[DatasetWriter, int, bytes]] = {}
         self._tokens = itertools.count()
 
-    def admit(self, writer: DatasetWriter) -> None:
-        reason = process_ineligibility(writer)
+    def admit(self, dataset: DatasetWriter) -> Route:
+        reason = process_ineligibility(dataset)
+        payload = pickle.dumps(dataset) if reason is None else b""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            reason = (
+                f"it pickles to {len(payload) / 2**20:.0f} MiB (its iterator holds its data), which every task "
+                "would carry; an iterator that reads from a file keeps process tasks small"
+            )
         if reason is not None:
             warnings.warn(
-                f"dataset '{writer.name}' is written by threads instead of processes: {reason}",
+                f"dataset '{dataset.name}' is written by threads instead of processes: {reason}",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return
-        payload = pickle.dumps(writer)
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            warnings.warn(
-                f"dataset '{writer.name}' is written by threads instead of processes: it pickles to "
-                f"{len(payload) / 2**20:.0f} MiB (its iterator holds its data), which every task would carry; "
-                "an iterator that reads from a file keeps process tasks small",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return
-        # keyed by a fresh token, and the writer kept alive with it: ids of finished datasets are
-        # reused by Python, and a worker must never mistake a new dataset for one it has cached
-        self._payloads[id(writer)] = (writer, next(self._tokens), payload)
+            return self._threads.admit(dataset)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.max_workers,
@@ -179,20 +178,17 @@ class ProcessEngine(Engine):
                 initargs=(self.max_threads_per_process,),
             )
             logger.info("processes engine: %d worker processes", self.max_workers)
+        return ProcessRoute(self, dataset, next(self._tokens), payload)
 
-    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        entry = self._payloads.get(id(writer))
-        if entry is None or entry[0] is not writer or self._pool is None:
-            return self._threads.submit_region(writer, region)
-        _, token, payload = entry
+    def submit_region(self, route: ProcessRoute, region: Region) -> Future[int]:
         try:
-            inner = self._pool.submit(_write_region_in_worker, token, payload, region)
+            inner = self._pool.submit(_write_region_in_worker, route.token, route.payload, region)
         except BrokenProcessPool as exc:
-            raise _worker_died(writer, region, exc) from exc
-        return _relay(inner, writer, region)
+            raise _worker_died(route.dataset, region, exc) from exc
+        return _relay(inner, route.dataset, region)
 
-    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
-        return self._threads.submit_units(writer, units)
+    def submit_units(self, route: Route, units: Units) -> Future[int]:
+        raise TypeError("sequential datasets are routed to threads")  # admit() never routes them here
 
     def shutdown(self, cancel: bool = False) -> None:
         if self._pool is not None:  # first: a second Ctrl-C during the threads' grace leaves no process behind
@@ -202,4 +198,3 @@ class ProcessEngine(Engine):
             else:
                 pool.shutdown(wait=True)
         self._threads.shutdown(cancel)
-        self._payloads.clear()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 
-import numpy as np
-
-from ..dataset import DatasetWriter
-from ..plan import Coords, Region
-from .base import Engine, write_units
+from ..plan import Region
+from .base import Engine, Route, Units, write_units
 
 
 def _run_now(fn: Callable[..., int], *args) -> Future[int]:
@@ -27,11 +24,11 @@ class SerialEngine(Engine):
     def __init__(self, max_workers: int = 1) -> None:
         super().__init__(1)
 
-    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        return _run_now(writer.write_region, region)
+    def submit_region(self, route: Route, region: Region) -> Future[int]:
+        return _run_now(route.dataset.write_region, region)
 
-    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
-        return _run_now(write_units, writer, units)
+    def submit_units(self, route: Route, units: Units) -> Future[int]:
+        return _run_now(write_units, route.dataset, units)
 
     def shutdown(self, cancel: bool = False) -> None:
         pass

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from concurrent.futures import Future
 
-import numpy as np
-
-from ..dataset import DatasetWriter
-from ..plan import Coords, Region
-from .base import CANCEL_GRACE_S, MAX_THREADS_PER_CORE, Engine, capped_workers, thread_limit, write_units
+from ..plan import Region
+from .base import CANCEL_GRACE_S, MAX_THREADS_PER_CORE, Engine, Route, Units, capped_workers, thread_limit, write_units
 from .pool import DaemonThreadPool
 
 logger = logging.getLogger(__name__)
@@ -35,11 +31,11 @@ class ThreadEngine(Engine):
             self._pool = DaemonThreadPool(self.max_workers, thread_name_prefix="hzp-writer")
         return self._pool
 
-    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        return self.pool.submit(writer.write_region, region)
+    def submit_region(self, route: Route, region: Region) -> Future[int]:
+        return self.pool.submit(route.dataset.write_region, region)
 
-    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
-        return self.pool.submit(write_units, writer, units)
+    def submit_units(self, route: Route, units: Units) -> Future[int]:
+        return self.pool.submit(write_units, route.dataset, units)
 
     def shutdown(self, cancel: bool = False) -> None:
         if self._pool is not None:

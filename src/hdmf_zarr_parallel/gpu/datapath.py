@@ -21,8 +21,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from zarr.core.buffer import default_buffer_prototype
+from zarr.buffer import default_buffer_prototype
 
+from .._zarr import write_empty_chunks
 from ..dataset import DatasetWriter
 from ..errors import ChunkWriteError
 from ..plan import Coords, Region
@@ -74,7 +75,7 @@ def _encode_matrix(
     """Skip all-fill chunks, encode the rest in one batch, assemble shards: one entry per unit."""
     n_units, per_unit, _ = matrix.shape
     rows = matrix.reshape(n_units * per_unit, -1)
-    skip_empty = not writer.array._async_array.config.write_empty_chunks
+    skip_empty = not write_empty_chunks(writer.array)
     with lane.context():
         empty = fill_rows(lane.xp, rows, plan.fill_value) if skip_empty else np.zeros(len(rows), bool)
         if plan.shuffle_elementsize:  # numcodecs' byte shuffle, before the compressor, on the device

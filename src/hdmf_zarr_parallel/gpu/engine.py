@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-
-import numpy as np
+from dataclasses import dataclass
 
 from ..dataset import DatasetWriter
-from ..engines.base import Engine, tile_bytes_for
+from ..engines.base import Engine, Route, Units, tile_bytes_for
 from ..engines.threads import ThreadEngine
 from ..options import WriteOptions
-from ..plan import Coords, Region
+from ..plan import Region
 from .datapath import Encoded, encode_region_on_lane, encode_units_on_lane, put_encoded
 from .lanes import Lane, NvcompLane
 from .plan import GpuCodecPlan, classify
@@ -28,6 +27,13 @@ from .shared_tasks import SharedTask, TaskQueue
 from .worker_lanes import ThreadLanes
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class GpuRoute(Route):
+    """A dataset the lanes encode: its codec plan."""
+
+    plan: GpuCodecPlan | None = None
 
 
 class GpuEngine(Engine):
@@ -53,8 +59,7 @@ class GpuEngine(Engine):
         self.lane_count = lanes
         self.cpu_helpers = cpu_helpers
         self._lanes = ThreadLanes(lane_factory)
-        self._cpu = ThreadEngine(max_workers)
-        self._plans: dict[int, tuple[DatasetWriter, GpuCodecPlan]] = {}
+        self._cpu = ThreadEngine(max_workers)  # the route of the datasets nvCOMP cannot encode readably
         self._tasks = TaskQueue()
         self._active_helpers = 0
         self._lane_pool: ThreadPoolExecutor | None = None
@@ -80,32 +85,24 @@ class GpuEngine(Engine):
         return tile_bytes_for(options.max_inflight_bytes, self.lane_count, dataset_nbytes, cap=self.batch_bytes)
 
     # -- set-up ---------------------------------------------------------------------
-    def admit(self, writer: DatasetWriter) -> None:
-        plan = classify(writer.array)
+    def admit(self, dataset: DatasetWriter) -> Route:
+        plan = classify(dataset.array)
         if not plan:
-            logger.warning("dataset '%s' is written by the CPU pool: %s", writer.name, plan.reason)
-            return
-        self._plans[id(writer)] = (writer, plan)  # the writer kept alive: its id cannot be reused meanwhile
+            logger.warning("dataset '%s' is written by the CPU pool: %s", dataset.name, plan.reason)
+            return self._cpu.admit(dataset)
         if self._lane_pool is None:
             self._lane_pool = ThreadPoolExecutor(self.lane_count, thread_name_prefix="hzp-gpu-lane")
             self._store_pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hzp-gpu-store")
             if self.cpu_helpers:
                 self._helper_pool = ThreadPoolExecutor(self.cpu_helpers, thread_name_prefix="hzp-gpu-helper")
-
-    def _plan_of(self, writer: DatasetWriter) -> GpuCodecPlan | None:
-        entry = self._plans.get(id(writer))
-        return entry[1] if entry is not None and entry[0] is writer else None
+        return GpuRoute(self, dataset, plan)
 
     # -- tasks ----------------------------------------------------------------------
-    def submit_region(self, writer: DatasetWriter, region: Region) -> Future[int]:
-        if self._plan_of(writer) is None:
-            return self._cpu.submit_region(writer, region)
-        return self._enqueue(SharedTask(writer, region=region))
+    def submit_region(self, route: GpuRoute, region: Region) -> Future[int]:
+        return self._enqueue(SharedTask(route.dataset, region=region, plan=route.plan))
 
-    def submit_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> Future[int]:
-        if self._plan_of(writer) is None:
-            return self._cpu.submit_units(writer, units)
-        return self._enqueue(SharedTask(writer, units=list(units)))
+    def submit_units(self, route: GpuRoute, units: Units) -> Future[int]:
+        return self._enqueue(SharedTask(route.dataset, units=list(units), plan=route.plan))
 
     def _enqueue(self, task: SharedTask) -> Future[int]:
         """Queue a task; one lane job per task takes the oldest one, helpers shave the newest."""
@@ -124,13 +121,12 @@ class GpuEngine(Engine):
         task = self._tasks.take_oldest()
         if task is None:
             return  # helpers took all of it
-        plan = self._plan_of(task.writer)
         try:
             with self._lanes.use() as lane:
                 if task.region is not None:
-                    encoded = encode_region_on_lane(lane, task.writer, plan, task.region)
+                    encoded = encode_region_on_lane(lane, task.writer, task.plan, task.region)
                 else:
-                    encoded = encode_units_on_lane(lane, task.writer, plan, task.units)
+                    encoded = encode_units_on_lane(lane, task.writer, task.plan, task.units)
             self._store(task.writer, encoded, task.part_done)
         except BaseException as exc:  # the task fails (a store already handed over may still end)
             task.part_done(exc)
@@ -184,4 +180,3 @@ class GpuEngine(Engine):
         self._lane_pool = self._helper_pool = self._store_pool = None
         self._cpu.shutdown(cancel)
         self._lanes.close()
-        self._plans.clear()

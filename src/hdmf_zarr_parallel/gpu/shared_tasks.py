@@ -21,21 +21,29 @@ import numpy as np
 from ..dataset import DatasetWriter
 from ..engines.base import write_units
 from ..plan import Coords, Region
+from .plan import GpuCodecPlan
 
 Units = list[tuple[Coords, np.ndarray]]
 
 
 class SharedTask:
-    """One region of a random-access dataset, or one batch of assembled units, and its future.
+    """One region of a random-access dataset, or one batch of assembled units, its codec plan, and its future.
 
     ``done`` ends when every part has been stored: the part a lane takes and each row a
     helper shaved off. The first error of any part ends it with that error.
     """
 
-    def __init__(self, writer: DatasetWriter, region: Region | None = None, units: Units | None = None) -> None:
+    def __init__(
+        self,
+        writer: DatasetWriter,
+        region: Region | None = None,
+        units: Units | None = None,
+        plan: GpuCodecPlan | None = None,
+    ) -> None:
         if (region is None) == (units is None):
             raise ValueError("a task is either a region or a list of units")
         self.writer = writer
+        self.plan = plan  # what a lane encodes it with
         self.region = region
         self.units = units
         self.nbytes = writer.region_nbytes(region) if region is not None else sum(d.nbytes for _, d in units)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .._zarr import async_group
+
 
 class CollectingArray(zarr.Array):
     """A zarr array that keeps single-element string writes until :meth:`flush`."""
@@ -24,7 +26,7 @@ class CollectingArray(zarr.Array):
 
     @classmethod
     def wrap(cls, array: zarr.Array) -> CollectingArray:
-        collecting = cls(array._async_array)
+        collecting = cls(array.async_array)
         collecting._pending = {}
         return collecting
 
@@ -65,6 +67,6 @@ class CollectingGroup(zarr.Group):
 
 def collecting_group(group: zarr.Group) -> CollectingGroup:
     """The same group (same store and path) with collecting arrays."""
-    collecting = CollectingGroup(group._async_group)
+    collecting = CollectingGroup(async_group(group))
     object.__setattr__(collecting, "_arrays", [])  # Group is a frozen dataclass
     return collecting

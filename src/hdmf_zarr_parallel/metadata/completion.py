@@ -39,18 +39,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import zarr
-from zarr.abc.store import ByteRequest, Store
-from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
-from zarr.core.group import AsyncGroup
-from zarr.core.sync import sync
+from zarr.abc.buffer import Buffer
+from zarr.abc.store import Store
+from zarr.buffer import default_buffer_prototype
 from zarr.errors import MetadataValidationError
-from zarr.storage import WrapperStore
 
-from .errors import IncompleteStoreError
+from .._zarr import HoldingGroup, OneKeyHeldStore, async_group, metadata_documents, swap_async_group, sync
+from ..errors import IncompleteStoreError
 
 ROOT_DOCUMENT = "zarr.json"
 INCOMPLETE_FIELD = (
@@ -68,81 +67,16 @@ PLACEHOLDER = {
 }
 
 
-def _buffer(data: bytes, prototype: BufferPrototype | None = None) -> Buffer:
-    return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
-
-
-class _HeldRoot(AsyncGroup):
-    """The root group of a write in progress: while it holds, its metadata stays in memory.
-
-    zarr writes a group's own document only through ``_save_metadata`` (``update_attributes``
-    first updates the metadata in place). Groups that zarr creates from this one are of this
-    class too, and write through: only the root of a :class:`RootCommit` holds.
-    """
-
-    async def _save_metadata(self, ensure_parents: bool = False) -> None:
-        if not getattr(self, "_holding", False):
-            await super()._save_metadata(ensure_parents)
-
-
-class _HeldRootView(WrapperStore[Store]):
-    """The store as it will be once the write commits: its root document is the held one,
-    and a root document written through the view is kept in :attr:`document`."""
-
-    def __init__(self, store: Store, key: str, document: Buffer) -> None:
-        super().__init__(store)
-        self._key = key
-        self.document = document
-
-    @property
-    def supports_consolidated_metadata(self) -> bool:
-        return self._store.supports_consolidated_metadata
-
-    def _held(self, prototype: BufferPrototype | None, byte_range: ByteRequest | None) -> Buffer:
-        if byte_range is not None:
-            raise NotImplementedError("a byte range of the held root document")
-        return _buffer(self.document.to_bytes(), prototype)
-
-    async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
-        if key == self._key:
-            return self._held(prototype, byte_range)
-        return await self._store.get(key, prototype, byte_range)
-
-    def get_sync(
-        self, key: str, *, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None
-    ) -> Buffer | None:
-        if key == self._key:
-            return self._held(prototype, byte_range)
-        return super().get_sync(key, prototype=prototype, byte_range=byte_range)
-
-    async def _get_many(
-        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
-    ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
-        for key, prototype, byte_range in requests:
-            yield key, await self.get(key, prototype, byte_range)
-
-    async def exists(self, key: str) -> bool:
-        return key == self._key or await self._store.exists(key)
-
-    async def set(self, key: str, value: Buffer) -> None:
-        if key == self._key:
-            self.document = value
-        else:
-            await self._store.set(key, value)
-
-    def set_sync(self, key: str, value: Buffer) -> None:
-        if key == self._key:
-            self.document = value
-        else:
-            super().set_sync(key, value)
-
-
 class RootCommit:
-    """One write's root document: a placeholder every reader refuses until :meth:`commit`."""
+    """One write's root document: a placeholder every reader refuses until :meth:`commit`.
+
+    While the write runs, the root group's handle points at a :class:`~.._zarr.HoldingGroup`,
+    whose own metadata writes stay in memory; groups zarr creates from it write through.
+    """
 
     def __init__(self, root: zarr.Group) -> None:
         self._root = root
-        self._held = _HeldRoot(metadata=root.metadata, store_path=root.store_path)
+        self._held = HoldingGroup(metadata=root.metadata, store_path=root.store_path)
         self._key = root.store_path / ROOT_DOCUMENT
         self._consolidated: Buffer | None = None
 
@@ -152,17 +86,19 @@ class RootCommit:
 
     def begin(self) -> None:
         """Mark the store incomplete, then hold the root's metadata writes in memory."""
-        sync(self._key.set(_buffer(json.dumps(PLACEHOLDER, indent=2).encode())))
-        object.__setattr__(self._held, "_holding", True)
-        object.__setattr__(self._root, "_async_group", self._held)  # zarr.Group is a frozen dataclass
+        placeholder = default_buffer_prototype().buffer.from_bytes(json.dumps(PLACEHOLDER, indent=2).encode())
+        sync(self._key.set(placeholder))
+        self._held.hold(True)
+        swap_async_group(self._root, self._held)
 
     def _document(self) -> Buffer:
-        return self._held.metadata.to_buffer_dict(default_buffer_prototype())[ROOT_DOCUMENT]
+        return metadata_documents(self._held.metadata)[ROOT_DOCUMENT]
 
     def consolidate(self) -> None:
-        """Consolidate the metadata now, as stock's last ``zarr.consolidate_metadata`` does;
-        the result is stored by :meth:`commit`. Call it again if an array changed since."""
-        view = _HeldRootView(self._key.store, self._key.path, self._document())
+        """Consolidate the metadata now, as stock's last ``zarr.consolidate_metadata`` does, through a
+        view of the store whose root document is the held one; the result is stored by :meth:`commit`.
+        Call it again if an array changed since."""
+        view = OneKeyHeldStore(self._key.store, self._key.path, self._document())
         zarr.consolidate_metadata(view, path=self._held.store_path.path or None)
         self._consolidated = view.document
 
@@ -174,11 +110,12 @@ class RootCommit:
 
     def release(self) -> None:
         """Stop holding; the store keeps whatever root document it has (after a failure, the placeholder)."""
-        if getattr(self._held, "_holding", False):
-            object.__setattr__(self._held, "_holding", False)
-            if self._root._async_group is self._held:
-                plain = AsyncGroup(metadata=self._held.metadata, store_path=self._held.store_path)
-                object.__setattr__(self._root, "_async_group", plain)
+        if getattr(self._held, "holding", False):
+            self._held.hold(False)
+            if async_group(self._root) is self._held:
+                swap_async_group(
+                    self._root, zarr.AsyncGroup(metadata=self._held.metadata, store_path=self._held.store_path)
+                )
 
 
 @contextlib.contextmanager

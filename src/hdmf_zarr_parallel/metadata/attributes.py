@@ -18,7 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 import zarr
-from zarr.core.buffer import default_buffer_prototype
+
+from .._zarr import async_group, metadata_documents
 
 
 class AttributeRecorder:
@@ -30,7 +31,7 @@ class AttributeRecorder:
 
     def __setitem__(self, key: str, value: Any) -> None:
         attributes = {**self._metadata.attributes, **self.values, key: value}
-        replace(self._metadata, attributes=attributes).to_buffer_dict(default_buffer_prototype())
+        metadata_documents(replace(self._metadata, attributes=attributes))
         self.values[key] = value
 
 
@@ -49,9 +50,9 @@ class _RecordingArray(zarr.Array):
 def recording(obj: zarr.Group | zarr.Array) -> _RecordingGroup | _RecordingArray:
     """The same group or array, whose ``attrs`` records instead of writing."""
     if isinstance(obj, zarr.Group):
-        stand_in = _RecordingGroup(obj._async_group)
+        stand_in = _RecordingGroup(async_group(obj))
     else:
-        stand_in = _RecordingArray(obj._async_array)
+        stand_in = _RecordingArray(obj.async_array)
     object.__setattr__(stand_in, "_recorder", AttributeRecorder(obj))  # Group is a frozen dataclass
     return stand_in
 
