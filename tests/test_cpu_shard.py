@@ -10,7 +10,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Sharding
 from zarr.storage import MemoryStore
 
 from conftest import gzip_clock_frozen, walk
-from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
+from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder, encoded_bytes
 
 CHAINS = {
     "zstd": lambda: [ZstdCodec(level=3)],
@@ -52,7 +52,7 @@ def both_ways(array, unit):
     ours = encoder.encode(unit)
     encoder._shards = None
     theirs = encoder.encode(unit)
-    return (None if ours is None else ours.to_bytes()), (None if theirs is None else theirs.to_bytes())
+    return encoded_bytes(ours), encoded_bytes(theirs)
 
 
 @st.composite

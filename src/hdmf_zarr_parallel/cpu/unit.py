@@ -1,13 +1,23 @@
-"""Encode one write unit with the array's own zarr codec chain, synchronously.
+"""Encode write units with the array's own codecs, synchronously and with little time under the GIL.
 
-Using zarr's codec objects (not re-implementations) is what keeps invariant 1:
-every unit is encoded exactly as zarr itself would encode it, including sharding
-and the all-fill-value skip. Shards whose inner chain allows it are encoded by
-:mod:`.shard`, which calls the same codec objects with less time under the GIL
-and lays the shard out as zarr does: the same bytes.
+Using zarr's codec objects (not re-implementations) is what keeps invariant 1: every unit
+is encoded exactly as zarr itself would encode it, including sharding and the all-fill-value
+skip. Chains of a ``bytes`` serializer followed by compressors (the usual ones) are encoded
+by calling the numcodecs objects behind zarr's codecs directly (:class:`DirectChunkEncoder`;
+shards by :mod:`.shard`, the same way): a numpy view of the unit in the stored byte order,
+then each bytes-to-bytes codec's numcodecs ``encode``, which releases the GIL while it
+compresses. Other chains go through zarr's ``ChunkTransform``. Either way the bytes are
+zarr's (``tests/test_cpu_shard.py``, ``tests/test_roundtrip.py`` compare them).
+
+Private zarr touch points: ``Array._async_array`` (``codec_pipeline``, ``config``),
+``zarr.core.chunk_utils.ChunkTransform`` / ``chunk_is_empty``,
+``zarr.core.codec_pipeline.AsyncChunkTransform``; :func:`.shard._numcodecs_encoder` for the
+numcodecs objects.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import zarr
@@ -17,7 +27,41 @@ from zarr.core.chunk_utils import ChunkTransform, chunk_is_empty
 from zarr.core.codec_pipeline import AsyncChunkTransform
 from zarr.core.sync import sync
 
-from .shard import CpuShardEncoder
+from ..chain import parse_codecs, storage_dtype
+from .shard import CpuShardEncoder, Encode, FillCheck, _numcodecs_encoder
+
+#: what ``encode`` returns: bytes-like (``bytes``, a contiguous numpy array), a zarr Buffer, or None
+Encoded = Any
+
+
+class DirectChunkEncoder:
+    """``bytes`` serializer + numcodecs-backed compressors of an unsharded array, called directly."""
+
+    def __init__(self, stored: np.dtype, stages: list[Encode]) -> None:
+        self._stored = stored
+        self._stages = stages
+
+    @classmethod
+    def for_array(cls, array: zarr.Array) -> DirectChunkEncoder | None:
+        try:
+            chain = parse_codecs(array._async_array.codec_pipeline)
+        except ValueError:
+            return None
+        dtype = np.dtype(array.dtype)
+        if chain.sharding is not None or not chain.plain_bytes or chain.array_array:
+            return None
+        if dtype.kind not in "biuf" or dtype.fields is not None:
+            return None
+        stages = [_numcodecs_encoder(c) for c in chain.bytes_bytes]
+        if any(stage is None for stage in stages):
+            return None
+        return cls(storage_dtype(dtype, chain.endian), stages)
+
+    def encode(self, unit: np.ndarray) -> Encoded:
+        data: Any = unit.astype(self._stored, copy=False).reshape(-1).view(np.uint8)
+        for stage in self._stages:
+            data = stage(data)
+        return data
 
 
 class ZarrUnitEncoder:
@@ -38,6 +82,10 @@ class ZarrUnitEncoder:
             prototype=self._prototype,
         )
         self._shards = CpuShardEncoder.for_array(array, self._spec) if array.shards else None
+        self._direct = None if array.shards else DirectChunkEncoder.for_array(array)
+        fast = self._shards is not None or self._direct is not None
+        # the all-fill check: zarr's rule without its buffer wrappers where the dtype allows
+        self._empty = FillCheck.for_spec(self._spec, self.dtype) if fast else None
         codecs = tuple(async_array.codec_pipeline)
         try:
             self._sync = ChunkTransform(codecs=codecs)
@@ -54,14 +102,24 @@ class ZarrUnitEncoder:
         full[tuple(slice(0, n) for n in data.shape)] = data
         return full
 
-    def encode(self, data: np.ndarray) -> Buffer | None:
+    def encode(self, data: np.ndarray) -> Encoded:
         """Encoded bytes of one unit, or ``None`` when zarr would not store it (all fill value)."""
         unit = self.pad(data)
+        fast = self._shards or self._direct
+        if fast is not None and self._empty is not None:
+            return None if self._empty(unit) else fast.encode(unit)
         chunk = self._prototype.nd_buffer.from_numpy_array(unit)
         if chunk_is_empty(chunk, self._spec):
             return None
-        if self._shards is not None:
-            return self._shards.encode(unit)
         if self._sync is not None:
             return self._sync.encode_chunk(chunk, self._spec)
         return sync(self._async.encode_chunk(chunk, self._spec))
+
+
+def encoded_bytes(encoded: Encoded) -> bytes | None:
+    """An encoder's output as ``bytes`` (tests, benchmarks)."""
+    if encoded is None:
+        return None
+    if isinstance(encoded, Buffer):
+        return encoded.to_bytes()
+    return bytes(memoryview(encoded).cast("B"))

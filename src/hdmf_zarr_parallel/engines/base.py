@@ -32,8 +32,7 @@ def tile_bytes_for(max_inflight_bytes: int, concurrent: int, dataset_nbytes: int
 
 def write_units(writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
     """Encode and store already assembled units; returns their in-memory size."""
-    for coords, data in units:
-        writer.store_unit(coords, data)
+    writer.store_units(units)
     return sum(data.nbytes for _, data in units)
 
 
