@@ -133,14 +133,19 @@ class CpuShardEncoder:
             return None
         return cls(sharding, shard_spec, stages, dtype)
 
-    def encode(self, shard: np.ndarray) -> bytes | None:
-        """The shard's bytes (``None`` when every inner chunk is empty and elided)."""
+    def encode(self, shard: np.ndarray, extent: tuple[int, ...] | None = None) -> bytes | None:
+        """The shard's bytes (``None`` when every inner chunk is empty and elided).
+
+        ``extent``: the shape of the shard's data before it was padded (an edge shard). As zarr
+        does, inner chunks wholly in the padding are not stored, even with ``write_empty_chunks``.
+        """
         ones = (1,) * shard.ndim
         rows = chunk_matrix(np, shard, ones, self._chunks_per_shard, self._inner_shape, self._fill_value)[0]
         empty = self._empty
+        inside = None if extent is None or tuple(extent) == shard.shape else self._inside(extent)
         encoded: list[Any] = []
-        for row in rows:
-            if empty(row):
+        for i, row in enumerate(rows):
+            if (inside is not None and not inside[i]) or empty(row):
                 encoded.append(None)
                 continue
             data: Any = row.view(np.uint8)
@@ -149,3 +154,11 @@ class CpuShardEncoder:
             encoded.append(memoryview(data).cast("B") if isinstance(data, np.ndarray) else data)
         sharding = self._sharding
         return build_shard(encoded, self._chunks_per_shard, sharding.index_location, sharding.index_crc32c, self._order)
+
+    def _inside(self, extent: tuple[int, ...]) -> np.ndarray:
+        """Per inner chunk (C order), whether it holds any of the data of an edge shard of ``extent``."""
+        axes = [np.arange(n) * c < e for n, c, e in zip(self._chunks_per_shard, self._inner_shape, extent, strict=True)]
+        inside = np.ones((), bool)
+        for axis in axes:
+            inside = np.logical_and.outer(inside, axis)
+        return inside.reshape(-1)

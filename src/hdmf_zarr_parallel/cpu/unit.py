@@ -105,9 +105,11 @@ class ZarrUnitEncoder:
     def encode(self, data: np.ndarray) -> Encoded:
         """Encoded bytes of one unit, or ``None`` when zarr would not store it (all fill value)."""
         unit = self.pad(data)
-        fast = self._shards or self._direct
-        if fast is not None and self._empty is not None:
-            return None if self._empty(unit) else fast.encode(unit)
+        if self._empty is not None:
+            if self._shards is not None:
+                return None if self._empty(unit) else self._shards.encode(unit, data.shape)
+            if self._direct is not None:
+                return None if self._empty(unit) else self._direct.encode(unit)
         chunk = self._prototype.nd_buffer.from_numpy_array(unit)
         if chunk_is_empty(chunk, self._spec):
             return None
