@@ -8,8 +8,8 @@ holds the GIL, so threads encoding shards in parallel stop scaling early
 Here the inner chunks are cut with numpy and passed straight to the very numcodecs codec
 objects zarr's inner codecs call (``ZstdCodec._zstd_codec``, ``GzipCodec._gzip_codec``,
 ``numcodecs.*`` wrappers' ``_codec``), which release the GIL while they compress. The
-shard is cut into its inner chunks with one numpy copy (:func:`~hdmf_zarr_parallel.gpu.rows.chunk_matrix`,
-numpy only here) and the empty-chunk rule is zarr's ``chunk_is_empty`` without its buffer
+shard is cut into its inner chunks with one numpy copy (:func:`inner_rows`, as
+``gpu.rows.chunk_matrix`` carves tiles) and the empty-chunk rule is zarr's ``chunk_is_empty`` without its buffer
 wrappers (:class:`FillCheck`). The shard is laid out by
 :func:`~hdmf_zarr_parallel.shard_layout.build_shard`, the layout the GPU path uses too, with
 the inner chunks in the order zarr's encoder writes them (the codec's
@@ -22,6 +22,7 @@ serializers, index codecs other than ``bytes`` + optional ``crc32c``) make
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -31,11 +32,18 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.core.array_spec import ArraySpec
 
 from ..chain import Sharding, parse_codecs, storage_dtype
-from ..gpu.rows import chunk_matrix
 from ..shard_layout import build_shard
 
 Encode = Callable[[Any], Any]
 _BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def inner_rows(shard: np.ndarray, chunks_per_shard: tuple[int, ...], inner: tuple[int, ...]) -> np.ndarray:
+    """A full shard's inner chunks as the rows of one C-contiguous array, in C order of their
+    coordinates: one reshape/transpose copy (numpy releases the GIL while it copies)."""
+    split = shard.reshape(tuple(x for nc in zip(chunks_per_shard, inner, strict=True) for x in nc))
+    order = [*range(0, 2 * shard.ndim, 2), *range(1, 2 * shard.ndim, 2)]
+    return np.ascontiguousarray(split.transpose(order)).reshape(math.prod(chunks_per_shard), math.prod(inner))
 
 
 class FillCheck:
@@ -106,7 +114,6 @@ class CpuShardEncoder:
         self._inner_spec = sharding.codec._get_chunk_spec(shard_spec)
         self._order = _write_order(sharding, self._chunks_per_shard)
         self._stages = stages
-        self._fill_value = shard_spec.fill_value
         self._empty = FillCheck.for_spec(self._inner_spec, dtype)
 
     @classmethod
@@ -139,8 +146,7 @@ class CpuShardEncoder:
         ``extent``: the shape of the shard's data before it was padded (an edge shard). As zarr
         does, inner chunks wholly in the padding are not stored, even with ``write_empty_chunks``.
         """
-        ones = (1,) * shard.ndim
-        rows = chunk_matrix(np, shard, ones, self._chunks_per_shard, self._inner_shape, self._fill_value)[0]
+        rows = inner_rows(shard, self._chunks_per_shard, self._inner_shape)
         empty = self._empty
         inside = None if extent is None or tuple(extent) == shard.shape else self._inside(extent)
         encoded: list[Any] = []
