@@ -70,7 +70,7 @@ def profile_gpu(npy: Path, shape: tuple[int, ...], geometry: dict, out: Path) ->
     clock.wrap(gpu, "fill_rows", "all-fill check (device, sync)")
     clock.wrap(gpu_lanes.NvcompLane, "encode", "encode + D2H + host copy")
     clock.wrap(gpu, "build_shard", "build shard (host)")
-    clock.wrap(gpu, "put_encoded", "store (writer threads)")
+    clock.wrap(gpu, "store_encoded", "store (writer threads)")
     try:
         wall = write_layout(npy, shape, geometry, "gpu", out)
     finally:

@@ -204,11 +204,11 @@ class Ceiling:
     def _encode_and_store_once(self) -> float:
         from zarr.storage import LocalStore
 
-        from hdmf_zarr_parallel.sink import ChunkSink
+        from hdmf_zarr_parallel.sink import make_sink
 
         target = self.store_dir / "ceiling-store.zarr"
         _release(target)
-        sink = ChunkSink(_reference_array(self.case, LocalStore(target)))
+        sink = make_sink(_reference_array(self.case, LocalStore(target)))
 
         def encode_and_store(i: int) -> None:
             sink.put(self.coords[i], self.encoder.encode(self.chunks[i]))
@@ -388,7 +388,7 @@ def profile_threads(case: Case, workdir: Path, workers: int) -> dict:
     clock.wrap(dataset.DatasetWriter, "read", "read (iterator, memmap -> RAM)")
     clock.wrap(cpu.unit.ZarrUnitEncoder, "pad", "contiguous copy / pad of a chunk")
     clock.wrap(cpu.unit.ZarrUnitEncoder, "encode", "_encode_total")
-    clock.wrap(sink.ChunkSink, "put", "store (write chunk file)")
+    clock.wrap(sink.LocalFileSink, "put_many", "store (write chunk files)")
     # the pipeline runs from the first dataset hdmf-zarr queues until the queue is exhausted
     started: list[float] = []
     original_add = pipeline.PipelineRun.add

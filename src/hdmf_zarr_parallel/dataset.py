@@ -23,7 +23,7 @@ from .concurrent_readers import registered_concurrent_reader
 from .cpu.unit import ZarrUnitEncoder
 from .errors import ChunkWriteError
 from .plan import Coords, Region, UnitGrid, region_size
-from .sink import ChunkSink
+from .sink import ChunkSink, make_sink
 from .timeouts import CallTimedOut, TimedCalls, call_with_timeout
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class DatasetWriter:
 
     @cached_property
     def sink(self) -> ChunkSink:
-        return ChunkSink(self.array, self.stop)
+        return make_sink(self.array, self.name, self.stop)
 
     def read(self, region: Region) -> np.ndarray:
         """Read one region from a random-access iterator (one at a time unless it reads concurrently).
@@ -171,25 +171,27 @@ class DatasetWriter:
                 data[tuple(slice(u.start - r.start, u.stop - r.start) for u, r in zip(unit, region, strict=True))],
             )
 
+    def encode_unit(self, coords: Coords, data: np.ndarray):
+        """One whole unit's encoded bytes (``None``: all fill value, its key is deleted)."""
+        try:
+            return self.encoder.encode(data)
+        except Exception as exc:
+            raise ChunkWriteError(self.name, coords, "encoding", repr(exc)) from exc
+
     def store_unit(self, coords: Coords, data: np.ndarray) -> None:
         """Encode one whole unit and store it under its key (nothing once the write is stopping)."""
         self._check_stop()
-        try:
-            encoded = self.encoder.encode(data)
-        except Exception as exc:
-            raise ChunkWriteError(self.name, coords, "encoding", repr(exc)) from exc
-        try:
-            self.sink.put(coords, encoded)
-        except WriteCancelled:
-            raise
-        except Exception as exc:
-            raise ChunkWriteError(self.name, coords, f"storing key '{self.sink.key(coords)}'", repr(exc)) from exc
+        self.sink.put(coords, self.encode_unit(coords, data))
+
+    def store_units(self, units) -> None:
+        """Encode whole units, then store them in one batch (one event-loop hop for async stores);
+        nothing once the write is stopping."""
+        self._check_stop()
+        self.sink.put_many([(coords, self.encode_unit(coords, data)) for coords, data in units])
 
     def write_region(self, region: Region) -> int:
         """Read, encode and store one unit-aligned region; returns its size in bytes."""
-        data = self.read(region)
-        for coords, unit in self.split(region, data):
-            self.store_unit(coords, unit)
+        self.store_units(self.split(region, self.read(region)))
         return self.region_nbytes(region)
 
     # -- sequential iterators -------------------------------------------------------

@@ -1,42 +1,195 @@
-"""Store encoded write units under their zarr keys through the zarr store API."""
+"""Store encoded write units under their zarr keys: straight to files, or through the zarr store API.
+
+:func:`make_sink` picks one of two sinks for an array:
+
+* :class:`LocalFileSink` for a plain, writable ``zarr.storage.LocalStore`` (what a path string
+  opens): worker threads write each chunk or shard file themselves, as zarr's ``LocalStore``
+  does but without its per-chunk machinery (a ``Buffer`` wrapper, a ``Path`` per key, a
+  ``mkdir`` per chunk, one hop into zarr's event loop for async callers): each parent
+  directory is created once, the bytes go to a temporary name in the same directory
+  (``os.write`` releases the GIL) and ``os.replace`` gives them their final name, so an
+  interruption never leaves a torn chunk file under a chunk key. An all-fill unit deletes
+  its key, as zarr does.
+* :class:`ZarrStoreSink` for every other store (subclasses of ``LocalStore`` included: they
+  may override its methods): zarr's own ``set``/``delete``, synchronously where the store
+  supports it, else one hop into zarr's event loop per batch (``asyncio.gather`` of its sets).
+
+Keys come from the array metadata's ``encode_chunk_key`` (``/`` or ``.`` separators, ``v2``
+encoding). Both sinks take bytes-like objects (``bytes``, ``memoryview``, contiguous numpy
+arrays) or zarr ``Buffer``\\ s, and raise :class:`~.errors.ChunkWriteError` naming dataset,
+chunk and key, with the store's exception as its cause.
+
+Private zarr touch points: ``Array._async_array.store_path``,
+``zarr.abc.store._store_supports_sync_io``, ``zarr.core.sync.sync``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import zarr
-from zarr.abc.buffer import Buffer
+from zarr.abc.store import _store_supports_sync_io
+from zarr.core.buffer import Buffer, default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import LocalStore
 
-from ._zarr import chunk_key, supports_sync_io, sync
 from .budget import WriteCancelled
+from .errors import ChunkWriteError
 from .plan import Coords
+
+__all__ = ["ChunkSink", "LocalFileSink", "ZarrStoreSink", "make_sink"]
+
+#: what an encoder hands a sink: bytes-like, a zarr Buffer, or None (delete the key)
+Blob = Any
+
+
+def make_sink(array: zarr.Array, name: str | None = None, stop: threading.Event | None = None) -> ChunkSink:
+    """The sink for ``array``: direct file writes for a plain local store, zarr's store API otherwise.
+
+    Once ``stop`` is set, the sink raises ``WriteCancelled`` instead of storing: a worker that
+    comes back late (from a read that took too long) stores nothing after its write has ended."""
+    store = array._async_array.store_path.store
+    sink_class = LocalFileSink if type(store) is LocalStore and not store.read_only else ZarrStoreSink
+    return sink_class(array, name, stop)
 
 
 class ChunkSink:
-    """Puts encoded units of one array into its store; ``None`` deletes the key as zarr does.
+    """Puts encoded units of one array into its store; ``None`` deletes the key as zarr does."""
 
-    Once ``stop`` is set, :meth:`put` raises ``WriteCancelled`` instead: a worker that comes
-    back late (from a read that took too long) stores nothing after its write has ended."""
-
-    def __init__(self, array: zarr.Array, stop: threading.Event | None = None) -> None:
+    def __init__(self, array: zarr.Array, name: str | None = None, stop: threading.Event | None = None) -> None:
+        self.name = name or array.path or array.name or "<root>"
         self._stop = stop
-        self._store_path = array.store_path
+        self._store_path = array._async_array.store_path
         self._metadata = array.metadata
-        self._sync_io = supports_sync_io(self._store_path.store)
 
     def key(self, coords: Coords) -> str:
-        return chunk_key(self._metadata, coords)
+        """The chunk key relative to the array, as zarr names it (in error messages too)."""
+        return self._metadata.encode_chunk_key(coords)
 
-    def put(self, coords: Coords, encoded: Buffer | None) -> None:
+    def put(self, coords: Coords, blob: Blob) -> None:
+        self.put_many(((coords, blob),))
+
+    def check_stop(self) -> None:
         if self._stop is not None and self._stop.is_set():
             raise WriteCancelled
-        target = self._store_path / self.key(coords)
+
+    def put_many(self, items: Sequence[tuple[Coords, Blob]]) -> None:
+        """Store (or delete, for ``None``) each unit; the first failure raises, naming its key."""
+        raise NotImplementedError
+
+    def _failed(self, coords: Coords, exc: BaseException) -> ChunkWriteError:
+        return ChunkWriteError(self.name, coords, f"storing key '{self.key(coords)}'", repr(exc))
+
+
+class LocalFileSink(ChunkSink):
+    """Writes chunk files of a local store directly: temporary name, then ``os.replace``."""
+
+    def __init__(self, array: zarr.Array, name: str | None = None, stop: threading.Event | None = None) -> None:
+        super().__init__(array, name, stop)
+        path = self._store_path.path
+        self._root = os.path.join(os.fspath(self._store_path.store.root), *path.split("/")) if path else None
+        self._root = self._root or os.fspath(self._store_path.store.root)
+        self._made: set[str] = set()  # parent directories known to exist (set.add is atomic)
+        self._tag = f".{uuid.uuid4().hex[:12]}.{os.getpid()}"
+
+    def path(self, coords: Coords) -> str:
+        return os.path.join(self._root, *self.key(coords).split("/"))
+
+    def put_many(self, items: Sequence[tuple[Coords, Blob]]) -> None:
+        self.check_stop()
+        for coords, blob in items:
+            try:
+                path = self.path(coords)
+                if blob is None:
+                    _remove(path)
+                else:
+                    self._write(path, blob)
+            except Exception as exc:
+                raise self._failed(coords, exc) from exc
+
+    def _write(self, path: str, blob: Blob) -> None:
+        parent = os.path.dirname(path)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+        data = blob.as_buffer_like() if isinstance(blob, Buffer) else blob
+        tmp = f"{path}{self._tag}.{threading.get_ident()}.partial"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            _replace(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+
+def _write_all(fd: int, data: Blob) -> None:
+    """Write every byte (``os.write`` may write fewer than asked; it releases the GIL)."""
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        view = view[os.write(fd, view) :]
+
+
+def _replace(tmp: str, path: str) -> None:
+    os.replace(tmp, path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:  # zarr's LocalStore.delete removes a directory under the key too
+        import shutil
+
+        shutil.rmtree(path)
+
+
+class ZarrStoreSink(ChunkSink):
+    """Any zarr store through its own API: sync calls where it has them, else one event-loop hop per batch."""
+
+    def __init__(self, array: zarr.Array, name: str | None = None, stop: threading.Event | None = None) -> None:
+        super().__init__(array, name, stop)
+        self._sync_io = _store_supports_sync_io(self._store_path.store)
+        self._buffer = default_buffer_prototype().buffer
+
+    def _as_buffer(self, blob: Blob) -> Buffer:
+        return blob if isinstance(blob, Buffer) else self._buffer.from_bytes(blob)
+
+    def put_many(self, items: Sequence[tuple[Coords, Blob]]) -> None:
+        self.check_stop()
         if self._sync_io:
-            if encoded is None:
-                target.delete_sync()
+            for coords, blob in items:
+                try:
+                    target = self._store_path / self.key(coords)
+                    if blob is None:
+                        target.delete_sync()
+                    else:
+                        target.set_sync(self._as_buffer(blob))
+                except Exception as exc:
+                    raise self._failed(coords, exc) from exc
+            return
+        if not items:
+            return
+        results = sync(self._gather(items))
+        for (coords, _), result in zip(items, results, strict=True):
+            if isinstance(result, BaseException):
+                raise self._failed(coords, result) from result
+
+    async def _gather(self, items: Sequence[tuple[Coords, Blob]]) -> list:
+        async def one(coords: Coords, blob: Blob) -> None:
+            target = self._store_path / self.key(coords)
+            if blob is None:
+                await target.delete()
             else:
-                target.set_sync(encoded)
-        elif encoded is None:
-            sync(target.delete())
-        else:
-            sync(target.set(encoded))
+                await target.set(self._as_buffer(blob))
+
+        return await asyncio.gather(*(one(c, b) for c, b in items), return_exceptions=True)

@@ -8,7 +8,9 @@ holds the GIL, so threads encoding shards in parallel stop scaling early
 Here the inner chunks are cut with numpy and passed straight to the very numcodecs codec
 objects zarr's inner codecs call (``ZstdCodec._zstd_codec``, ``GzipCodec._gzip_codec``,
 ``numcodecs.*`` wrappers' ``_codec``), which release the GIL while they compress. The
-empty-chunk rule is zarr's ``chunk_is_empty``. The shard is laid out by
+shard is cut into its inner chunks with one numpy copy (:func:`inner_rows`, as
+``gpu.rows.chunk_matrix`` carves tiles) and the empty-chunk rule is zarr's ``chunk_is_empty`` without its buffer
+wrappers (:class:`FillCheck`). The shard is laid out by
 :func:`~hdmf_zarr_parallel.shard_layout.build_shard`, the layout the GPU path uses too, with
 the inner chunks in the order zarr's encoder writes them (the codec's
 ``subchunk_write_order``), so the bytes are identical to zarr's (``tests/test_cpu_shard.py``
@@ -20,35 +22,104 @@ serializers, index codecs other than ``bytes`` + optional ``crc32c``) make
 
 from __future__ import annotations
 
-import itertools
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.abc.buffer import Buffer
-from zarr.buffer import default_buffer_prototype
+from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+from zarr.core.array_spec import ArraySpec
 
-from .._zarr import Encode, chunk_is_empty, evolved_codecs, numcodecs_encoder, shard_inner_spec, shard_write_order
 from ..chain import Sharding, parse_codecs, storage_dtype
 from ..shard_layout import build_shard
+
+Encode = Callable[[Any], Any]
+_BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def inner_rows(shard: np.ndarray, chunks_per_shard: tuple[int, ...], inner: tuple[int, ...]) -> np.ndarray:
+    """A full shard's inner chunks as the rows of one C-contiguous array, in C order of their
+    coordinates: one reshape/transpose copy (numpy releases the GIL while it copies)."""
+    split = shard.reshape(tuple(x for nc in zip(chunks_per_shard, inner, strict=True) for x in nc))
+    order = [*range(0, 2 * shard.ndim, 2), *range(1, 2 * shard.ndim, 2)]
+    return np.ascontiguousarray(split.transpose(order)).reshape(math.prod(chunks_per_shard), math.prod(inner))
+
+
+class FillCheck:
+    """zarr's ``chunk_is_empty`` for C-contiguous numpy chunks of a numeric dtype, without wrappers.
+
+    zarr (``NDBuffer.all_equal``) compares bit patterns for a 0.0 fill (so -0.0 is data), treats
+    every NaN as equal to a NaN fill, and compares values otherwise; for the dtypes here, values
+    are equal exactly when their bits are. The first element is checked first: a chunk of data
+    almost never starts with the fill value, so the whole-chunk comparison (one numpy pass, which
+    releases the GIL) runs only for chunks that may be empty.
+    """
+
+    @staticmethod
+    def for_spec(spec: ArraySpec, dtype: np.dtype) -> Callable[[np.ndarray], bool] | None:
+        """The check for chunks of ``spec`` (never empty with ``write_empty_chunks``); ``None``: use zarr's."""
+        if spec.config.write_empty_chunks:
+            return lambda chunk: False
+        dtype = np.dtype(dtype)
+        bits = _BITS.get(dtype.itemsize)
+        if bits is None or dtype.kind not in "biuf" or spec.fill_value is None:
+            return None
+        fill = np.asarray(spec.fill_value, dtype=dtype)
+        if dtype.kind == "f" and np.isnan(fill):
+
+            def empty(chunk: np.ndarray) -> bool:
+                flat = chunk.reshape(-1)
+                return bool(np.isnan(flat[0]) and np.isnan(flat).all())
+
+            return empty
+        target = fill.view(bits)[()]
+
+        def empty(chunk: np.ndarray) -> bool:
+            flat = chunk.reshape(-1).view(bits)
+            return bool(flat[0] == target and not (flat != target).any())
+
+        return empty
+
+
+def _numcodecs_encoder(codec: Any) -> Encode | None:
+    """The numcodecs ``encode`` zarr calls for one bytes-to-bytes codec, or ``None``."""
+    from zarr.codecs.numcodecs._codecs import _NumcodecsBytesBytesCodec
+
+    if isinstance(codec, ZstdCodec):
+        return codec._zstd_codec.encode
+    if isinstance(codec, GzipCodec):
+        return codec._gzip_codec.encode
+    if isinstance(codec, BloscCodec):  # evolved by zarr: its typesize is the array's
+        return codec._blosc_codec.encode
+    if isinstance(codec, _NumcodecsBytesBytesCodec):
+        return codec._codec.encode
+    return None
+
+
+def _write_order(sharding: Sharding, chunks_per_shard: tuple[int, ...]) -> list[int]:
+    """The C-order positions of the inner chunks in the order zarr's encoder lays them out."""
+    codec = sharding.codec
+    coords = codec._subchunk_order_iter(chunks_per_shard, codec.subchunk_write_order)
+    return [int(np.ravel_multi_index(c, chunks_per_shard)) for c in coords]
 
 
 class CpuShardEncoder:
     """Encodes full (padded) shards of one sharded array, as zarr would."""
 
-    def __init__(self, sharding: Sharding, shard_spec: Any, stages: list[Encode]) -> None:
+    def __init__(self, sharding: Sharding, shard_spec: ArraySpec, stages: list[Encode], dtype: np.dtype) -> None:
         self._sharding = sharding
         self._inner_shape = sharding.chunk_shape
         self._chunks_per_shard = sharding.chunks_per_shard(shard_spec.shape)
-        self._inner_spec = shard_inner_spec(sharding.codec, shard_spec)
-        self._order = shard_write_order(sharding.codec, self._chunks_per_shard)
+        self._inner_spec = sharding.codec._get_chunk_spec(shard_spec)
+        self._order = _write_order(sharding, self._chunks_per_shard)
         self._stages = stages
-        self._prototype = default_buffer_prototype()
+        self._empty = FillCheck.for_spec(self._inner_spec, dtype)
 
     @classmethod
-    def for_array(cls, array: zarr.Array, shard_spec: Any) -> CpuShardEncoder | None:
+    def for_array(cls, array: zarr.Array, shard_spec: ArraySpec) -> CpuShardEncoder | None:
         try:
-            chain = parse_codecs(evolved_codecs(array))
+            chain = parse_codecs(array._async_array.codec_pipeline)
         except ValueError:
             return None
         sharding = chain.sharding
@@ -62,27 +133,38 @@ class CpuShardEncoder:
             return None
         if storage_dtype(dtype, inner.endian) != dtype:  # the array's bytes are not the stored ones
             return None
-        stages = [numcodecs_encoder(c) for c in inner.bytes_bytes]
+        if FillCheck.for_spec(sharding.codec._get_chunk_spec(shard_spec), dtype) is None:
+            return None
+        stages = [_numcodecs_encoder(c) for c in inner.bytes_bytes]
         if any(stage is None for stage in stages):
             return None
-        return cls(sharding, shard_spec, stages)
+        return cls(sharding, shard_spec, stages, dtype)
 
-    def encode(self, shard: np.ndarray) -> Buffer | None:
-        """The shard's bytes (``None`` when every inner chunk is empty and elided)."""
+    def encode(self, shard: np.ndarray, extent: tuple[int, ...] | None = None) -> bytes | None:
+        """The shard's bytes (``None`` when every inner chunk is empty and elided).
+
+        ``extent``: the shape of the shard's data before it was padded (an edge shard). As zarr
+        does, inner chunks wholly in the padding are not stored, even with ``write_empty_chunks``.
+        """
+        rows = inner_rows(shard, self._chunks_per_shard, self._inner_shape)
+        empty = self._empty
+        inside = None if extent is None or tuple(extent) == shard.shape else self._inside(extent)
         encoded: list[Any] = []
-        nd_buffer = self._prototype.nd_buffer
-        for coords in itertools.product(*(range(n) for n in self._chunks_per_shard)):
-            selection = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, self._inner_shape, strict=True))
-            chunk = np.ascontiguousarray(shard[selection])
-            if chunk_is_empty(nd_buffer.from_numpy_array(chunk), self._inner_spec):
+        for i, row in enumerate(rows):
+            if (inside is not None and not inside[i]) or empty(row):
                 encoded.append(None)
                 continue
-            data: Any = chunk.reshape(-1).view(np.uint8)
+            data: Any = row.view(np.uint8)
             for stage in self._stages:
                 data = stage(data)
-            encoded.append(data.tobytes() if isinstance(data, np.ndarray) else data)
+            encoded.append(memoryview(data).cast("B") if isinstance(data, np.ndarray) else data)
         sharding = self._sharding
-        shard_bytes = build_shard(
-            encoded, self._chunks_per_shard, sharding.index_location, sharding.index_crc32c, self._order
-        )
-        return None if shard_bytes is None else self._prototype.buffer.from_bytes(shard_bytes)
+        return build_shard(encoded, self._chunks_per_shard, sharding.index_location, sharding.index_crc32c, self._order)
+
+    def _inside(self, extent: tuple[int, ...]) -> np.ndarray:
+        """Per inner chunk (C order), whether it holds any of the data of an edge shard of ``extent``."""
+        axes = [np.arange(n) * c < e for n, c, e in zip(self._chunks_per_shard, self._inner_shape, extent, strict=True)]
+        inside = np.ones((), bool)
+        for axis in axes:
+            inside = np.logical_and.outer(inside, axis)
+        return inside.reshape(-1)

@@ -1,34 +1,98 @@
-"""Encode one write unit with the array's own zarr codec chain, synchronously.
+"""Encode write units with the array's own codecs, synchronously and with little time under the GIL.
 
-Using zarr's codec objects (not re-implementations) is what keeps invariant 1:
-every unit is encoded exactly as zarr itself would encode it, including sharding
-and the all-fill-value skip. Shards whose inner chain allows it are encoded by
-:mod:`.shard`, which calls the same codec objects with less time under the GIL
-and lays the shard out as zarr does: the same bytes.
+Using zarr's codec objects (not re-implementations) is what keeps invariant 1: every unit
+is encoded exactly as zarr itself would encode it, including sharding and the all-fill-value
+skip. Chains of a ``bytes`` serializer followed by compressors (the usual ones) are encoded
+by calling the numcodecs objects behind zarr's codecs directly (:class:`DirectChunkEncoder`;
+shards by :mod:`.shard`, the same way): a numpy view of the unit in the stored byte order,
+then each bytes-to-bytes codec's numcodecs ``encode``, which releases the GIL while it
+compresses. Other chains go through zarr's ``ChunkTransform``. Either way the bytes are
+zarr's (``tests/test_cpu_shard.py``, ``tests/test_roundtrip.py`` compare them).
+
+Private zarr touch points: ``Array._async_array`` (``codec_pipeline``, ``config``),
+``zarr.core.chunk_utils.ChunkTransform`` / ``chunk_is_empty``,
+``zarr.core.codec_pipeline.AsyncChunkTransform``; :func:`.shard._numcodecs_encoder` for the
+numcodecs objects.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import zarr
-from zarr.abc.buffer import Buffer
-from zarr.buffer import default_buffer_prototype
+from zarr.core.array_spec import ArraySpec
+from zarr.core.buffer import Buffer, default_buffer_prototype
+from zarr.core.chunk_utils import ChunkTransform, chunk_is_empty
+from zarr.core.codec_pipeline import AsyncChunkTransform
+from zarr.core.sync import sync
 
-from .._zarr import chunk_encoder, chunk_is_empty, evolved_codecs, unit_spec
-from .shard import CpuShardEncoder
+from ..chain import parse_codecs, storage_dtype
+from .shard import CpuShardEncoder, Encode, FillCheck, _numcodecs_encoder
+
+#: what ``encode`` returns: bytes-like (``bytes``, a contiguous numpy array), a zarr Buffer, or None
+Encoded = Any
+
+
+class DirectChunkEncoder:
+    """``bytes`` serializer + numcodecs-backed compressors of an unsharded array, called directly."""
+
+    def __init__(self, stored: np.dtype, stages: list[Encode]) -> None:
+        self._stored = stored
+        self._stages = stages
+
+    @classmethod
+    def for_array(cls, array: zarr.Array) -> DirectChunkEncoder | None:
+        try:
+            chain = parse_codecs(array._async_array.codec_pipeline)
+        except ValueError:
+            return None
+        dtype = np.dtype(array.dtype)
+        if chain.sharding is not None or not chain.plain_bytes or chain.array_array:
+            return None
+        if dtype.kind not in "biuf" or dtype.fields is not None:
+            return None
+        stages = [_numcodecs_encoder(c) for c in chain.bytes_bytes]
+        if any(stage is None for stage in stages):
+            return None
+        return cls(storage_dtype(dtype, chain.endian), stages)
+
+    def encode(self, unit: np.ndarray) -> Encoded:
+        data: Any = unit.astype(self._stored, copy=False).reshape(-1).view(np.uint8)
+        for stage in self._stages:
+            data = stage(data)
+        return data
 
 
 class ZarrUnitEncoder:
     """Encodes whole write units (chunks, or shards when sharded) of one array."""
 
     def __init__(self, array: zarr.Array) -> None:
+        async_array = array._async_array
+        metadata = array.metadata
         self.unit_shape: tuple[int, ...] = tuple(array.shards or array.chunks)
         self.dtype = np.dtype(array.dtype)
-        self.fill_value = array.metadata.fill_value
+        self.fill_value = metadata.fill_value
         self._prototype = default_buffer_prototype()
-        self._spec = unit_spec(array, self.unit_shape)
+        self._spec = ArraySpec(
+            shape=self.unit_shape,
+            dtype=metadata.data_type,
+            fill_value=metadata.fill_value,
+            config=async_array.config,
+            prototype=self._prototype,
+        )
         self._shards = CpuShardEncoder.for_array(array, self._spec) if array.shards else None
-        self._encode = chunk_encoder(evolved_codecs(array))
+        self._direct = None if array.shards else DirectChunkEncoder.for_array(array)
+        fast = self._shards is not None or self._direct is not None
+        # the all-fill check: zarr's rule without its buffer wrappers where the dtype allows
+        self._empty = FillCheck.for_spec(self._spec, self.dtype) if fast else None
+        codecs = tuple(async_array.codec_pipeline)
+        try:
+            self._sync = ChunkTransform(codecs=codecs)
+            self._async = None
+        except TypeError:  # a codec without a synchronous path: run its coroutine instead
+            self._sync = None
+            self._async = AsyncChunkTransform(codecs=codecs)
 
     def pad(self, data: np.ndarray) -> np.ndarray:
         """Edge units are padded to the full unit shape with the fill value, as zarr does."""
@@ -38,12 +102,26 @@ class ZarrUnitEncoder:
         full[tuple(slice(0, n) for n in data.shape)] = data
         return full
 
-    def encode(self, data: np.ndarray) -> Buffer | None:
+    def encode(self, data: np.ndarray) -> Encoded:
         """Encoded bytes of one unit, or ``None`` when zarr would not store it (all fill value)."""
         unit = self.pad(data)
+        if self._empty is not None:
+            if self._shards is not None:
+                return None if self._empty(unit) else self._shards.encode(unit, data.shape)
+            if self._direct is not None:
+                return None if self._empty(unit) else self._direct.encode(unit)
         chunk = self._prototype.nd_buffer.from_numpy_array(unit)
         if chunk_is_empty(chunk, self._spec):
             return None
-        if self._shards is not None:
-            return self._shards.encode(unit)
-        return self._encode(chunk, self._spec)
+        if self._sync is not None:
+            return self._sync.encode_chunk(chunk, self._spec)
+        return sync(self._async.encode_chunk(chunk, self._spec))
+
+
+def encoded_bytes(encoded: Encoded) -> bytes | None:
+    """An encoder's output as ``bytes`` (tests, benchmarks)."""
+    if encoded is None:
+        return None
+    if isinstance(encoded, Buffer):
+        return encoded.to_bytes()
+    return bytes(memoryview(encoded).cast("B"))

@@ -65,8 +65,7 @@ def thread_limit() -> int:
 
 def write_units(writer: DatasetWriter, units: Units) -> int:
     """Encode and store already assembled units; returns their in-memory size."""
-    for coords, data in units:
-        writer.store_unit(coords, data)
+    writer.store_units(units)
     return sum(data.nbytes for _, data in units)
 
 

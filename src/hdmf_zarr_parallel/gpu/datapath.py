@@ -21,7 +21,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from zarr.buffer import default_buffer_prototype
 
 from .._zarr import write_empty_chunks
 from ..dataset import DatasetWriter
@@ -118,15 +117,11 @@ def encode_batched(lane: Lane, plan: GpuCodecPlan, rows, indices: np.ndarray) ->
 
 def put_encoded(writer: DatasetWriter, coords: Coords, blob: bytes | memoryview | None) -> None:
     """Store one encoded unit under its key (``None`` deletes it); errors name dataset, chunk and key."""
-    buffer = None if blob is None else default_buffer_prototype().buffer.from_bytes(blob)
-    try:
-        writer.sink.put(coords, buffer)
-    except Exception as exc:
-        raise ChunkWriteError(writer.name, coords, f"storing key '{writer.sink.key(coords)}'", repr(exc)) from exc
+    writer.sink.put(coords, blob)
 
 
 def store_encoded(writer: DatasetWriter, encoded: Sequence[Encoded]) -> int:
-    """Store encoded units one after the other in this thread; returns how many."""
-    for coords, blob in encoded:
-        put_encoded(writer, coords, blob)
+    """Store a task's encoded units in this thread, in one batch (:meth:`~.sink.ChunkSink.put_many`);
+    returns how many."""
+    writer.sink.put_many(encoded)
     return len(encoded)

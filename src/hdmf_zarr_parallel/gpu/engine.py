@@ -10,7 +10,6 @@ CPU thread pool, and the reason is logged once per dataset.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from ..engines.base import Engine, Route, Units, tile_bytes_for
 from ..engines.threads import ThreadEngine
 from ..options import WriteOptions
 from ..plan import Region
-from .datapath import Encoded, encode_region_on_lane, encode_units_on_lane, put_encoded
+from .datapath import Encoded, encode_region_on_lane, encode_units_on_lane, store_encoded
 from .lanes import Lane, NvcompLane
 from .plan import GpuCodecPlan, classify
 from .shared_tasks import SharedTask, TaskQueue
@@ -149,26 +148,12 @@ class GpuEngine(Engine):
 
     # -- store ------------------------------------------------------------------------
     def _store(self, writer: DatasetWriter, encoded: list[Encoded], finished: Callable) -> None:
-        """Hand each unit to the store pool (:func:`put_encoded`); ``finished(error)`` once, after the last."""
-        pending = [len(encoded)]
-        lock = threading.Lock()
+        """Hand the task's units to the store pool as one job (:func:`store_encoded`); ``finished(error)`` after it."""
 
         def stored(f: Future) -> None:
-            error = f.exception() if not f.cancelled() else RuntimeError("store cancelled")
-            with lock:
-                pending[0] -= 1
-                if pending[0] < 0:
-                    return  # already reported
-                if error is not None:
-                    pending[0] = -1
-                elif pending[0] > 0:
-                    return
-            finished(error)
+            finished(f.exception() if not f.cancelled() else RuntimeError("store cancelled"))
 
-        if not encoded:
-            finished(None)
-        for coords, blob in encoded:
-            self._store_pool.submit(put_encoded, writer, coords, blob).add_done_callback(stored)
+        self._store_pool.submit(store_encoded, writer, encoded).add_done_callback(stored)
 
     # -- tear-down ----------------------------------------------------------------------
     def shutdown(self, cancel: bool = False) -> None:

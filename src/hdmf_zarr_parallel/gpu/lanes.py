@@ -114,11 +114,11 @@ class HostLane(Lane):
         return host
 
     def encode(self, plan: GpuCodecPlan, rows: np.ndarray, indices: Sequence[int]) -> list[memoryview | bytes]:
-        chunks = [_row_bytes(rows[i], plan) for i in indices]
-        if not chunks:
+        if not len(indices):
             return []
         algorithm = algorithms.get(plan.algorithm)
-        matrix = np.stack(chunks)
+        matrix = _rows_bytes(rows, np.asarray(indices, dtype=np.intp), plan)  # one copy, not one per chunk
+        chunks = range(len(matrix))
         transformed = algorithm.transform(np, plan, lambda: matrix)  # e.g. Blosc's shuffled blocks
         inputs = matrix if transformed is None else transformed
         offsets, sizes = algorithm.streams(plan)
@@ -135,8 +135,9 @@ class HostLane(Lane):
         return algorithm.frame(raw, plan, prepared, source)
 
 
-def _row_bytes(row: np.ndarray, plan: GpuCodecPlan) -> np.ndarray:
-    """One chunk's bytes as stored: typed rows in the storage byte order; byte rows as they are."""
-    if row.dtype != np.uint8:
-        row = np.ascontiguousarray(row, dtype=plan.dtype)
-    return np.ascontiguousarray(row).view(np.uint8)
+def _rows_bytes(rows: np.ndarray, indices: np.ndarray, plan: GpuCodecPlan) -> np.ndarray:
+    """The chosen chunks' bytes as stored, one row each: typed rows in the storage byte order; byte rows as they are."""
+    picked = rows[indices]
+    if picked.dtype != np.uint8:
+        picked = np.ascontiguousarray(picked, dtype=plan.dtype)
+    return np.ascontiguousarray(picked).reshape(len(indices), -1).view(np.uint8)
