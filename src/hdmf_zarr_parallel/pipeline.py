@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,21 +27,11 @@ from .errors import ChunkWriteError
 from .options import WriteOptions
 from .plan import Coords, Region, UnitGrid, choose_tile_units, region_size
 from .progress import Progress
+from .report import DatasetTally, WriteReport, engines_used
 
 logger = logging.getLogger(__name__)
 
 COALESCE_BYTES = 4 << 20  # sequential buffers that continue each other are staged in blocks up to this size
-
-
-@dataclass(frozen=True)
-class WriteReport:
-    """What one queue exhaustion did: for logs, benchmarks and tests of the memory bound."""
-
-    engine: str
-    datasets: int
-    bytes_written: int
-    peak_inflight_bytes: int
-    resized: tuple[str, ...] = ()  # datasets that sequential iterators grew past their announced shape
 
 
 def staging_claim(writer: DatasetWriter) -> int:
@@ -149,7 +138,7 @@ class _Dispatcher:
                         continue
                     route, region = item
                     nbytes = route.dataset.region_nbytes(region)
-                    run.submit(lambda w=route, r=region: w.submit_region(r), nbytes, nbytes)
+                    run.submit(lambda w=route, r=region: w.submit_region(r), nbytes, nbytes, tally=route.tally)
         except WriteCancelled:
             pass
         except BaseException as exc:
@@ -175,6 +164,7 @@ class PipelineRun:
         self._feeders: list[threading.Thread] = []
         self._final_shapes: list[tuple[DatasetWriter, tuple[int, ...]]] = []
         self._finished = False
+        self._tallies: list[DatasetTally] = []  # one per dataset, in arrival order
 
     # -- arrivals ---------------------------------------------------------------------
     def add(self, writer: DatasetWriter) -> None:
@@ -187,6 +177,8 @@ class PipelineRun:
         except BaseException:
             self.abort()
             raise
+        route.tally = DatasetTally(writer.name, route.describe(), route.reason)
+        self._tallies.append(route.tally)
         self.datasets += 1
         if None in writer.bounds:  # a generator of unknown length
             self.progress.mark_unbounded()
@@ -208,11 +200,15 @@ class PipelineRun:
             raise self.errors[0]
 
     # -- tasks ------------------------------------------------------------------------
-    def submit(self, make_future, inflight: int, done_bytes: int, reserved: bool = False) -> None:
+    def submit(
+        self, make_future, inflight: int, done_bytes: int, reserved: bool = False, tally: DatasetTally | None = None
+    ) -> None:
         """Take ``inflight`` bytes of budget (unless already ``reserved``), start a task,
-        and give the bytes back when it ends."""
+        and give the bytes back when it ends (counting ``done_bytes`` to its dataset's ``tally``)."""
         if not reserved:
             self.budget.acquire(inflight)
+        if tally is not None:
+            tally.task_started()
         try:
             future = make_future()
         except BaseException:
@@ -220,9 +216,9 @@ class PipelineRun:
             raise
         with self._lock:
             self._futures.add(future)
-        future.add_done_callback(lambda f: self._finished_task(f, inflight, done_bytes))
+        future.add_done_callback(lambda f: self._finished_task(f, inflight, done_bytes, tally))
 
-    def _finished_task(self, future: Future, inflight: int, done_bytes: int) -> None:
+    def _finished_task(self, future: Future, inflight: int, done_bytes: int, tally: DatasetTally | None) -> None:
         self.budget.release(inflight)
         with self._lock:
             self._futures.discard(future)
@@ -231,6 +227,8 @@ class PipelineRun:
         error = future.exception()
         if error is None:
             self.progress.update(done_bytes)
+            if tally is not None:
+                tally.task_done(done_bytes)
         elif not isinstance(error, WriteCancelled):  # a task that saw the write stopping
             self.fail(error)
 
@@ -282,7 +280,14 @@ class PipelineRun:
             self._close()
         if self.errors:
             raise self.errors[0]
-        return WriteReport(self.engine.describe(), self.datasets, self.progress.written, self.budget.peak, resized)
+        return WriteReport(
+            engines_used(self.engine.describe(), self._tallies),
+            self.datasets,
+            self.progress.written,
+            self.budget.peak,
+            resized,
+            tuple(t.report() for t in self._tallies),
+        )
 
     def abort(self) -> None:
         """Stop everything now (hdmf-zarr itself failed, or a dataset was refused); a later
@@ -391,6 +396,7 @@ class _SequentialFeed:
             inflight=len(units) * self.unit_bytes,
             done_bytes=in_bounds * self.writer.dtype.itemsize,
             reserved=True,  # handed over from staging as each unit completed
+            tally=self.route.tally,
         )
 
 

@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -79,6 +80,17 @@ class Route:
 
     engine: Engine
     dataset: DatasetWriter
+
+    #: why the dataset took this route when it is not the engine's own way (a fallback), else ""
+    reason: ClassVar[str] = ""
+
+    def because(self, reason: str) -> Route:
+        """This route, recording why the dataset took it (for the write report)."""
+        self.reason = reason
+        return self
+
+    def describe(self) -> str:
+        return self.engine.describe()
 
     def submit_region(self, region: Region) -> Future[int]:
         return self.engine.submit_region(self, region)

@@ -169,7 +169,7 @@ class ProcessEngine(Engine):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return self._threads.admit(dataset)
+            return self._threads.admit(dataset).because(f"threads instead of processes: {reason}")
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.max_workers,

@@ -88,7 +88,7 @@ class GpuEngine(Engine):
         plan = classify(dataset.array)
         if not plan:
             logger.warning("dataset '%s' is written by the CPU pool: %s", dataset.name, plan.reason)
-            return self._cpu.admit(dataset)
+            return self._cpu.admit(dataset).because(f"CPU pool instead of the GPU: {plan.reason}")
         if self._lane_pool is None:
             self._lane_pool = ThreadPoolExecutor(self.lane_count, thread_name_prefix="hzp-gpu-lane")
             self._store_pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hzp-gpu-store")

@@ -177,6 +177,7 @@ def _write(src_path: Path, dst_path: Path, temporary: Path, options: ConvertOpti
         copied=out.copied,
         source_bytes=disk_bytes(src_path),
         stored_bytes=disk_bytes(temporary),
+        datasets=report.per_dataset if report is not None else (),
     )
     if options.verify:
         say("verifying: reading both files back and comparing every dataset ...")

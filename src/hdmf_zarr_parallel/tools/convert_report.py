@@ -22,6 +22,7 @@ class ConvertReport:
     stored_bytes: int = 0
     verified: bool | None = None
     verify_seconds: float | None = None
+    datasets: tuple = ()  # the write report's per-dataset lines (:class:`~hdmf_zarr_parallel.report.DatasetReport`)
 
     @property
     def streamed_bytes(self) -> int:
@@ -35,6 +36,7 @@ class ConvertReport:
             f"({self.streamed_bytes / 1e6:.1f} MB, {mbps:.1f} MB/s overall), {self.copied} small one(s) copied",
             f"  input {self.source_bytes / 1e6:.1f} MB, output {self.stored_bytes / 1e6:.1f} MB",
         ]
+        lines += [f"    {d.line()}" for d in self.datasets]
         if self.reading:
             ways = collections.Counter(self.reading.values())
             lines.append("  read by: " + ", ".join(f"{how} ({n})" for how, n in sorted(ways.items())))
