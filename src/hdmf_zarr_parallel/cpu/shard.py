@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.core.array_spec import ArraySpec
 
+from .._zarr import numcodecs_encoder
 from ..chain import Sharding, parse_codecs, storage_dtype
 from ..shard_layout import build_shard
 
@@ -82,21 +82,6 @@ class FillCheck:
         return empty
 
 
-def _numcodecs_encoder(codec: Any) -> Encode | None:
-    """The numcodecs ``encode`` zarr calls for one bytes-to-bytes codec, or ``None``."""
-    from zarr.codecs.numcodecs._codecs import _NumcodecsBytesBytesCodec
-
-    if isinstance(codec, ZstdCodec):
-        return codec._zstd_codec.encode
-    if isinstance(codec, GzipCodec):
-        return codec._gzip_codec.encode
-    if isinstance(codec, BloscCodec):  # evolved by zarr: its typesize is the array's
-        return codec._blosc_codec.encode
-    if isinstance(codec, _NumcodecsBytesBytesCodec):
-        return codec._codec.encode
-    return None
-
-
 def _write_order(sharding: Sharding, chunks_per_shard: tuple[int, ...]) -> list[int]:
     """The C-order positions of the inner chunks in the order zarr's encoder lays them out."""
     codec = sharding.codec
@@ -135,7 +120,7 @@ class CpuShardEncoder:
             return None
         if FillCheck.for_spec(sharding.codec._get_chunk_spec(shard_spec), dtype) is None:
             return None
-        stages = [_numcodecs_encoder(c) for c in inner.bytes_bytes]
+        stages = [numcodecs_encoder(c) for c in inner.bytes_bytes]
         if any(stage is None for stage in stages):
             return None
         return cls(sharding, shard_spec, stages, dtype)

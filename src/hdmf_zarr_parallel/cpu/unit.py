@@ -11,7 +11,7 @@ zarr's (``tests/test_cpu_shard.py``, ``tests/test_roundtrip.py`` compare them).
 
 Private zarr touch points: ``Array._async_array`` (``codec_pipeline``, ``config``),
 ``zarr.core.chunk_utils.ChunkTransform`` / ``chunk_is_empty``,
-``zarr.core.codec_pipeline.AsyncChunkTransform``; :func:`.shard._numcodecs_encoder` for the
+``zarr.core.codec_pipeline.AsyncChunkTransform``; :func:`.._zarr.numcodecs_encoder` for the
 numcodecs objects.
 """
 
@@ -27,8 +27,9 @@ from zarr.core.chunk_utils import ChunkTransform, chunk_is_empty
 from zarr.core.codec_pipeline import AsyncChunkTransform
 from zarr.core.sync import sync
 
+from .._zarr import numcodecs_encoder
 from ..chain import parse_codecs, storage_dtype
-from .shard import CpuShardEncoder, Encode, FillCheck, _numcodecs_encoder
+from .shard import CpuShardEncoder, Encode, FillCheck
 
 #: what ``encode`` returns: bytes-like (``bytes``, a contiguous numpy array), a zarr Buffer, or None
 Encoded = Any
@@ -52,7 +53,7 @@ class DirectChunkEncoder:
             return None
         if dtype.kind not in "biuf" or dtype.fields is not None:
             return None
-        stages = [_numcodecs_encoder(c) for c in chain.bytes_bytes]
+        stages = [numcodecs_encoder(c) for c in chain.bytes_bytes]
         if any(stage is None for stage in stages):
             return None
         return cls(storage_dtype(dtype, chain.endian), stages)
