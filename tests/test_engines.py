@@ -9,13 +9,13 @@ import zarr
 
 from conftest import NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel import NWBParallelZarrIO, WriteOptions
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.engines import ENGINE_NAMES, ENGINES, make_engine
 from hdmf_zarr_parallel.engines.processes import ProcessEngine, process_ineligibility
 from hdmf_zarr_parallel.engines.reach import unreachable_reason
 from hdmf_zarr_parallel.engines.serial import SerialEngine
 from hdmf_zarr_parallel.engines.threads import ThreadEngine
 from hdmf_zarr_parallel.options import ENGINES as OPTION_ENGINES
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
 
 
 # -- the registry ----------------------------------------------------------------------------------
@@ -62,7 +62,7 @@ def test_the_reach_rule(tmp_path):
 def test_processes_and_dask_use_the_same_rule(tmp_path):
     data = realistic((100, 4))
     zipped = make_array(zarr.storage.ZipStore(tmp_path / "z.zip", mode="w"), data.shape, data.dtype, (10, 4))
-    writer = DatasetWriter(zipped, NumpyIterator(data, buffer_shape=(50, 4)))
+    writer = DatasetWrite(zipped, NumpyIterator(data, buffer_shape=(50, 4)))
     assert process_ineligibility(writer) == unreachable_reason(zipped.store)
 
 
@@ -73,7 +73,7 @@ def test_a_dataset_processes_cannot_take_is_routed_to_the_shared_thread_engine()
     engine = ProcessEngine(2)
     try:
         with pytest.warns(RuntimeWarning, match="written by threads instead of processes: its store \\(MemoryStore\\)"):
-            route = engine.admit(DatasetWriter(array, NumpyIterator(data, buffer_shape=(100, 4))))
+            route = engine.admit(DatasetWrite(array, NumpyIterator(data, buffer_shape=(100, 4))))
         assert route.engine is engine._threads and engine._pool is None  # no process started for it
         assert route.submit_region((slice(0, 100), slice(0, 4))).result() == 100 * 4 * 2
     finally:
@@ -86,8 +86,8 @@ def test_the_processes_route_carries_the_pickled_dataset(tmp_path):
     array = make_array(zarr.storage.LocalStore(tmp_path / "p.zarr"), data.shape, data.dtype, (50, 4))
     engine = ProcessEngine(1)
     try:
-        first = engine.admit(DatasetWriter(array, NumpyIterator(data, buffer_shape=(100, 4))))
-        second = engine.admit(DatasetWriter(array, NumpyIterator(data, buffer_shape=(100, 4))))
+        first = engine.admit(DatasetWrite(array, NumpyIterator(data, buffer_shape=(100, 4))))
+        second = engine.admit(DatasetWrite(array, NumpyIterator(data, buffer_shape=(100, 4))))
         assert first.engine is engine and first.token != second.token
         assert pickle.loads(first.payload).name == first.dataset.name
     finally:

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..dataset import DatasetWriter
 from ..options import WriteOptions, default_workers
-from ..plan import Coords, Region
+from ..write.dataset import DatasetWrite
+from ..write.plan import Region
+from ..write.target import Units
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +34,6 @@ MAX_THREADS_PER_CORE = 32
 # A cancelled write (a failure, Ctrl-C) waits this long for the tasks running, so that normally
 # nothing is left behind; a task still running after it (a read that never returns) is abandoned.
 CANCEL_GRACE_S = 1.0
-
-Units = Sequence[tuple[Coords, np.ndarray]]
 
 
 def tile_bytes_for(max_inflight_bytes: int, concurrent: int, dataset_nbytes: int, cap: int = MAX_TILE_BYTES) -> int:
@@ -63,13 +59,6 @@ def thread_limit() -> int:
     return MAX_THREADS_PER_CORE * default_workers()
 
 
-def write_units(writer: DatasetWriter, units: Units) -> int:
-    """Encode and store already assembled units; returns their in-memory size."""
-    for coords, data in units:
-        writer.store_unit(coords, data)
-    return sum(data.nbytes for _, data in units)
-
-
 @dataclass(eq=False)
 class Route:
     """One dataset's way through an engine: made by :meth:`Engine.admit`, handed back with each task.
@@ -79,7 +68,7 @@ class Route:
     """
 
     engine: Engine
-    dataset: DatasetWriter
+    dataset: DatasetWrite
 
     def submit_region(self, region: Region) -> Future[int]:
         return self.engine.submit_region(self, region)
@@ -96,7 +85,7 @@ class Engine(ABC):
     def __init__(self, max_workers: int) -> None:
         self.max_workers = max_workers
 
-    def admit(self, dataset: DatasetWriter) -> Route:
+    def admit(self, dataset: DatasetWrite) -> Route:
         """Called once per dataset, before any of its tasks: the place to check it, or refuse it
         with a clear error, and to prepare what its tasks need (kept in the route returned)."""
         return Route(self, dataset)

@@ -7,7 +7,7 @@ import threading
 import zarr
 from zarr.abc.buffer import Buffer
 
-from ._zarr import chunk_key, supports_sync_io, sync
+from .._zarr import chunk_key, supports_sync_io, sync
 from .budget import WriteCancelled
 from .plan import Coords
 
