@@ -1,4 +1,4 @@
-"""NWB HDF5 -> NWB Zarr conversion: stock hdmf-zarr export vs ``hdmf_zarr_parallel.convert``.
+"""NWB HDF5 -> NWB Zarr conversion: stock hdmf-zarr export vs ``hdmf_zarr_parallel.tools.convert``.
 
 The source is what NWB conversion tools usually write: the example file of
 ``demo.write_example_hdf5`` (384-channel int16 ephys, LFP, a two-photon movie, units) with
@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bench_write import _cpu_seconds, machine_facts, save_json  # noqa: E402
 
-from hdmf_zarr_parallel import h5direct  # noqa: E402
-from hdmf_zarr_parallel.convert import ConvertOptions, convert  # noqa: E402
-from hdmf_zarr_parallel.demo import write_example_hdf5  # noqa: E402
-from hdmf_zarr_parallel.verify import compare_nwb_files  # noqa: E402
+from hdmf_zarr_parallel.tools import h5direct  # noqa: E402
+from hdmf_zarr_parallel.tools.convert import ConvertOptions, convert  # noqa: E402
+from hdmf_zarr_parallel.tools.examples import write_example_hdf5  # noqa: E402
+from hdmf_zarr_parallel.tools.verify import compare_nwb_files  # noqa: E402
 
 CONFIGS = ("stock-export", "threads", "threads-h5py", "threads-zstd", "gpu")
 

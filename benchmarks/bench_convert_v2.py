@@ -1,4 +1,4 @@
-"""NWB Zarr v2 -> NWB Zarr v3: stock ``NWBZarrV2IO.convert_to_v3`` vs ``hdmf_zarr_parallel.convert``.
+"""NWB Zarr v2 -> NWB Zarr v3: stock ``NWBZarrV2IO.convert_to_v3`` vs ``hdmf_zarr_parallel.tools.convert``.
 
 **The source** is an NWB Zarr v2 store as neuroconv writes them today: a raw int16
 ``ElectricalSeries`` of ``--channels`` (384) channels and ``--mb`` (200) MB, in chunks of hdmf's
@@ -52,10 +52,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bench_write import _cpu_seconds, machine_facts, save_json  # noqa: E402
 
-from hdmf_zarr_parallel.bench import generate_ephys  # noqa: E402
-from hdmf_zarr_parallel.convert import ConvertOptions, _ShapeOnly, convert  # noqa: E402
-from hdmf_zarr_parallel.verify import compare_nwb_files, compare_zarr_stores  # noqa: E402
-from hdmf_zarr_parallel.zarr_v2 import pickle_decoding  # noqa: E402
+from hdmf_zarr_parallel.tools.bench_data import generate_ephys  # noqa: E402
+from hdmf_zarr_parallel.tools.convert import ConvertOptions, convert  # noqa: E402
+from hdmf_zarr_parallel.tools.convert_plan import ShapeOnly  # noqa: E402
+from hdmf_zarr_parallel.tools.verify import compare_nwb_files, compare_zarr_stores  # noqa: E402
+from hdmf_zarr_parallel.tools.zarr_v2 import pickle_decoding  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "data" / "ephys_v2.nwb.zarr"
 CONFIGS = ("stock", "threads", "threads-zstd", "gpu")
@@ -144,7 +145,7 @@ def make_source(workdir: Path, mb: float, channels: int, v2_codec: str, seed: in
         generate_ephys(npy, mb * 1e6, seed, channels)
     data = np.load(npy, mmap_mode="r")
     chunks = tuple(
-        int(c) for c in _ShapeOnly(data.shape, data.dtype, chunk_mb=10.0, buffer_shape=data.shape).chunk_shape
+        int(c) for c in ShapeOnly(data.shape, data.dtype, chunk_mb=10.0, buffer_shape=data.shape).chunk_shape
     )
     changed = {RAW: _write_v2_array(source / RAW, data, chunks, V2_CODECS[v2_codec], workers)}
     with pickle_decoding(True):  # the fixture's electrodes/group: pickle-encoded references we wrote

@@ -96,16 +96,16 @@ import numpy as np
 
 # The data generators, the source iterator and the NWB files around the data live in the
 # package, shared with `hdmf-zarr-parallel bench`.
-from hdmf_zarr_parallel.bench import (
+from hdmf_zarr_parallel.tools.bench import writer_label
+from hdmf_zarr_parallel.tools.bench_data import (
     EPHYS_RATE,  # noqa: F401 - kept importable from here
     IMAGING_RATE,  # noqa: F401
-    NpyMemmapIterator,  # noqa: F401 - benchmarks/bench_gpu_layouts.py imports it from here
     ephys_case,
-    generate_ephys,  # noqa: F401 - likewise
+    generate_ephys,  # noqa: F401 - benchmarks/bench_gpu_layouts.py imports it from here
     imaging_case,
-    writer_label,
 )
-from hdmf_zarr_parallel.bench import BenchCase as Case
+from hdmf_zarr_parallel.tools.bench_data import BenchCase as Case
+from hdmf_zarr_parallel.tools.examples import NpyMemmapIterator  # noqa: F401 - likewise
 
 REPO = Path(__file__).resolve().parent.parent
 STOCK_CONFIGS = ("stock-serial", "stock-jobs")

@@ -99,7 +99,7 @@ def test_coalesce_joins_only_continuing_buffers_within_a_row_of_units(steps, uni
     for rows, how in steps:  # int8 rows of 4 columns: 4 bytes per row
         start = row + (3 if how == "gap" else -1 if how == "overlap" and row else 0)
         cols = slice(0, 2) if how == "columns" else slice(0, 4)
-        data = np.arange(start, start + rows, dtype="int8").repeat(cols.stop).reshape(rows, cols.stop)
+        data = np.arange(start, start + rows).astype("int8").repeat(cols.stop).reshape(rows, cols.stop)
         buffers.append(((slice(start, start + rows), cols), data))
         row = start + rows
     out = list(coalesce(iter(buffers), unit_rows, max_bytes))

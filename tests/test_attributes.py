@@ -10,8 +10,8 @@ import zarr
 from hdmf_zarr.nwb import NWBZarrIO
 
 from hdmf_zarr_parallel import NWBParallelZarrIO
-from hdmf_zarr_parallel.demo import build_example_nwbfile
 from hdmf_zarr_parallel.metadata.attributes import AttributeRecorder, recording, store_recorded
+from hdmf_zarr_parallel.tools.examples import build_example_nwbfile
 
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

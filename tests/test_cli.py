@@ -11,7 +11,7 @@ import pytest
 
 def run_cli(*args: str, cwd=None, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "hdmf_zarr_parallel.cli", *args],
+        [sys.executable, "-m", "hdmf_zarr_parallel.tools.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -83,7 +83,7 @@ def test_runtime_error_is_one_line_without_traceback(tmp_path):
 
 @pytest.fixture(scope="module")
 def example_nwb(tmp_path_factory):
-    from hdmf_zarr_parallel.demo import write_example_hdf5
+    from hdmf_zarr_parallel.tools.examples import write_example_hdf5
 
     return write_example_hdf5(tmp_path_factory.mktemp("nwb") / "session.nwb", seconds=0.5, channels=8, frames=20)
 

@@ -28,9 +28,10 @@ import zarr
 from hdmf_zarr.nwb import NWBZarrIO
 from pynwb import NWBHDF5IO
 
-from hdmf_zarr_parallel.convert import ConvertError, ConvertOptions, H5DatasetIterator, convert
-from hdmf_zarr_parallel.demo import write_example_hdf5
-from hdmf_zarr_parallel.verify import compare_nwb_files, compare_zarr_stores
+from hdmf_zarr_parallel.tools.convert import ConvertError, ConvertOptions, convert
+from hdmf_zarr_parallel.tools.examples import write_example_hdf5
+from hdmf_zarr_parallel.tools.h5direct import H5DatasetIterator
+from hdmf_zarr_parallel.tools.verify import compare_nwb_files, compare_zarr_stores
 from readers import assert_independent_readers_match
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
@@ -113,7 +114,7 @@ def test_a_gzip_shuffle_source_converts_as_stock_export_does(
     """HDF5 chunks are inflated by the workers (``h5direct``), not inside h5py: same store as stock."""
     import h5py
 
-    from hdmf_zarr_parallel import h5direct
+    from hdmf_zarr_parallel.tools import h5direct
 
     with h5py.File(compressed_source, "r") as f:
         raw = f["acquisition/ElectricalSeries/data"]
@@ -140,7 +141,7 @@ def test_a_gzip_shuffle_source_converts_as_stock_export_does(
 
 
 def test_a_contiguous_source_is_read_through_a_memory_map(source, stock, tmp_path, subtests, monkeypatch):
-    from hdmf_zarr_parallel import h5direct
+    from hdmf_zarr_parallel.tools import h5direct
 
     reads = []
     real_read = h5direct.ContiguousReader.read
@@ -432,9 +433,9 @@ def test_what_appears_at_the_output_meanwhile_is_left_alone(
 def test_overwrite_without_an_atomic_exchange(source, tmp_path, monkeypatch):
     """Where ``renameat2`` is missing (macOS, NFS), OUT is set aside, ours renamed in, the old one
     removed; an interrupt between the two renames puts the old store back."""
-    from hdmf_zarr_parallel import destination
+    from hdmf_zarr_parallel.tools import destination, renames
 
-    monkeypatch.setattr(destination, "_renameat2", None)
+    monkeypatch.setattr(renames, "_renameat2", None)
     out = tmp_path / "ours.nwb.zarr"
 
     def compressor():
@@ -458,7 +459,7 @@ def test_overwrite_without_an_atomic_exchange(source, tmp_path, monkeypatch):
 
 
 def test_a_locked_output_is_refused_and_its_partial_store_left_alone(source, tmp_path):
-    from hdmf_zarr_parallel.destination import OutputLock
+    from hdmf_zarr_parallel.tools.destination import OutputLock
 
     out = tmp_path / "ours.nwb.zarr"
     theirs = tmp_path / ".ours.nwb.zarr.partial-1"  # what the lock holder is writing
@@ -552,7 +553,7 @@ def big_endian_nwb(path):
 def test_verify_compares_values_whatever_their_byte_order(tmp_path, subtests):
     import h5py
 
-    from hdmf_zarr_parallel.verify import _equal
+    from hdmf_zarr_parallel.tools.verify import _equal
 
     source = big_endian_nwb(tmp_path / "be.nwb")
     with h5py.File(source, "r") as f:

@@ -23,8 +23,8 @@ from pynwb import NWBHDF5IO, NWBFile
 from pynwb.ecephys import ElectricalSeries
 
 from conftest import realistic
-from hdmf_zarr_parallel.convert import ConvertOptions, convert
-from hdmf_zarr_parallel.verify import compare_nwb_files, compare_zarr_stores
+from hdmf_zarr_parallel.tools.convert import ConvertOptions, convert
+from hdmf_zarr_parallel.tools.verify import compare_nwb_files, compare_zarr_stores
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 

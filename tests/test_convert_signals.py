@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hdmf_zarr_parallel.demo import write_example_hdf5
+from hdmf_zarr_parallel.tools.examples import write_example_hdf5
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -28,7 +28,7 @@ def recording(tmp_path_factory) -> Path:
 
 def start(source: Path, out: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "hdmf_zarr_parallel.cli", "convert", str(source), str(out), *args],
+        [sys.executable, "-m", "hdmf_zarr_parallel", "convert", str(source), str(out), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -51,13 +51,16 @@ def partial_of(proc: subprocess.Popen, out: Path) -> Path:
 
 
 def only_data_left(store: Path) -> bool:
-    """hdmf-zarr has consolidated the metadata after caching the spec, its last step: from now on
-    the main thread only waits for the data."""
+    """hdmf-zarr has cached the spec, its last step, and data is being stored while the root is
+    still the placeholder that marks the store incomplete: from now on the main thread only
+    waits for the data."""
     try:
         root = json.loads((store / "zarr.json").read_text())
     except (OSError, ValueError):
         return False
-    return "specifications" in ((root.get("consolidated_metadata") or {}).get("metadata") or {})
+    incomplete = any(isinstance(v, dict) and v.get("must_understand") for v in root.values())
+    spec_cached = (store / "specifications" / "core").is_dir()
+    return incomplete and spec_cached and (store / "acquisition" / "ElectricalSeries" / "data" / "c").exists()
 
 
 def listing(folder: Path) -> list[str]:
@@ -98,7 +101,7 @@ def test_a_killed_convert_is_cleaned_up_by_the_next_one(recording, tmp_path):
         proc.kill()
     assert partial.is_dir()  # nothing can clean up after SIGKILL ...
     again = subprocess.run(
-        [sys.executable, "-m", "hdmf_zarr_parallel.cli", "convert", str(recording), str(out), "--engine", "threads"],
+        [sys.executable, "-m", "hdmf_zarr_parallel", "convert", str(recording), str(out), "--engine", "threads"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -118,7 +121,7 @@ def test_a_second_convert_to_the_same_output_fails_at_once(recording, tmp_path):
     try:
         wait_until(first, lambda: partial_of(first, out).exists())
         second = subprocess.run(
-            [sys.executable, "-m", "hdmf_zarr_parallel.cli", "convert", str(recording), str(out), "--overwrite"],
+            [sys.executable, "-m", "hdmf_zarr_parallel", "convert", str(recording), str(out), "--overwrite"],
             capture_output=True,
             text=True,
             timeout=240,
@@ -135,6 +138,6 @@ def test_a_second_convert_to_the_same_output_fails_at_once(recording, tmp_path):
     )
     assert first.returncode == 0, stdout + stderr
     assert listing(tmp_path) == ["out.nwb.zarr"]
-    from hdmf_zarr_parallel.verify import compare_nwb_files
+    from hdmf_zarr_parallel.tools.verify import compare_nwb_files
 
     assert compare_nwb_files(recording, out) == []

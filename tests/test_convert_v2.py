@@ -28,10 +28,10 @@ import zarr
 from hdmf_zarr import NWBZarrV2IO
 from hdmf_zarr.nwb import NWBZarrIO
 
-from hdmf_zarr_parallel import zarr_v2
-from hdmf_zarr_parallel.convert import ConvertError, ConvertOptions, convert
-from hdmf_zarr_parallel.verify import compare_nwb_files, compare_zarr_stores
-from hdmf_zarr_parallel.zarr_v2 import ZarrV2DatasetIterator
+from hdmf_zarr_parallel.tools import zarr_v2
+from hdmf_zarr_parallel.tools.convert import ConvertError, ConvertOptions, convert
+from hdmf_zarr_parallel.tools.verify import compare_nwb_files, compare_zarr_stores
+from hdmf_zarr_parallel.tools.zarr_v2 import ZarrV2DatasetIterator
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning"),
@@ -188,7 +188,7 @@ def test_codec_and_layout_options_change_storage_not_content(case, tmp_path):
 def test_verify_from_the_command_line(ephys, tmp_path):
     out = tmp_path / "session.nwb.zarr"
     result = subprocess.run(
-        [sys.executable, "-m", "hdmf_zarr_parallel.cli", "convert", str(ephys), str(out), "--allow-pickle",
+        [sys.executable, "-m", "hdmf_zarr_parallel.tools.cli", "convert", str(ephys), str(out), "--allow-pickle",
          "--verify", "--engine", "threads", "--workers", "2", "--stream-min-mb", "0.001"],
         capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL, cwd=tmp_path,
     )  # fmt: skip
@@ -197,7 +197,7 @@ def test_verify_from_the_command_line(ephys, tmp_path):
     assert "verify: every group, dataset, attribute, reference and link matches" in result.stdout
     assert "5 dataset(s) streamed" in result.stdout and "read by: zarr, v2 chunks (5)" in result.stdout
     refused = subprocess.run(
-        [sys.executable, "-m", "hdmf_zarr_parallel.cli", "convert", str(ephys), "other.nwb.zarr"],
+        [sys.executable, "-m", "hdmf_zarr_parallel.tools.cli", "convert", str(ephys), "other.nwb.zarr"],
         capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL, cwd=tmp_path,
     )  # fmt: skip
     lines = refused.stderr.strip().splitlines()

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import walk
-from hdmf_zarr_parallel.h5direct import ContiguousReader, DirectChunkReader, direct_reader, unshuffle
+from hdmf_zarr_parallel.tools.h5direct import ContiguousReader, DirectChunkReader, direct_reader, unshuffle
 
 FILTERS = {
     "none": {},
@@ -181,6 +181,6 @@ def test_a_contiguous_dataset_never_written_is_left_to_h5py(tmp_path):
 
 def test_gzip_chunks_are_inflated_by_isal_where_installed():
     isal_zlib = pytest.importorskip("isal.isal_zlib")  # a declared dependency: CI always has it
-    from hdmf_zarr_parallel import h5direct
+    from hdmf_zarr_parallel.tools import h5direct
 
     assert h5direct.inflate is isal_zlib.decompress

@@ -214,3 +214,20 @@ def test_the_pool_starts_threads_only_for_waiting_tasks_and_abandons_stuck_ones(
     assert not stuck.done() and all(f.done() for f in queued)
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit(time.sleep, 0)
+
+
+def test_read_timeout_is_an_io_argument(tmp_path):
+    from pynwb import TimeSeries
+    from pynwb.testing.mock.file import mock_NWBFile
+
+    from hdmf_zarr_parallel import NWBParallelZarrIO
+
+    nwbfile = mock_NWBFile()
+    data = realistic((4000, 8))
+    iterator = HangingIterator(data, 3000, buffer_shape=(500, 8), chunk_shape=(100, 8))
+    nwbfile.add_acquisition(TimeSeries(name="x", data=iterator, unit="V", rate=1.0))
+    start = time.monotonic()
+    with NWBParallelZarrIO(str(tmp_path / "t.nwb.zarr"), mode="w", engine="threads", read_timeout=0.5) as io:
+        with pytest.raises(ChunkWriteError, match=r"dataset 'acquisition/x/data'.*reading region \[3000:3500, 0:8\]"):
+            io.write(nwbfile)
+    assert time.monotonic() - start < 10

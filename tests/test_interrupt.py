@@ -17,7 +17,7 @@ import pytest
 # spawned worker processes can import too.
 SLOW_ITERATOR = """
 import time
-from hdmf_zarr_parallel.bench import NpyMemmapIterator
+from hdmf_zarr_parallel.tools.examples import NpyMemmapIterator
 
 
 class SlowNpyIterator(NpyMemmapIterator):
@@ -33,7 +33,7 @@ import json, multiprocessing, sys, threading, time
 def main(npy, out, engine):
     from slow_iterator import SlowNpyIterator
     from hdmf_zarr_parallel import NWBParallelZarrIO
-    from hdmf_zarr_parallel.bench import build_ephys_nwb
+    from hdmf_zarr_parallel.tools.bench_data import build_ephys_nwb
 
     client = None
     if engine == "dask":
@@ -110,7 +110,7 @@ import os
 import time
 
 import numpy as np
-from hdmf_zarr_parallel.bench import NpyMemmapIterator
+from hdmf_zarr_parallel.tools.examples import NpyMemmapIterator
 
 
 def forever(marker):
@@ -145,7 +145,7 @@ def main(npy, out, engine, kind):
     from hdmf.data_utils import DataChunkIterator
     from hdmf_zarr.utils import ZarrDataIO
     from hdmf_zarr_parallel import NWBParallelZarrIO
-    from hdmf_zarr_parallel.bench import build_ephys_nwb
+    from hdmf_zarr_parallel.tools.bench_data import build_ephys_nwb
 
     if kind == "random":
         iterator = HangingNpyIterator(npy, chunk_shape=(1000, 32), buffer_shape=(1000, 32))
@@ -167,6 +167,9 @@ def main(npy, out, engine, kind):
         "worker_processes": len(multiprocessing.active_children()),
     }
     print(json.dumps(report), flush=True)
+    import faulthandler
+
+    faulthandler.dump_traceback_later(10, exit=True)  # still here 10 s later: say where it hangs, and end
 
 
 if __name__ == "__main__":  # the processes engine's workers import this file too

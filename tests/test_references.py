@@ -9,8 +9,8 @@ import zarr
 from hdmf_zarr.nwb import NWBZarrIO
 
 from hdmf_zarr_parallel import NWBParallelZarrIO
-from hdmf_zarr_parallel.demo import build_nwbfile
 from hdmf_zarr_parallel.metadata.references import collecting_group
+from hdmf_zarr_parallel.tools.examples import build_nwbfile
 
 GROUP_CHUNK = "general/extracellular_ephys/electrodes/group/c/0"
 

@@ -7,8 +7,8 @@ import pytest
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
 
 from conftest import realistic
-from hdmf_zarr_parallel.bench import NpyMemmapIterator
-from hdmf_zarr_parallel.convert import H5DatasetIterator
+from hdmf_zarr_parallel.tools.examples import NpyMemmapIterator
+from hdmf_zarr_parallel.tools.h5direct import H5DatasetIterator
 
 DATA = realistic((3000, 24))
 

@@ -1,7 +1,7 @@
-"""``python -m hdmf_zarr_parallel``: the ``hdmf-zarr-parallel`` command."""
+"""``python -m hdmf_zarr_parallel``: the ``hdmf-zarr-parallel`` command (:mod:`.tools.cli`)."""
 
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 sys.exit(main())

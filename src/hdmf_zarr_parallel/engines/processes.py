@@ -10,6 +10,7 @@ names it and says why, so nothing silently loses its parallelism.
 
 from __future__ import annotations
 
+import concurrent.futures.process
 import contextlib
 import itertools
 import logging
@@ -109,21 +110,32 @@ def _relay(inner: Future[int], dataset: DatasetWrite, region: Region) -> Future[
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Cancel what has not started and terminate the worker processes at once (a worker may be
-    stuck in a read that never returns), then reap them so none outlives the write."""
-    # ``_processes`` (pid -> Process) is private but present from Python 3.2 to 3.14; 3.14's public
-    # terminate_workers() does the same terminate, but we also need the processes to reap them
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
+    stuck in a read that never returns), then reap them so none outlives the write, and make
+    sure the pool's manager thread cannot hold up the interpreter's exit."""
+    # Private attributes, present from Python 3.9 to 3.14 (3.14's public terminate_workers() does
+    # the same terminate, but we also need the processes, to reap them, and the manager thread).
+    # The dict itself, not a copy: it then holds a worker that a submit is starting right now.
+    processes = getattr(pool, "_processes", None) or {}
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)  # waits for a submit in progress; no new workers after it
+    workers = list(processes.values())
+    for process in workers:
         with contextlib.suppress(Exception):  # it may have just exited
             process.terminate()
     deadline = time.monotonic() + CANCEL_GRACE_S
-    for process in processes:
+    for process in workers:
         with contextlib.suppress(Exception):
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():  # ignored SIGTERM
                 process.kill()
                 process.join(CANCEL_GRACE_S)
+    if manager is not None:
+        manager.join(max(0.1, deadline - time.monotonic()))
+        if manager.is_alive():  # python/cpython#83386: exit would join it forever
+            wakeups = getattr(concurrent.futures.process, "_threads_wakeups", None)
+            if wakeups is not None:
+                wakeups.pop(manager, None)
+            logger.warning("processes engine: the process pool's manager thread did not stop; it was left behind")
 
 
 class ProcessEngine(Engine):

@@ -13,6 +13,8 @@ import os
 import threading
 from dataclasses import dataclass
 
+from .._versions import KVIKIO_DISTRIBUTIONS, NVCOMP_DISTRIBUTIONS, installed_version
+
 __all__ = ["GpuStatus", "gpu_status"]
 
 DISABLE_ENV = "HDMF_ZARR_PARALLEL_DISABLE_GPU"
@@ -42,24 +44,11 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _dist_version(*names: str) -> str | None:
-    from importlib import metadata
-
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-        except Exception:  # pragma: no cover - broken metadata
-            continue
-    return None
-
-
 def _probe() -> GpuStatus:
     if os.environ.get(DISABLE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
         return GpuStatus(False, f"GPU disabled by {DISABLE_ENV}")
 
-    kvikio_version = _dist_version("kvikio-cu13", "kvikio-cu12", "kvikio")
+    kvikio_version = installed_version(*KVIKIO_DISTRIBUTIONS)
 
     # 1. cupy
     try:
@@ -113,9 +102,7 @@ def _probe() -> GpuStatus:
             cupy_version,
             kvikio_version=kvikio_version,
         )
-    nvcomp_version = str(
-        getattr(nvcomp, "__version__", None) or _dist_version("nvidia-nvcomp-cu13", "nvidia-nvcomp-cu12")
-    )
+    nvcomp_version = str(getattr(nvcomp, "__version__", None) or installed_version(*NVCOMP_DISTRIBUTIONS))
     # Creating a codec touches the CUDA runtime nvCOMP was built against: a driver that
     # is too old shows up here, not at import.
     errors: list[str] = []

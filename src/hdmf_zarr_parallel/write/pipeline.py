@@ -205,6 +205,8 @@ class PipelineRun:
         if self._dispatcher is not None:
             self._dispatcher.close()
         self.engine.shutdown(cancel=failed)
+        if deadline is not None:  # a moment for the dispatcher and feeders to see the stop, however long that took
+            deadline = max(deadline, time.monotonic() + 0.2)
         if self._dispatcher is not None:
             self._dispatcher.join(threading.Event(), deadline)
         for feeder in self._feeders:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .zarr_v2 import is_v2_store, open_reader, pickle_decoding, quiet_reader
+
 
 def compare_nwb_files(a: str | Path, b: str | Path, limit: int = 20, allow_pickle: bool = False) -> list[str]:
     """Read two NWB files (HDF5, Zarr v3 or Zarr v2, by kind) back with hdmf and compare them.
@@ -23,8 +25,6 @@ def compare_nwb_files(a: str | Path, b: str | Path, limit: int = 20, allow_pickl
     at most ``limit``; empty when the files hold the same content. ``allow_pickle``: a Zarr v2
     file may decode its pickle-encoded datasets (trusted files only; see :mod:`.zarr_v2`).
     """
-    from .zarr_v2 import pickle_decoding, quiet_reader
-
     problems: list[str] = []
     with pickle_decoding(allow_pickle), quiet_reader():
         with _open_nwb(a, allow_pickle) as io_a, _open_nwb(b, allow_pickle) as io_b:
@@ -35,8 +35,6 @@ def compare_nwb_files(a: str | Path, b: str | Path, limit: int = 20, allow_pickl
 def _open_nwb(path: str | Path, allow_pickle: bool = False):
     from hdmf_zarr.nwb import NWBZarrIO
     from pynwb import NWBHDF5IO
-
-    from .zarr_v2 import is_v2_store, open_reader
 
     path = Path(path)
     if is_v2_store(path):

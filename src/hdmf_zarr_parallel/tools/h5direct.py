@@ -3,19 +3,19 @@
 h5py serialises every call into libhdf5 with one global lock, and libhdf5 runs the
 filter pipeline (gzip decompression) and the copy out of the file inside that call.
 Engine workers that read an NWB HDF5 dataset through ``dataset[selection]`` therefore
-read one at a time: about 250 MB/s for a gzip-compressed recording, about 350 MB/s for
-an uncompressed one, however many cores there are. Two readers avoid that:
+read one at a time, however many cores there are. Two readers avoid that:
 
 * :class:`ContiguousReader`: a contiguous, unfiltered dataset in a local file is
   memory-mapped read-only at its offset; threads copy from the map concurrently.
 * :class:`DirectChunkReader`: for a chunked dataset filtered by deflate (gzip) and/or
   shuffle, only the raw read of each HDF5 chunk (``read_direct_chunk``) holds the lock;
   inflating and unshuffling run in the calling thread, without the GIL. Inflating uses
-  ISA-L (``isal``) where installed: the same bytes as ``zlib``, 1.8x faster here
-  (505 against 275 MB/s on one core).
+  ISA-L (``isal``) where installed: the same bytes as ``zlib``, in less time (measured in
+  ``benchmarks/HISTORY.md``, "Inflating HDF5 chunks with ISA-L").
 
 :func:`direct_reader` picks one, or returns ``None`` (other filters, layouts, drivers or
-dtypes), and the caller reads through h5py as before.
+dtypes), and the caller reads through h5py as before. :class:`H5DatasetIterator` is the
+iterator ``convert`` streams an HDF5 dataset through: a direct reader where one applies.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
+
+from .reopening import NamedDatasetIterator
 
 try:
     from isal.isal_zlib import decompress as inflate
@@ -152,7 +154,8 @@ class DirectChunkReader(DirectReader):
 def unshuffle(data: bytes, itemsize: int) -> np.ndarray:
     """Undo HDF5's byte shuffle, which stores byte k of every element together (k = 0 .. itemsize-1).
 
-    One strided copy per byte position: about 5x faster than a transpose of the whole buffer.
+    One strided copy per byte position, rather than a transpose of the whole buffer (the slower
+    first version, in ``benchmarks/HISTORY.md``).
     """
     raw = np.frombuffer(data, dtype=np.uint8)
     if itemsize == 1:
@@ -162,3 +165,40 @@ def unshuffle(data: bytes, itemsize: int) -> np.ndarray:
     for k in range(itemsize):
         out[k::itemsize] = raw[k * count : (k + 1) * count]
     return out
+
+
+class H5DatasetIterator(NamedDatasetIterator):
+    """Buffers of one HDF5 dataset; pickles by (file path, dataset name), the copy reopens the file.
+
+    h5py serialises every read with one lock, decompression and copying included, so
+    where the layout allows the workers read outside it, many at once (a memory map of a
+    contiguous dataset, or raw HDF5 chunks they inflate themselves: :func:`direct_reader`);
+    else through the ``h5py.Dataset``.
+    """
+
+    concurrent_reads = True  # h5py locks each call; direct reads share no state
+
+    def __init__(self, path: str, name: str, dataset: Any = None, **kwargs: Any) -> None:
+        self._file = None
+        super().__init__(path, name, dataset, **kwargs)
+        self._direct = direct_reader(self._dataset)
+
+    def _open(self) -> Any:
+        import h5py
+
+        self._file = h5py.File(self.path, "r")
+        return self._file[self.name]
+
+    @property
+    def reading(self) -> str:
+        """How the workers read this dataset (for the conversion report)."""
+        return self._direct.how if self._direct is not None else "h5py, one read at a time"
+
+    def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
+        bounds = self._direct.bounds(selection) if self._direct is not None else None
+        return self._direct.read(bounds) if bounds is not None else self._dataset[selection]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -16,20 +16,16 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
-from .convert import CODECS, DEFAULT_STREAM_MIN_BYTES
-from .options import ENGINES
+from .._versions import CUPY_DISTRIBUTIONS, KVIKIO_DISTRIBUTIONS, NVCOMP_DISTRIBUTIONS, installed_version
+from ..options import ENGINES
+from .convert_plan import CODECS, DEFAULT_STREAM_MIN_BYTES
 
 PROG = "hdmf-zarr-parallel"
 DEPENDENCIES = ("hdmf", "hdmf-zarr", "zarr", "numcodecs", "pynwb", "numpy", "tqdm")
-GPU_DISTRIBUTIONS = (
-    ("cupy", ("cupy-cuda13x", "cupy-cuda12x", "cupy")),
-    ("nvCOMP", ("nvidia-nvcomp-cu13", "nvidia-nvcomp-cu12", "nvidia-nvcomp")),
-    ("kvikio", ("kvikio-cu13", "kvikio-cu12", "kvikio")),
-)
+GPU_DISTRIBUTIONS = (("cupy", CUPY_DISTRIBUTIONS), ("nvCOMP", NVCOMP_DISTRIBUTIONS), ("kvikio", KVIKIO_DISTRIBUTIONS))
 DEBUG_ENV = "HDMF_ZARR_PARALLEL_DEBUG"
 
 
@@ -90,7 +86,7 @@ _nonnegative_float = _number(float, "a number >= 0", lambda v: v >= 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = _Parser(prog=PROG, description="Parallel (CPU pool or GPU/nvCOMP) writes of HDMF/NWB data to Zarr v3.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -259,7 +255,7 @@ def _dask_client(address: str, workers: int | None, stack: contextlib.ExitStack)
     except ImportError:
         raise CliError("convert: --engine dask needs the dask extra (pip install 'hdmf-zarr-parallel[dask]')") from None
     if address == "local":
-        from .options import default_workers
+        from ..options import default_workers
 
         cluster = stack.enter_context(
             LocalCluster(
@@ -305,6 +301,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import DEFAULT_WRITERS, BenchConfig, run_bench
+    from .bench_chart import MissingExtraError
 
     settings = {
         "cases": args.cases,
@@ -320,7 +317,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         config = BenchConfig.quick(**settings) if args.quick else BenchConfig(**settings)
     except ValueError as exc:
         raise CliError(f"bench: {exc}", status=2) from None
-    run_bench(config, sys.stdout)
+    try:
+        run_bench(config, sys.stdout)
+    except MissingExtraError as exc:
+        raise CliError(f"bench: {exc}") from None
     return 0
 
 
@@ -333,24 +333,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if run_demo(config, sys.stdout) else 1
 
 
-def _version(*names: str) -> str | None:
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import __version__
+    from .. import __version__
 
     rows: list[tuple[str, str]] = [(PROG, __version__), ("python", f"{platform.python_version()} ({sys.executable})")]
-    rows += [(name, _version(name) or "not installed") for name in DEPENDENCIES]
+    rows += [(name, installed_version(name) or "not installed") for name in DEPENDENCIES]
     rows.append(("platform", f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"))
-    rows += [(label, _version(*dists) or "not installed") for label, dists in GPU_DISTRIBUTIONS]
+    rows += [(label, installed_version(*dists) or "not installed") for label, dists in GPU_DISTRIBUTIONS]
     try:
-        from .gpu.status import gpu_status
+        from ..gpu.status import gpu_status
     except ImportError as exc:
         rows.append(("GPU", f"unknown (gpu_support unavailable: {exc})"))
     else:
@@ -368,7 +359,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     try:
-        from .engines import choose_auto_engine
+        from ..engines import choose_auto_engine
 
         name, reason = choose_auto_engine()
     except Exception as exc:  # noqa: BLE001 - info reports, it does not fail

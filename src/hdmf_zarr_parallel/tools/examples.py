@@ -1,33 +1,31 @@
-"""``hdmf-zarr-parallel demo``: write a synthetic ephys recording to NWB Zarr, check it, time it.
+"""Example data and NWB files: what the demo, the benchmarks, the tests and the notebooks write.
 
-The recording looks like a Neuropixels-style int16 stream: Gaussian noise per
-channel, a slow spatially correlated LFP and sparse spikes. It is not stored in
-memory: :class:`SyntheticEphysIterator` computes any region on demand from two
-small seeded tables, so the demo scales to any length, its data compress like
-real ephys data (about 2x with zstd, neither zeros nor uniform noise), and the
-same bytes can be regenerated to check what was written.
-
-The demo writes the recording with :class:`~hdmf_zarr_parallel.NWBParallelZarrIO`,
-reads it back with stock ``hdmf_zarr.nwb.NWBZarrIO`` and compares every sample,
-then writes it again with stock ``NWBZarrIO`` (one buffer after another) and
-prints both throughputs.
+* :class:`SyntheticEphys` and :class:`SyntheticEphysIterator`: a Neuropixels-style int16
+  recording of any length, computed on demand from two small seeded tables: Gaussian noise per
+  channel, a slow spatially correlated LFP and sparse spikes. Its data compress like real ephys
+  data (neither zeros nor uniform noise), and the same bytes can be regenerated to check what
+  was written.
+* :func:`build_nwbfile`, :func:`build_example_nwbfile`, :func:`write_example_hdf5`: NWB files
+  around such data, from one ``ElectricalSeries`` to every neurodata type a conversion must
+  carry over (electrodes, LFP, two-photon imaging, units), in memory or as NWB HDF5.
+* :class:`NpyMemmapIterator`: buffers of a ``.npy`` file, read through a memory map; it pickles
+  by path, so worker processes reopen the file instead of receiving its data.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
-import time
-import warnings
+import os
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 from hdmf.data_utils import GenericDataChunkIterator
+
+from .reopening import ReopensFromState
 
 RATE = 30_000.0
 NOISE_FRAMES = 65_536  # rows of the noise table; the LFP table has a coprime length
@@ -121,29 +119,14 @@ class SyntheticEphysIterator(GenericDataChunkIterator):
         return SyntheticEphysIterator(**state)
 
 
-@dataclass(frozen=True)
-class DemoConfig:
-    seconds: float = 45.0  # 384 channels x 30 kHz x 45 s of int16: 1.04 GB
-    channels: int = 384
-    workdir: Path | None = None  # None: a temporary folder, removed afterwards
-    engine: str | None = None  # None: "auto"
-    workers: int | None = None
+START = datetime(2024, 6, 11, 12, 0, tzinfo=UTC)
 
-    def __post_init__(self) -> None:
-        if not self.seconds > 0:
-            raise ValueError(f"--seconds must be > 0, got {self.seconds}")
-        if self.channels < 1:
-            raise ValueError(f"--channels must be >= 1, got {self.channels}")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {self.workers}")
 
-    @property
-    def num_frames(self) -> int:
-        return max(1, round(self.seconds * RATE))
+def new_nwbfile(description: str, identifier: str, start: datetime = START, **fields: Any):
+    """An empty ``NWBFile`` (``fields``: any other ``NWBFile`` arguments, e.g. ``lab``)."""
+    from pynwb import NWBFile
 
-    @property
-    def nbytes(self) -> int:
-        return self.num_frames * self.channels * 2
+    return NWBFile(session_description=description, identifier=identifier, session_start_time=start, **fields)
 
 
 def add_probe(nwbfile: Any, channels: int) -> Any:
@@ -176,123 +159,32 @@ def add_raw_ephys(nwbfile: Any, data: Any, channels: int, description: str = "no
     return series
 
 
+def add_two_photon_series(nwbfile: Any, data: Any, rate: float = 30.0) -> Any:
+    """A two-photon microscope, its imaging plane and, in acquisition, a ``TwoPhotonSeries`` of
+    ``data`` (frames x height x width) at ``rate`` frames per second; returns the series."""
+    from pynwb.ophys import OpticalChannel, TwoPhotonSeries
+
+    microscope = nwbfile.create_device(name="microscope", description="two-photon microscope")
+    plane = nwbfile.create_imaging_plane(
+        name="plane0",
+        optical_channel=OpticalChannel(name="green", description="GCaMP", emission_lambda=510.0),
+        description="layer 2/3",
+        device=microscope,
+        excitation_lambda=920.0,
+        imaging_rate=rate,
+        indicator="GCaMP6f",
+        location="V1",
+    )
+    series = TwoPhotonSeries(name="TwoPhotonSeries", data=data, imaging_plane=plane, rate=rate, unit="n.a.")
+    nwbfile.add_acquisition(series)
+    return series
+
+
 def build_nwbfile(data: Any, channels: int):
     """An NWBFile holding ``data`` as an ElectricalSeries over a ``channels``-row electrodes table."""
-    from pynwb import NWBFile
-
-    nwbfile = NWBFile(
-        session_description="hdmf-zarr-parallel demo: synthetic 30 kHz int16 recording",
-        identifier="hdmf-zarr-parallel-demo",
-        session_start_time=datetime(2024, 6, 11, 12, 0, tzinfo=UTC),
-    )
+    nwbfile = new_nwbfile("hdmf-zarr-parallel demo: synthetic 30 kHz int16 recording", "hdmf-zarr-parallel-demo")
     add_raw_ephys(nwbfile, data, channels, description="synthetic int16 ephys")
     return nwbfile
-
-
-def _timed_write(path: Path, make_io: Callable[[str], Any], config: DemoConfig) -> tuple[float, Any]:
-    nwbfile = build_nwbfile(SyntheticEphysIterator(config.num_frames, config.channels), config.channels)
-    if path.exists():
-        shutil.rmtree(path)
-    start = time.perf_counter()
-    with make_io(str(path)) as io:
-        io.write(nwbfile)
-    return time.perf_counter() - start, io
-
-
-def verify(path: Path, config: DemoConfig) -> tuple[bool, str, int]:
-    """Read ``path`` with stock NWBZarrIO and compare every sample; returns (ok, detail, stored bytes)."""
-    from hdmf_zarr.nwb import NWBZarrIO
-
-    source = SyntheticEphys(config.channels)
-    with NWBZarrIO(str(path), mode="r") as io:
-        nwbfile = io.read()
-        series = nwbfile.acquisition["ElectricalSeries"]
-        data = series.data
-        stored = int(data.nbytes_stored()) if hasattr(data, "nbytes_stored") else 0
-        expected_shape = (config.num_frames, config.channels)
-        if tuple(data.shape) != expected_shape or np.dtype(data.dtype) != np.int16:
-            return False, f"shape/dtype {tuple(data.shape)} {data.dtype}, expected {expected_shape} int16", stored
-        if len(series.electrodes) != config.channels:
-            return False, f"{len(series.electrodes)} electrodes referenced, expected {config.channels}", stored
-        step = BUFFER_CHUNKS * CHUNK_FRAMES
-        for start in range(0, config.num_frames, step):
-            stop = min(start + step, config.num_frames)
-            got = np.asarray(data[start:stop])
-            want = source.frames(start, stop)
-            if not np.array_equal(got, want):
-                bad = np.argwhere(got != want)[0]
-                return False, f"first mismatch at frame {start + bad[0]}, channel {bad[1]}", stored
-    return True, f"{config.nbytes:,} bytes identical", stored
-
-
-def _engine_choice() -> tuple[str, str]:
-    try:
-        from .engines import choose_auto_engine
-
-        return choose_auto_engine()
-    except Exception as exc:  # noqa: BLE001 - only informative here; the write itself reports real errors
-        return "unknown", f"could not determine ({type(exc).__name__}: {exc})"
-
-
-def run_demo(config: DemoConfig, out: TextIO) -> bool:
-    """Run the demo, printing to ``out``; returns whether the read-back matched."""
-    from hdmf_zarr.nwb import NWBZarrIO
-
-    from .io import NWBParallelZarrIO
-
-    def say(text: str = "") -> None:
-        print(text, file=out, flush=True)
-
-    engine = config.engine or "auto"
-    auto_name, auto_reason = _engine_choice()
-    probe = SyntheticEphysIterator(config.num_frames, config.channels)
-    say("hdmf-zarr-parallel demo")
-    say(
-        f"  recording : {config.channels} channels x {RATE / 1000:g} kHz x {config.num_frames / RATE:g} s int16 "
-        f"= {config.nbytes / 1e9:.3f} GB"
-    )
-    say(f"  layout    : chunks {probe.chunk_shape}, iterator buffers {probe.buffer_shape}")
-    say(f"  auto engine: {auto_name} — {auto_reason}")
-    say(f"  engine    : {engine}" + (f", {config.workers} workers" if config.workers else ""))
-
-    warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)  # hdmf-zarr's own
-    temporary = config.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="hdmf-zarr-parallel-demo-")) if temporary else Path(config.workdir)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        say(f"  workdir   : {workdir}" + (" (temporary)" if temporary else ""))
-        ours_path, stock_path = workdir / "demo_parallel.nwb.zarr", workdir / "demo_stock.nwb.zarr"
-
-        say("writing with NWBParallelZarrIO ...")
-        ours_s, io = _timed_write(
-            ours_path,
-            lambda p: NWBParallelZarrIO(p, mode="w", engine=engine, max_workers=config.workers, progress=True),
-            config,
-        )
-        report = io.last_write_report
-        used = report.engine if report is not None else engine
-        say(f"  engine used: {used}")
-
-        ok, detail, stored = verify(ours_path, config)
-        ratio = f", compression ratio {config.nbytes / stored:.2f}x" if stored else ""
-        say(f"read back with stock NWBZarrIO: {'PASS' if ok else 'FAIL'} — {detail}{ratio}")
-
-        say("writing with stock NWBZarrIO (serial) ...")
-        stock_s, _ = _timed_write(stock_path, lambda p: NWBZarrIO(p, mode="w"), config)
-
-        mb = config.nbytes / 1e6
-        rows = [(f"hdmf-zarr-parallel, {used}", ours_s), ("hdmf-zarr stock, serial", stock_s)]
-        width = max(len(name) for name, _ in rows)
-        say()
-        say(f"{'writer':<{width}}  {'seconds':>8}  {'MB/s':>8}")
-        for name, seconds in rows:
-            say(f"{name:<{width}}  {seconds:8.2f}  {mb / seconds:8.1f}")
-        say(f"speed-up: {stock_s / ours_s:.2f}x")
-        say("PASS" if ok else "FAIL")
-        return ok
-    finally:
-        if temporary:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def build_example_nwbfile(
@@ -313,16 +205,13 @@ def build_example_nwbfile(
     and compressible (the ephys is :class:`SyntheticEphys`). ``wrap`` is applied to the
     three large arrays (raw, LFP, movie), e.g. to give them HDF5 storage settings.
     """
-    from pynwb import NWBFile
     from pynwb.ecephys import LFP, ElectricalSeries
-    from pynwb.ophys import OpticalChannel, TwoPhotonSeries
 
     rng = np.random.default_rng(seed)
     num_frames = max(1, round(seconds * RATE))
-    nwbfile = NWBFile(
-        session_description="hdmf-zarr-parallel example: ephys, LFP, two-photon imaging and units",
-        identifier="hdmf-zarr-parallel-example",
-        session_start_time=datetime(2024, 6, 11, 12, 0, tzinfo=UTC),
+    nwbfile = new_nwbfile(
+        "hdmf-zarr-parallel example: ephys, LFP, two-photon imaging and units",
+        "hdmf-zarr-parallel-example",
         experimenter=["Doe, Jane"],
         lab="example lab",
         institution="example institute",
@@ -339,30 +228,11 @@ def build_example_nwbfile(
         ElectricalSeries(name="LFP", data=wrap(lfp_data), electrodes=half, rate=RATE / 30, filtering="decimated 30x")
     )
 
-    microscope = nwbfile.create_device(name="microscope", description="two-photon microscope")
-    plane = nwbfile.create_imaging_plane(
-        name="plane0",
-        optical_channel=OpticalChannel(name="green", description="GCaMP", emission_lambda=510.0),
-        description="layer 2/3",
-        device=microscope,
-        excitation_lambda=920.0,
-        imaging_rate=30.0,
-        indicator="GCaMP6f",
-        location="V1",
-    )
     yy, xx = np.mgrid[:frame_side, :frame_side]
     background = 200.0 + 100.0 * np.sin(yy / 9.0) * np.cos(xx / 7.0)
     movie = background[None] * (1.0 + 0.3 * np.sin(np.arange(frames) / 5.0))[:, None, None]
     movie += rng.normal(0.0, 8.0, size=movie.shape)
-    nwbfile.add_acquisition(
-        TwoPhotonSeries(
-            name="TwoPhotonSeries",
-            data=wrap(np.clip(np.rint(movie), 0, 65535).astype(np.uint16)),
-            imaging_plane=plane,
-            rate=30.0,
-            unit="n.a.",
-        )
-    )
+    add_two_photon_series(nwbfile, wrap(np.clip(np.rint(movie), 0, 65535).astype(np.uint16)))
 
     nwbfile.add_unit_column(name="quality", description="curation label")
     duration = num_frames / RATE
@@ -395,3 +265,40 @@ def write_example_hdf5(path: str | Path, compressed: bool = False, **kwargs: Any
     with NWBHDF5IO(str(path), mode="w") as io:
         io.write(build_example_nwbfile(**kwargs, **({"wrap": gzip} if compressed else {})))
     return path
+
+
+class NpyMemmapIterator(ReopensFromState, GenericDataChunkIterator):
+    """Reads buffers from a memmapped ``.npy`` file; pickles by path (the copy reopens the memmap).
+
+    ``pid_log``: a file each read appends its process and thread id to, for tests and benchmarks
+    that check where the reads ran.
+    """
+
+    concurrent_reads = True  # slicing a read-only memmap is thread-safe
+
+    def __init__(self, path: str, pid_log: str | None = None, **kwargs) -> None:
+        self.path = str(path)
+        self.pid_log = pid_log
+        self._array = np.load(self.path, mmap_mode="r")
+        kwargs.setdefault("display_progress", False)
+        super().__init__(**kwargs)
+
+    def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
+        if self.pid_log:
+            with open(self.pid_log, "a") as f:
+                f.write(f"{os.getpid()} {threading.get_ident()}\n")
+        return np.array(self._array[selection])  # really read, not a view of the map
+
+    def _get_maxshape(self) -> tuple[int, ...]:
+        return self._array.shape
+
+    def _get_dtype(self) -> np.dtype:
+        return self._array.dtype
+
+    def _to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "pid_log": self.pid_log,
+            "chunk_shape": tuple(self.chunk_shape),
+            "buffer_shape": tuple(self.buffer_shape),
+        }

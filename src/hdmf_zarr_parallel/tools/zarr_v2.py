@@ -9,8 +9,9 @@ serially by ``ZarrIO._copy_array``: the source chunks, its numcodecs compressor 
 mapped to zarr v3 (``ZarrIO._to_v3_codecs``), its fill value, and all of its ``.zattrs``
 (``zarr_dtype`` included, and no ``_DTYPE``), followed by the builder's attributes.
 
-:func:`open_source` follows the same route; :func:`write_v2_dataset` (called by convert's IO
-for each dataset builder) swaps each large numeric v2 array for a :class:`ZarrV2DatasetIterator`
+:func:`open_source` follows the same route; :func:`write_v2_dataset` (called by
+:class:`.convert_io.ConvertIO` for each dataset builder) swaps each large numeric v2 array for a
+:class:`ZarrV2DatasetIterator`
 — a picklable ``GenericDataChunkIterator`` that reopens the store by path — with the settings
 ``_copy_array`` would use, so the engines read, decode, encode and store its chunks in
 parallel, and afterwards leaves the attributes as ``_copy_array`` leaves them. The output equals
@@ -34,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hdmf.data_utils import GenericDataChunkIterator
 
-from .convert import ConvertError, ConvertOptions, _is_streamable, make_compressors, plan_layout
-from .reopening import ReopensFromState
+from ..errors import ConvertError
+from .convert_plan import ConvertOptions, is_streamable, make_compressors, plan_layout
+from .reopening import NamedDatasetIterator
 
 READING = "zarr, v2 chunks"  # how the workers read a streamed v2 array (for the conversion report)
 
@@ -193,42 +194,21 @@ def open_array(path: str | Path, name: str) -> Any:
     return zarr.open_array(store=LocalStore(str(path), read_only=True), path=name.strip("/"), mode="r", zarr_format=2)
 
 
-class ZarrV2DatasetIterator(ReopensFromState, GenericDataChunkIterator):
+class ZarrV2DatasetIterator(NamedDatasetIterator):
     """Buffers of one Zarr v2 array; pickles by (store path, array name), the copy reopens the store.
 
     Reads go through zarr-python 3, which decodes each chunk with the array's numcodecs codecs;
-    zarr reads are thread-safe, so the workers read concurrently.
+    zarr reads are thread-safe, so the workers read concurrently. A zarr array holds no open file.
     """
 
     concurrent_reads = True
     reading = READING
 
-    def __init__(self, path: str, name: str, array: Any = None, **kwargs: Any) -> None:
-        self.path = str(path)
-        self.name = name
-        self._array = open_array(self.path, name) if array is None else array
-        kwargs.setdefault("display_progress", False)
-        super().__init__(**kwargs)
+    def _open(self) -> Any:
+        return open_array(self.path, self.name)
 
     def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
-        return np.asarray(self._array[selection])
-
-    def _get_maxshape(self) -> tuple[int, ...]:
-        return tuple(self._array.shape)
-
-    def _get_dtype(self) -> np.dtype:
-        return np.dtype(self._array.dtype)
-
-    def _to_dict(self) -> dict:
-        return {
-            "path": self.path,
-            "name": self.name,
-            "chunk_shape": tuple(self.chunk_shape),
-            "buffer_shape": tuple(self.buffer_shape),
-        }
-
-    def close(self) -> None:
-        pass  # a zarr array holds no open file
+        return np.asarray(self._dataset[selection])
 
 
 # --------------------------------------------------------------------------------------
@@ -247,7 +227,7 @@ def _streamable(array: Any, options: ConvertOptions) -> bool:
         return False
     if options.codec is not None:  # stock's copy keeps the source codecs: the new codec needs our path
         return array.ndim >= 1 and all(s > 0 for s in array.shape)
-    return _is_streamable(array, options)
+    return is_streamable(array, options)
 
 
 def write_v2_dataset(io: Any, kwargs: dict[str, Any], write: Callable[..., Any]) -> Any:
@@ -267,14 +247,7 @@ def write_v2_dataset(io: Any, kwargs: dict[str, Any], write: Callable[..., Any])
         io.copied += 1
         return write(**kwargs)
     layout = plan_layout(data, options)
-    iterator = ZarrV2DatasetIterator(
-        io.source_path,
-        data.name,
-        array=data,
-        chunk_shape=tuple(min(c, s) for c, s in zip(layout.chunks, data.shape, strict=True)),
-        buffer_shape=layout.buffer_shape,
-    )
-    io._iterators.append(iterator)
+    iterator = io.open_iterator(ZarrV2DatasetIterator, data, layout)
     compressors = ZarrIO._to_v3_codecs(data.compressors) if data.compressors else None
     filters = ZarrIO._to_v3_codecs(data.filters) if data.filters else None
     if options.codec is not None:
@@ -299,6 +272,5 @@ def write_v2_dataset(io: Any, kwargs: dict[str, Any], write: Callable[..., Any])
         missing = {k: v for k, v in source_attributes.items() if k not in dset.attrs}
         if missing:
             dset.update_attributes(missing)
-    io.streamed.append((data.name, int(data.size * np.dtype(data.dtype).itemsize)))
-    io.reading[data.name] = iterator.reading
+    io.record_streamed(data, iterator)
     return dset
