@@ -57,6 +57,24 @@ def test_the_reach_rule(tmp_path):
     assert "ZipStore" in unreachable_reason(zarr.storage.ZipStore(tmp_path / "a.zip", mode="w"))
     memory = zarr.storage.FsspecStore.from_url("memory://hzp-reach.zarr")
     assert "memory://" in unreachable_reason(memory)
+    assert unreachable_reason(zarr.storage.FsspecStore.from_url(f"file://{tmp_path}/f.zarr")) is None
+
+
+def test_processes_write_an_fsspec_url(tmp_path):
+    """The one rule: what Dask workers can reach, worker processes can too."""
+    data = realistic((400, 4))
+    store = zarr.storage.FsspecStore.from_url(f"file://{tmp_path}/f.zarr", storage_options={"auto_mkdir": True})
+    array = make_array(store, data.shape, data.dtype, (50, 4))
+    dataset = DatasetWrite(array, NumpyIterator(data, buffer_shape=(100, 4)))
+    assert process_ineligibility(dataset) is None
+    engine = ProcessEngine(1)
+    try:
+        route = engine.admit(dataset)
+        assert route.engine is engine
+        assert route.submit_region((slice(0, 100), slice(0, 4))).result() == 100 * 4 * 2
+    finally:
+        engine.shutdown()
+    np.testing.assert_array_equal(zarr.open_array(f"{tmp_path}/f.zarr", mode="r")[:100], data[:100])
 
 
 def test_processes_and_dask_use_the_same_rule(tmp_path):
