@@ -1,7 +1,7 @@
 """The engine seam: every engine runs the same two kinds of task.
 
 Like ``concurrent.futures``, one small interface with interchangeable
-implementations. The pipeline (``pipeline.py``) decides *what* to write, in which
+implementations. The pipeline (:mod:`..write.pipeline`) decides *what* to write, in which
 order and under which memory bound; an engine decides *where* the work runs.
 
 A dataset joins an engine through :meth:`Engine.admit`, which returns its :class:`Route`:
