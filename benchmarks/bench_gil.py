@@ -59,14 +59,14 @@ def host_lane_gpu_write(array, iterator, workers: int) -> None:
     """engine="gpu" on the host lane: the only use of package internals (the imports of
     tests/test_gpu_engine_cpu.py). Repoint here when those modules move."""
     from hdmf_zarr_parallel import WriteOptions
-    from hdmf_zarr_parallel.dataset import DatasetWriter
     from hdmf_zarr_parallel.gpu.engine import GpuEngine
     from hdmf_zarr_parallel.gpu.lanes import HostLane
-    from hdmf_zarr_parallel.pipeline import write_datasets
+    from hdmf_zarr_parallel.write.dataset import DatasetWrite
+    from hdmf_zarr_parallel.write.pipeline import write_datasets
 
     options = WriteOptions(engine="gpu", max_workers=workers)
     engine = GpuEngine(workers, options.gpu_batch_bytes, lanes=options.gpu_streams, lane_factory=HostLane)
-    write_datasets([DatasetWriter(array, iterator)], engine, options)
+    write_datasets([DatasetWrite(array, iterator)], engine, options)
 
 
 def prepare_write(cfg: dict, npy: str, out: Path, client=None) -> tuple[Callable[[], None], Path]:

@@ -25,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from bench_write import NpyMemmapIterator, _StageClock, generate_ephys  # noqa: E402
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue  # noqa: E402
 
-from hdmf_zarr_parallel.dataset import DatasetWriter  # noqa: E402
 from hdmf_zarr_parallel.engines import make_engine  # noqa: E402
 from hdmf_zarr_parallel.options import WriteOptions  # noqa: E402
-from hdmf_zarr_parallel.pipeline import write_datasets  # noqa: E402
+from hdmf_zarr_parallel.write.dataset import DatasetWrite  # noqa: E402
+from hdmf_zarr_parallel.write.pipeline import write_datasets  # noqa: E402
+from hdmf_zarr_parallel.write.source import DatasetSource  # noqa: E402
 
 LAYOUTS = {
     "chunks 1 MiB": {"chunks": (8192, 64), "shards": None},
@@ -54,7 +55,7 @@ def write_layout(npy: Path, shape: tuple[int, ...], geometry: dict, config: str,
         queue.exhaust_queue()
     else:
         settings = WriteOptions(engine=config, **options)
-        write_datasets([DatasetWriter(array, iterator)], make_engine(settings), settings)
+        write_datasets([DatasetWrite(array, iterator)], make_engine(settings), settings)
     return time.perf_counter() - t0
 
 
@@ -64,7 +65,7 @@ def profile_gpu(npy: Path, shape: tuple[int, ...], geometry: dict, out: Path) ->
     from hdmf_zarr_parallel.gpu import lanes as gpu_lanes
 
     clock = _StageClock()
-    clock.wrap(DatasetWriter, "read", "read (iterator, memmap -> RAM)")
+    clock.wrap(DatasetSource, "read", "read (iterator, memmap -> RAM)")
     clock.wrap(gpu_lanes.NvcompLane, "upload", "upload (staging copy + H2D)")
     clock.wrap(gpu, "chunk_matrix", "carve chunk matrix (device)")
     clock.wrap(gpu, "fill_rows", "all-fill check (device, sync)")

@@ -204,7 +204,7 @@ class Ceiling:
     def _encode_and_store_once(self) -> float:
         from zarr.storage import LocalStore
 
-        from hdmf_zarr_parallel.sink import make_sink
+        from hdmf_zarr_parallel.write.sink import make_sink
 
         target = self.store_dir / "ceiling-store.zarr"
         _release(target)
@@ -382,10 +382,11 @@ class _StageClock:
 
 def profile_threads(case: Case, workdir: Path, workers: int) -> dict:
     """Where one threads-engine write spends its time: per-stage thread-seconds, and the phases of the write."""
-    from hdmf_zarr_parallel import cpu, dataset, pipeline, queue, sink  # noqa: F401
+    from hdmf_zarr_parallel import cpu  # noqa: F401
+    from hdmf_zarr_parallel.write import pipeline, queue, sink, source  # noqa: F401
 
     clock = _StageClock()
-    clock.wrap(dataset.DatasetWriter, "read", "read (iterator, memmap -> RAM)")
+    clock.wrap(source.DatasetSource, "read", "read (iterator, memmap -> RAM)")
     clock.wrap(cpu.unit.ZarrUnitEncoder, "pad", "contiguous copy / pad of a chunk")
     clock.wrap(cpu.unit.ZarrUnitEncoder, "encode", "_encode_total")
     clock.wrap(sink.LocalFileSink, "put_many", "store (write chunk files)")

@@ -13,10 +13,11 @@ import zarr
 from hdmf.data_utils import AbstractDataChunkIterator, DataChunk, DataChunkIterator, GenericDataChunkIterator
 from hypothesis import settings
 
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.engines import make_engine
 from hdmf_zarr_parallel.options import WriteOptions
-from hdmf_zarr_parallel.pipeline import WriteReport, write_datasets
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from hdmf_zarr_parallel.write.pipeline import write_datasets
+from hdmf_zarr_parallel.write.report import WriteReport
 
 # No per-example deadline anywhere: a slow or busy CI machine must not fail a property test
 # whose examples write real stores. A test's own @settings still sets its example count.
@@ -140,7 +141,7 @@ def make_array(store, data_shape, dtype, chunks, shards=None, **kwargs) -> zarr.
 def pipeline_write(arrays_and_iterators, **option_kwargs) -> WriteReport:
     """Write through the pipeline as the queue would, with the given WriteOptions."""
     options = WriteOptions(**{"engine": "threads", "max_workers": 3, **option_kwargs})
-    writers = [DatasetWriter(array, iterator, options.concurrent_reads) for array, iterator in arrays_and_iterators]
+    writers = [DatasetWrite(array, iterator, options.concurrent_reads) for array, iterator in arrays_and_iterators]
     return write_datasets(writers, make_engine(options), options)
 
 

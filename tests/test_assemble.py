@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hdmf_zarr_parallel.assemble import UnitAssembler
+from hdmf_zarr_parallel.write.assemble import UnitAssembler
 
 
 def blocks(shape, block):
@@ -93,7 +93,7 @@ def test_staging_accounts_for_the_mask_of_received_elements():
     st.integers(8, 200),
 )
 def test_coalesce_joins_only_continuing_buffers_within_a_row_of_units(steps, unit_rows, max_bytes):
-    from hdmf_zarr_parallel.assemble import coalesce
+    from hdmf_zarr_parallel.write.source import coalesce
 
     buffers, row = [], 0
     for rows, how in steps:  # int8 rows of 4 columns: 4 bytes per row
@@ -118,7 +118,7 @@ def test_coalesce_joins_only_continuing_buffers_within_a_row_of_units(steps, uni
 
 
 def test_one_row_buffers_are_staged_in_blocks():
-    from hdmf_zarr_parallel.assemble import coalesce
+    from hdmf_zarr_parallel.write.source import coalesce
 
     rows = [((slice(i, i + 1), slice(0, 8)), np.full((1, 8), i, dtype="int16")) for i in range(100)]
     out = list(coalesce(iter(rows), 40, 1 << 20))

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 import hdmf_zarr_parallel.engines.threads as threads_engine
 from conftest import BlockIterator, NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError
-from hdmf_zarr_parallel.assemble import coalesce
-from hdmf_zarr_parallel.budget import ByteBudget
-from hdmf_zarr_parallel.dataset import DatasetWriter
-from hdmf_zarr_parallel.pipeline import COALESCE_BYTES, staging_claim
+from hdmf_zarr_parallel.write.budget import ByteBudget
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from hdmf_zarr_parallel.write.feed import staging_claim
+from hdmf_zarr_parallel.write.source import COALESCE_BYTES, coalesce
 
 WALL_LIMIT_S = 20
 
@@ -363,11 +363,11 @@ def test_the_predicted_staged_peak_is_what_assembling_the_buffers_stages(case, b
         iterator = DataChunkIterator(data=values, buffer_size=buffer_size, iter_axis=axis)
         array_shape = shape
     array = zarr.create_array(zarr.storage.MemoryStore(), shape=array_shape, dtype="int16", chunks=unit)
-    writer = DatasetWriter(array, iterator)
+    writer = DatasetWrite(array, iterator)
     predicted = staging_claim(writer) // writer.assembler().staging_nbytes
     assembler = writer.assembler()
     peak = 0
-    for region, data in coalesce(writer.chunks(), unit[0], COALESCE_BYTES):  # as the feeder stages them
+    for region, data in coalesce(writer.source.buffers(), unit[0], COALESCE_BYTES):  # as the feeder stages them
         for coords in assembler.begin(region):
             if assembler.opens(coords, region):
                 peak = max(peak, assembler.staged_count + 1)

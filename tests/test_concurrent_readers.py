@@ -118,9 +118,7 @@ def test_a_predicate_decides_per_iterator_and_a_failing_one_means_unsafe(registe
         ("spikeinterface.preprocessing.filter", "BandpassFilterRecording", False),
     ],
 )
-def test_neuroconvs_recording_iterator_is_concurrent_only_over_memory_mapped_sources(
-    source_module, source_class, safe
-):
+def test_neuroconvs_recording_iterator_is_concurrent_only_over_memory_mapped_sources(source_module, source_class, safe):
     iterator_cls = named_class(*NEUROCONV_RECORDING)
     iterator = iterator_cls()
     iterator.recording = named_class(source_module, source_class)()

@@ -12,8 +12,8 @@ from hdmf.data_utils import GenericDataChunkIterator
 
 from conftest import make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import NWBParallelZarrIO
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.options import WriteOptions
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
 
 DATA = realistic((4000, 12), seed=5)
 
@@ -107,10 +107,10 @@ def test_a_pickled_writer_keeps_reading_one_region_at_a_time(tmp_path):
     array = make_array(zarr.storage.LocalStore(tmp_path / "p.zarr"), DATA.shape, DATA.dtype, (250, 12))
     from conftest import NumpyIterator
 
-    serial = pickle.loads(pickle.dumps(DatasetWriter(array, NumpyIterator(DATA, buffer_shape=(500, 12)), False)))
-    parallel = pickle.loads(pickle.dumps(DatasetWriter(array, NumpyIterator(DATA, buffer_shape=(500, 12)))))
-    assert not serial.concurrent_reads and serial._read_lock is not None
-    assert parallel.concurrent_reads and parallel._read_lock is None
+    serial = pickle.loads(pickle.dumps(DatasetWrite(array, NumpyIterator(DATA, buffer_shape=(500, 12)), False)))
+    parallel = pickle.loads(pickle.dumps(DatasetWrite(array, NumpyIterator(DATA, buffer_shape=(500, 12)))))
+    assert not serial.source.concurrent_reads and serial.source._read_lock is not None
+    assert parallel.source.concurrent_reads and parallel.source._read_lock is None
 
 
 def test_concurrent_reads_must_be_a_bool_or_none():

@@ -41,9 +41,7 @@ def neuroconv_like_hdf5(path):
         nwbfile.add_electrode(group=group, location="CA1", x=0.0, y=float(i) * 20, z=0.0)
     region = nwbfile.create_electrode_table_region(list(range(CHANNELS)), "all")
     data = H5DataIO(realistic((FRAMES, CHANNELS), seed=8), chunks=(CHUNK_FRAMES, CHANNELS), compression="gzip")
-    timestamps = H5DataIO(
-        np.arange(FRAMES) / 30_000.0 + 12.5, chunks=(FRAMES // 2,), compression="gzip", shuffle=True
-    )
+    timestamps = H5DataIO(np.arange(FRAMES) / 30_000.0 + 12.5, chunks=(FRAMES // 2,), compression="gzip", shuffle=True)
     series = ElectricalSeries(name="ElectricalSeries", data=data, electrodes=region, timestamps=timestamps)
     nwbfile.add_acquisition(series)
     rng = np.random.default_rng(1)

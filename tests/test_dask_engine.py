@@ -17,10 +17,10 @@ from zarr.codecs.numcodecs import LZ4
 
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError, NWBParallelZarrIO
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.gpu.lanes import HostLane
 from hdmf_zarr_parallel.options import WriteOptions
-from hdmf_zarr_parallel.pipeline import write_datasets
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from hdmf_zarr_parallel.write.pipeline import write_datasets
 
 distributed = pytest.importorskip("distributed")
 
@@ -346,7 +346,7 @@ def gpu_write(pairs, client, lane_dir, gpu="always", **options):
     lane_dir.mkdir(exist_ok=True)
     engine = DaskEngine(client, gpu=gpu, gpu_lane=partial(RecordingLane, str(lane_dir)))
     options = WriteOptions(engine="dask", client=client, **options)
-    return write_datasets([DatasetWriter(array, iterator) for array, iterator in pairs], engine, options)
+    return write_datasets([DatasetWrite(array, iterator) for array, iterator in pairs], engine, options)
 
 
 def lane_log(lane_dir: Path) -> dict[str, set[str] | list[int]]:
@@ -429,7 +429,7 @@ def test_gpu_always_without_a_device_names_the_dataset_and_why(tmp_path, dask_cl
     engine = DaskEngine(dask_client, gpu="always")  # the default NvcompLane
     with pytest.raises(ChunkWriteError, match=r"dataset '/'.*region \[\d+:.*cannot start a GPU lane \(NvcompLane"):
         write_datasets(
-            [DatasetWriter(array, NumpyIterator(data, buffer_shape=(100, 4)))],
+            [DatasetWrite(array, NumpyIterator(data, buffer_shape=(100, 4)))],
             engine,
             WriteOptions(engine="dask", client=dask_client),
         )

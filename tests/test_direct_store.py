@@ -14,8 +14,9 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCode
 from zarr.codecs.numcodecs import LZ4, Shuffle
 
 from conftest import NumpyIterator, gzip_clock_frozen, make_array, pipeline_write, realistic
-from hdmf_zarr_parallel import ChunkWriteError, sink
-from hdmf_zarr_parallel.dataset import DatasetWriter
+from hdmf_zarr_parallel import ChunkWriteError
+from hdmf_zarr_parallel.write import sink
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
 
 CHAINS = {
     "default": {},
@@ -59,7 +60,7 @@ def write_both(tmp_path, data, chunks, shards, chain, keys, empty, before=None):
     roots = tmp_path / "ours.zarr", tmp_path / "zarr.zarr"
     arrays = [make_array(zarr.storage.LocalStore(r), data.shape, data.dtype, chunks, shards, **kwargs) for r in roots]
     ours, reference = arrays
-    assert isinstance(DatasetWriter(ours, NumpyIterator(data)).sink, sink.LocalFileSink)
+    assert isinstance(DatasetWrite(ours, NumpyIterator(data)).target.sink, sink.LocalFileSink)
     with gzip_clock_frozen():
         if before is not None:
             ours[...] = before

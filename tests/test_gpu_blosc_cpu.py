@@ -25,14 +25,14 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.storage import LocalStore, MemoryStore
 
 from conftest import BlockIterator, NumpyIterator, make_array, realistic
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.gpu import algorithms
 from hdmf_zarr_parallel.gpu import blosc_frame as bf
 from hdmf_zarr_parallel.gpu.engine import GpuEngine
 from hdmf_zarr_parallel.gpu.lanes import HostLane
 from hdmf_zarr_parallel.gpu.plan import GpuCodecPlan, Unsupported, classify
 from hdmf_zarr_parallel.options import WriteOptions
-from hdmf_zarr_parallel.pipeline import write_datasets
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from hdmf_zarr_parallel.write.pipeline import write_datasets
 from independent_readers import assert_read_by_all, gzip_members, read_tensorstore, read_zarrs, zstd_frames
 
 DTYPES = ["u1", "i2", "u2", "i4", "f4", "f8"]
@@ -296,7 +296,7 @@ def test_classify_refuses_blosc_it_cannot_build(kw, needle):
 def gpu_write(pairs, batch_bytes=64 << 10):
     options = WriteOptions(engine="gpu", max_workers=2)
     engine = GpuEngine(2, batch_bytes, lanes=2, lane_factory=CountingLane)
-    return write_datasets([DatasetWriter(a, i) for a, i in pairs], engine, options)
+    return write_datasets([DatasetWrite(a, i) for a, i in pairs], engine, options)
 
 
 class CountingLane(HostLane):

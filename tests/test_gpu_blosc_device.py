@@ -23,13 +23,13 @@ if not gpu_status().available:
 
 import cupy  # noqa: E402
 
-from hdmf_zarr_parallel.dataset import DatasetWriter  # noqa: E402
 from hdmf_zarr_parallel.gpu import blosc_frame as bf  # noqa: E402
 from hdmf_zarr_parallel.gpu.encoder import NvcompBatchEncoder  # noqa: E402
 from hdmf_zarr_parallel.gpu.engine import GpuEngine  # noqa: E402
 from hdmf_zarr_parallel.gpu.plan import GpuCodecPlan, classify  # noqa: E402
 from hdmf_zarr_parallel.options import WriteOptions  # noqa: E402
-from hdmf_zarr_parallel.pipeline import write_datasets  # noqa: E402
+from hdmf_zarr_parallel.write.dataset import DatasetWrite  # noqa: E402
+from hdmf_zarr_parallel.write.pipeline import write_datasets  # noqa: E402
 from independent_readers import assert_read_by_all, gzip_members, zstd_frames  # noqa: E402
 
 DTYPES = ["u1", "i2", "u2", "i4", "f4", "f8"]
@@ -85,7 +85,7 @@ def test_gpu_write_of_blosc_reads_back_with_zarr_zarrs_and_tensorstore(tmp_path,
     chunks = (128, 96) if shards else (300, 97)  # partial edge chunks either way
     array = make_array(store, data.shape, data.dtype, chunks, shards, compressors=compressor)
     engine = GpuEngine(4, 1 << 20, lanes=2)
-    write_datasets([DatasetWriter(array, NumpyIterator(data, buffer_shape=(256, 97)))], engine, WriteOptions())
+    write_datasets([DatasetWrite(array, NumpyIterator(data, buffer_shape=(256, 97)))], engine, WriteOptions())
     assert_read_by_all(tmp_path / "a.zarr", data, require=False)
 
 
@@ -97,7 +97,7 @@ def test_nvcomp_zstd_and_gzip_chunks_are_one_frame_whatever_their_size(tmp_path,
     compressor = ZstdCodec(level=3) if codec == "zstd" else GzipCodec(level=1)
     array = make_array(store, data.shape, data.dtype, shape, compressors=compressor)
     engine = GpuEngine(4, 32 << 20, lanes=2)
-    write_datasets([DatasetWriter(array, NumpyIterator(data, buffer_shape=shape))], engine, WriteOptions())
+    write_datasets([DatasetWrite(array, NumpyIterator(data, buffer_shape=shape))], engine, WriteOptions())
     blob = (tmp_path / "a.zarr" / "c" / "0" / "0").read_bytes()
     assert (zstd_frames if codec == "zstd" else gzip_members)(blob) == 1
     assert_read_by_all(tmp_path / "a.zarr", data, require=False)

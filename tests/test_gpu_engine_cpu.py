@@ -21,12 +21,12 @@ from zarr.codecs.numcodecs import LZ4, Shuffle, Zlib
 
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel import ChunkWriteError
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.gpu.engine import GpuEngine
 from hdmf_zarr_parallel.gpu.lanes import HostLane
 from hdmf_zarr_parallel.gpu.rows import chunk_matrix, fill_rows
 from hdmf_zarr_parallel.options import WriteOptions
-from hdmf_zarr_parallel.pipeline import write_datasets
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from hdmf_zarr_parallel.write.pipeline import write_datasets
 from readers import assert_independent_readers_match
 
 CODECS = {"zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5), "lz4": LZ4()}
@@ -71,7 +71,7 @@ class TightMemoryLane(CountingLane):
 def gpu_write(pairs, lane=CountingLane, batch_bytes=64 << 10, cpu_helpers=0, **options):
     options = WriteOptions(engine="gpu", max_workers=3, **options)
     engine = GpuEngine(3, batch_bytes, lanes=2, lane_factory=lane, cpu_helpers=cpu_helpers)
-    return write_datasets([DatasetWriter(a, i) for a, i in pairs], engine, options)
+    return write_datasets([DatasetWrite(a, i) for a, i in pairs], engine, options)
 
 
 @pytest.fixture(autouse=True)
@@ -236,17 +236,17 @@ def test_the_data_path_is_plain_functions_usable_without_the_engine(store, subte
     data = realistic((300, 20))
     data[64:128] = 0  # two all-fill shards: their keys are deleted, not written
     array = make_array(store, data.shape, data.dtype, (16, 8), (64, 16), compressors=ZstdCodec())
-    writer = DatasetWriter(array, NumpyIterator(data, buffer_shape=(128, 20)))
+    writer = DatasetWrite(array, NumpyIterator(data, buffer_shape=(128, 20)))
     plan = classify(array)
     lane = TightMemoryLane()  # batches of more than 3 chunks run out of memory: halving still applies
     head = (slice(0, 128), slice(0, 20))
     encoded = encode_region_on_lane(lane, writer, plan, head)
     assert [coords for coords, _ in encoded] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert [blob is None for _, blob in encoded] == [False, False, True, True]
-    assert store_encoded(writer, encoded) == 4
+    assert store_encoded(writer.target, encoded) == 4
     tail = (slice(128, 300), slice(0, 20))
-    units = list(writer.split(tail, data[128:300]))  # edge units are short: padded on the lane
-    assert store_encoded(writer, encode_units_on_lane(lane, writer, plan, units)) == len(units) == 6
+    units = list(writer.target.split(tail, data[128:300]))  # edge units are short: padded on the lane
+    assert store_encoded(writer.target, encode_units_on_lane(lane, writer.target, plan, units)) == len(units) == 6
     lane.close()
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
     assert lane.calls[0] < 0 and 0 < max(lane.calls) <= 3
@@ -310,7 +310,7 @@ def test_shuffle_and_zlib_chains_read_back_exactly_with_stock_zarr(store, subtes
 
 
 def test_lanes_read_an_undeclared_iterator_one_region_at_a_time(store, subtests):
-    """The GPU lanes read through the same DatasetWriter.read as the CPU workers: its lock and shape check."""
+    """The GPU lanes read through the same DatasetSource.read as the CPU workers: its lock and shape check."""
     from test_concurrent_reads import FileHandleIterator
 
     data = realistic((2000, 12), seed=4)

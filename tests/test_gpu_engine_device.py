@@ -8,8 +8,8 @@ from zarr.codecs import GzipCodec, ZstdCodec
 from zarr.codecs.numcodecs import LZ4, Shuffle, Zlib
 
 from conftest import BlockIterator, NumpyIterator, make_array, realistic
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.gpu.status import gpu_status
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
 
 pytestmark = pytest.mark.gpu
 
@@ -18,7 +18,7 @@ if not gpu_status().available:
 
 from hdmf_zarr_parallel.gpu.engine import GpuEngine  # noqa: E402
 from hdmf_zarr_parallel.options import WriteOptions  # noqa: E402
-from hdmf_zarr_parallel.pipeline import write_datasets  # noqa: E402
+from hdmf_zarr_parallel.write.pipeline import write_datasets  # noqa: E402
 
 CODECS = {"zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5), "lz4": LZ4(), "zlib": Zlib(level=4)}
 DTYPES = ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64", "bool"]
@@ -26,7 +26,7 @@ DTYPES = ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "float
 
 def gpu_write(pairs, batch_bytes=1 << 20):
     options = WriteOptions(engine="gpu", max_workers=4)
-    return write_datasets([DatasetWriter(a, i) for a, i in pairs], GpuEngine(4, batch_bytes, lanes=2), options)
+    return write_datasets([DatasetWrite(a, i) for a, i in pairs], GpuEngine(4, batch_bytes, lanes=2), options)
 
 
 @pytest.mark.parametrize("codec", list(CODECS))

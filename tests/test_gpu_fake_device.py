@@ -21,11 +21,11 @@ from zarr.codecs.numcodecs import LZ4, Zlib
 
 import fake_device
 from conftest import NumpyIterator, make_array, realistic
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.gpu import blosc_frame as bf
 from hdmf_zarr_parallel.gpu.plan import GpuCodecPlan, classify
 from hdmf_zarr_parallel.options import WriteOptions
-from hdmf_zarr_parallel.pipeline import write_datasets
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from hdmf_zarr_parallel.write.pipeline import write_datasets
 from independent_readers import assert_read_by_all, gzip_members, zstd_frames
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="the real cupy is installed")
@@ -103,6 +103,6 @@ def test_gpu_engine_with_nvcomp_lanes_on_the_fake_device(fake, tmp_path, name, s
     store = zarr.storage.LocalStore(tmp_path / "a.zarr")
     array = make_array(store, data.shape, data.dtype, (32, 20), shards, compressors=COMPRESSORS[name])
     engine = GpuEngine(2, 32 << 10, lanes=2)  # NvcompLane, the real lane class
-    write_datasets([DatasetWriter(array, NumpyIterator(data, buffer_shape=(100, 77)))], engine, WriteOptions())
+    write_datasets([DatasetWrite(array, NumpyIterator(data, buffer_shape=(100, 77)))], engine, WriteOptions())
     assert fake._Codec.calls, "the lanes encoded with (fake) nvCOMP"
     assert_read_by_all(tmp_path / "a.zarr", data)

@@ -16,10 +16,10 @@ from hdmf_zarr.nwb import NWBZarrIO
 from pynwb import TimeSeries
 from pynwb.testing.mock.file import mock_NWBFile
 
-import hdmf_zarr_parallel.queue as queue_module
+import hdmf_zarr_parallel.write.queue as queue_module
 from conftest import NumpyIterator, realistic
 from hdmf_zarr_parallel import ChunkWriteError, NWBParallelZarrIO, ParallelZarrIO
-from hdmf_zarr_parallel.queue import ParallelDataChunkIteratorQueue
+from hdmf_zarr_parallel.write.queue import ParallelDataChunkIteratorQueue
 from readers import assert_independent_readers_match
 
 

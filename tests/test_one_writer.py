@@ -12,10 +12,10 @@ from pynwb.testing.mock.file import mock_NWBFile
 
 from conftest import NumpyIterator, make_array, realistic
 from hdmf_zarr_parallel import NWBParallelZarrIO
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.engines import make_engine
 from hdmf_zarr_parallel.options import WriteOptions
-from hdmf_zarr_parallel.pipeline import PipelineRun
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from hdmf_zarr_parallel.write.pipeline import PipelineRun
 
 
 class Gated(NumpyIterator):
@@ -75,7 +75,7 @@ def test_pipeline_finish_after_abort_raises(tmp_path):
     options = WriteOptions(engine="threads", max_workers=2)
     started, gate = threading.Event(), threading.Event()
     run = PipelineRun(make_engine(options), options)
-    run.add(DatasetWriter(array, Gated(data, started, gate, buffer_shape=(1000, 4))))
+    run.add(DatasetWrite(array, Gated(data, started, gate, buffer_shape=(1000, 4))))
     assert started.wait(timeout=30)
     threading.Timer(0.2, gate.set).start()  # abort() waits for the regions being read
     run.abort()

@@ -7,12 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import NumpyIterator, make_array
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.engines.base import MAX_TILE_BYTES, tile_bytes_for
 from hdmf_zarr_parallel.engines.threads import ThreadEngine
 from hdmf_zarr_parallel.options import WriteOptions
-from hdmf_zarr_parallel.pipeline import plan_tiles
-from hdmf_zarr_parallel.plan import UnitGrid, choose_tile_units, region_size
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from hdmf_zarr_parallel.write.dispatch import plan_tiles
+from hdmf_zarr_parallel.write.plan import UnitGrid, choose_tile_units, region_size
 
 
 def shapes_and_units(max_rank=3):
@@ -65,7 +65,7 @@ def test_a_small_dataset_still_makes_two_tasks_per_worker():
     """One iterator buffer holding the whole dataset must not become one task for one worker."""
     data = np.zeros((1024, 64), "int16")  # 16 chunks of 8 KiB
     array = make_array(zarr.storage.MemoryStore(), data.shape, data.dtype, (64, 64))
-    writer = DatasetWriter(array, NumpyIterator(data, buffer_shape=(1024, 64)))
+    writer = DatasetWrite(array, NumpyIterator(data, buffer_shape=(1024, 64)))
     options = WriteOptions(engine="threads", max_workers=4)
     tiles = list(plan_tiles(writer, ThreadEngine(4), options))
     assert len(tiles) == 8

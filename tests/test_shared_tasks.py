@@ -8,15 +8,15 @@ import pytest
 import zarr
 
 from conftest import NumpyIterator, make_array
-from hdmf_zarr_parallel.dataset import DatasetWriter
 from hdmf_zarr_parallel.gpu.shared_tasks import SharedTask, TaskQueue
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
 
 
 @pytest.fixture
 def writer():
     data = np.arange(301 * 24, dtype="int16").reshape(301, 24)
     array = make_array(zarr.storage.MemoryStore(), data.shape, data.dtype, (16, 8))
-    return DatasetWriter(array, NumpyIterator(data, buffer_shape=(64, 24)))
+    return DatasetWrite(array, NumpyIterator(data, buffer_shape=(64, 24)))
 
 
 def test_shaving_takes_unit_rows_from_the_end_and_leaves_the_first(writer):
@@ -34,8 +34,8 @@ def test_shaved_rows_are_written_by_the_work_they_return(writer):
     work = task.shave()
     assert task.region == (slice(0, 48), slice(0, 24))
     work()
-    back = zarr.open_array(writer.array.store, mode="r")[...]
-    np.testing.assert_array_equal(back[48:64], writer.iterator.array[48:64])
+    back = zarr.open_array(writer.target.array.store, mode="r")[...]
+    np.testing.assert_array_equal(back[48:64], writer.source.iterator.array[48:64])
     assert not back[:48].any(), "only the shaved row was written"
 
 

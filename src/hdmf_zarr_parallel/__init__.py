@@ -5,7 +5,7 @@ from .engines import choose_auto_engine
 from .errors import ChunkWriteError, IncompleteStoreError
 from .io import NWBParallelZarrIO, ParallelZarrIO
 from .options import WriteOptions
-from .pipeline import WriteReport
+from .write.report import WriteReport
 
 __all__ = [
     "ChunkWriteError",

@@ -1,7 +1,8 @@
 """Every private zarr-python and hdmf-zarr touch-point, each behind one small named function.
 
-The rest of the package uses zarr's and hdmf-zarr's public API, and these functions for what
-only their internals offer. An upgrade of either checks this module and nothing else: each
+The rest of the package uses zarr's and hdmf-zarr's public API (``zarr.abc.*``, ``zarr.buffer``,
+``zarr.codecs``, ``zarr.storage``, ``Array.async_array``, ``Array.config``, ``store_path``, ...),
+and these functions for what only their internals offer. An upgrade of either checks this module and nothing else: each
 entry below says what it relies on, and ``tests/test_zarr_touch_points.py`` fails loudly when
 the installed minor version is not one of :data:`CHECKED`, or when a touched name is gone.
 

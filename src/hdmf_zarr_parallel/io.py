@@ -34,9 +34,9 @@ from .metadata.attributes import recording, store_recorded
 from .metadata.completion import RootCommit, refusing_incomplete
 from .metadata.references import CollectingGroup, collecting_group
 from .options import WriteOptions
-from .pipeline import WriteReport
-from .preflight import check_memory_bound
-from .queue import ParallelDataChunkIteratorQueue
+from .write.preflight import check_memory_bound
+from .write.queue import ParallelDataChunkIteratorQueue
+from .write.report import WriteReport
 
 
 class _ParallelWriteMixin:

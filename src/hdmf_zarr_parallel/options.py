@@ -18,7 +18,7 @@ import numpy as np
 from .engines.registry import ENGINE_NAMES
 
 ENGINES = ENGINE_NAMES  # the names engine= accepts, as the registry lists them
-DEFAULT_GPU_BATCH_BYTES = 128 << 20  # one nvCOMP call on ~128 MiB keeps an H100 busy (see benchmarks)
+DEFAULT_GPU_BATCH_BYTES = 128 << 20  # enough chunks per nvCOMP call to keep a data-center GPU busy (docs/gpu.md)
 DEFAULT_MAX_INFLIGHT_BYTES = 1 << 30  # 1 GiB: a few hundred chunks in flight, far below a workstation's RAM
 
 

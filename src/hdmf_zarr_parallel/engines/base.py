@@ -1,7 +1,7 @@
 """The engine seam: every engine runs the same two kinds of task.
 
 Like ``concurrent.futures``, one small interface with interchangeable
-implementations. The pipeline (``pipeline.py``) decides *what* to write, in which
+implementations. The pipeline (:mod:`..write.pipeline`) decides *what* to write, in which
 order and under which memory bound; an engine decides *where* the work runs.
 
 A dataset joins an engine through :meth:`Engine.admit`, which returns its :class:`Route`:
@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
-from ..dataset import DatasetWriter
 from ..options import WriteOptions, default_workers
-from ..plan import Coords, Region
+from ..write.dataset import DatasetWrite
+from ..write.plan import Region
+from ..write.target import Units
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +35,6 @@ MAX_THREADS_PER_CORE = 32
 # A cancelled write (a failure, Ctrl-C) waits this long for the tasks running, so that normally
 # nothing is left behind; a task still running after it (a read that never returns) is abandoned.
 CANCEL_GRACE_S = 1.0
-
-Units = Sequence[tuple[Coords, np.ndarray]]
 
 
 def tile_bytes_for(max_inflight_bytes: int, concurrent: int, dataset_nbytes: int, cap: int = MAX_TILE_BYTES) -> int:
@@ -64,12 +60,6 @@ def thread_limit() -> int:
     return MAX_THREADS_PER_CORE * default_workers()
 
 
-def write_units(writer: DatasetWriter, units: Units) -> int:
-    """Encode and store already assembled units; returns their in-memory size."""
-    writer.store_units(units)
-    return sum(data.nbytes for _, data in units)
-
-
 @dataclass(eq=False)
 class Route:
     """One dataset's way through an engine: made by :meth:`Engine.admit`, handed back with each task.
@@ -79,7 +69,7 @@ class Route:
     """
 
     engine: Engine
-    dataset: DatasetWriter
+    dataset: DatasetWrite
 
     #: why the dataset took this route when it is not the engine's own way (a fallback), else ""
     reason: ClassVar[str] = ""
@@ -107,7 +97,7 @@ class Engine(ABC):
     def __init__(self, max_workers: int) -> None:
         self.max_workers = max_workers
 
-    def admit(self, dataset: DatasetWriter) -> Route:
+    def admit(self, dataset: DatasetWrite) -> Route:
         """Called once per dataset, before any of its tasks: the place to check it, or refuse it
         with a clear error, and to prepare what its tasks need (kept in the route returned)."""
         return Route(self, dataset)

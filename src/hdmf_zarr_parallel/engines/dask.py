@@ -1,8 +1,8 @@
 """The Dask engine: the same writer on a ``distributed`` cluster (dask-jobqueue, dask-cuda, LocalCluster).
 
-Every task carries its dataset (the pickled :class:`DatasetWriter`: iterator and zarr
-array handle, a few kB for an iterator that reopens its source by path) and its
-region; each worker process unpickles a dataset once and keeps it for the following
+Every task carries its dataset (the pickled :class:`~..write.dataset.DatasetWrite`: iterator
+and zarr array handle, a few kB for an iterator that reopens its source by path; for a
+sequential iterator only its :class:`~..write.target.DatasetTarget`) and its region or units; each worker process unpickles a dataset once and keeps it for the following
 tasks. Tasks have no dependencies, so Dask spreads them over all workers, and a task
 whose worker is lost can be rerun anywhere.
 
@@ -58,11 +58,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..dataset import DatasetWriter
 from ..errors import ChunkWriteError
 from ..options import WriteOptions
-from ..plan import Coords, Region
-from .base import Engine, Route, Units, tile_bytes_for, write_units
+from ..write.dataset import DatasetWrite
+from ..write.plan import Coords, Region, format_region
+from ..write.target import DatasetTarget, Units
+from .base import Engine, Route, tile_bytes_for
 from .reach import describe_store, unreachable_reason
 
 if TYPE_CHECKING:
@@ -102,9 +103,8 @@ def resolve_client(client: Any = None):
     return client
 
 
-def _metadata_key(writer: DatasetWriter) -> str:
-    path = writer.array.path
-    return f"{path}/zarr.json" if path else "zarr.json"
+def _metadata_key(array: Any) -> str:
+    return f"{array.path}/zarr.json" if array.path else "zarr.json"
 
 
 # -- what runs on the workers --------------------------------------------------------------------
@@ -122,66 +122,55 @@ def _unreachable(checks: list[tuple[str, Any, str]]) -> list[str]:
     return missing
 
 
-_WORKER_WRITERS: OrderedDict[str, DatasetWriter] = OrderedDict()
+_WORKER_PAYLOADS: OrderedDict[str, Any] = OrderedDict()
 _WORKER_LOCK = threading.Lock()
 
 
-def _worker_writer(token: str, payload: bytes) -> DatasetWriter:
-    """This worker's copy of a dataset, unpickled on first use and kept for the next tasks."""
+def _unpickled(token: str, payload: bytes) -> Any:
+    """This worker's copy of a dataset (a :class:`DatasetWrite`, or the :class:`DatasetTarget`
+    of a sequential one), unpickled on first use and kept for the next tasks."""
     with _WORKER_LOCK:
-        writer = _WORKER_WRITERS.get(token)
-        if writer is not None:
-            _WORKER_WRITERS.move_to_end(token)
-            return writer
+        value = _WORKER_PAYLOADS.get(token)
+        if value is not None:
+            _WORKER_PAYLOADS.move_to_end(token)
+            return value
     from distributed.protocol.pickle import loads
 
-    writer = loads(payload)
+    value = loads(payload)
     with _WORKER_LOCK:
-        writer = _WORKER_WRITERS.setdefault(token, writer)  # another thread may have been first
-        while len(_WORKER_WRITERS) > WORKER_CACHE:
-            _WORKER_WRITERS.popitem(last=False)
-    return writer
+        value = _WORKER_PAYLOADS.setdefault(token, value)  # another thread may have been first
+        while len(_WORKER_PAYLOADS) > WORKER_CACHE:
+            _WORKER_PAYLOADS.popitem(last=False)
+    return value
 
 
-def _forget_writers(tokens: list[str]) -> None:
+def _forget(tokens: list[str]) -> None:
     with _WORKER_LOCK:
         for token in tokens:
-            _WORKER_WRITERS.pop(token, None)
+            _WORKER_PAYLOADS.pop(token, None)
 
 
 # -- the tasks -----------------------------------------------------------------------------------
 def _write_region(token: str, payload: bytes, region: Region, gpu: WorkerGpu | None = None) -> int:
-    writer = _worker_writer(token, payload)
+    dataset: DatasetWrite = _unpickled(token, payload)
     if gpu is not None and gpu.here():
-        return gpu.write_region(writer, region)
-    return writer.write_region(region)
+        return gpu.write_region(dataset, region)
+    return dataset.write_region(region)
 
 
 def _write_units(token: str, payload: bytes, units: Units, gpu: WorkerGpu | None = None) -> int:
-    writer = _worker_writer(token, payload)
+    target: DatasetTarget = _unpickled(token, payload)
     if gpu is not None and units and gpu.here():
-        return gpu.write_units(writer, units)
-    return write_units(writer, units)
+        return gpu.write_units(target, units)
+    return target.write_units(units)
 
 
 def _release_write(tokens: list[str]) -> int:
     """At the end of a write, on each worker: forget its datasets and close the GPU lanes
     (a worker that never imported the lanes' module has none)."""
-    _forget_writers(tokens)
+    _forget(tokens)
     lanes = sys.modules.get(_WORKER_LANES)
     return lanes.drop_lanes() if lanes is not None else 0
-
-
-def _store_only(writer: DatasetWriter) -> DatasetWriter:
-    """A copy of a sequential dataset's writer without its iterator: workers only encode and store."""
-    clone = object.__new__(DatasetWriter)
-    clone.__dict__.update(writer.__getstate__())
-    clone.iterator = None
-    return clone
-
-
-def _fmt(region: Region) -> str:
-    return "[" + ", ".join(f"{r.start}:{r.stop}" for r in region) + "]"
 
 
 @dataclass(eq=False)
@@ -242,12 +231,12 @@ class DaskEngine(Engine):
         threads = self._cluster_threads() if self.client.status == "running" else {}
         return f"dask ({len(threads)} workers, {sum(threads.values())} threads)"
 
-    def admit(self, dataset: DatasetWriter) -> DaskRoute:
+    def admit(self, dataset: DatasetWrite) -> DaskRoute:
         """One dataset joining a write, checked before any of its data moves: refused, with a clear
         error naming it, when workers cannot reach its store or its iterator cannot travel to them."""
         self._connect()
         payload = self._payload(dataset)
-        store = describe_store(dataset.array.store)
+        store = describe_store(dataset.target.array.store)
         if store not in self._checked_stores:
             self._check_reachable(dataset)
             self._checked_stores.add(store)
@@ -256,15 +245,17 @@ class DaskEngine(Engine):
         logger.debug("dask engine: dataset '%s' admitted on %s", dataset.name, self.describe())
         return route
 
-    def _gpu_task(self, writer: DatasetWriter) -> WorkerGpu | None:
+    def _gpu_task(self, dataset: DatasetWrite) -> WorkerGpu | None:
         """What the tasks of a GPU-capable dataset carry to encode on a worker's GPU (``None``: CPU codecs)."""
         if self.gpu == "never":
             return None
         from ..gpu.worker_lanes import WorkerGpu
 
-        task = WorkerGpu.for_dataset(writer, self.gpu, self._lane_bytes)
+        task = WorkerGpu.for_dataset(dataset.target, self.gpu, self._lane_bytes)
         if not task:
-            logger.info("dataset '%s' is encoded with the CPU codecs on the Dask workers: %s", writer.name, task.reason)
+            logger.info(
+                "dataset '%s' is encoded with the CPU codecs on the Dask workers: %s", dataset.name, task.reason
+            )
             return None
         return task
 
@@ -285,31 +276,32 @@ class DaskEngine(Engine):
         self._cancelling = False
         logger.info("dask engine: writing on %s", self.describe())
 
-    def _payload(self, writer: DatasetWriter) -> bytes:
+    def _payload(self, dataset: DatasetWrite) -> bytes:
+        """The dataset as its tasks carry it: whole for a random-access one (workers read it), only
+        its target for a sequential one (the client reads it; workers encode and store)."""
         from distributed.protocol.pickle import dumps
 
-        problem = unreachable_reason(writer.array.store)
+        problem = unreachable_reason(dataset.target.array.store)
         if problem:
-            raise ValueError(f"engine='dask' cannot write dataset '{writer.name}': {problem}")
-        shipped = writer if writer.random_access else _store_only(writer)
+            raise ValueError(f"engine='dask' cannot write dataset '{dataset.name}': {problem}")
         try:
-            payload = dumps(shipped)
+            payload = dumps(dataset if dataset.random_access else dataset.target)
         except Exception as exc:
             raise TypeError(
-                f"engine='dask' cannot write dataset '{writer.name}': its iterator "
-                f"({type(writer.iterator).__name__}) cannot be pickled to reach the workers ({exc!r}); "
+                f"engine='dask' cannot write dataset '{dataset.name}': its iterator "
+                f"({type(dataset.source.iterator).__name__}) cannot be pickled to reach the workers ({exc!r}); "
                 "make it picklable, or use engine='threads'"
             ) from exc
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise ValueError(
-                f"engine='dask' cannot write dataset '{writer.name}': it pickles to "
+                f"engine='dask' cannot write dataset '{dataset.name}': it pickles to "
                 f"{len(payload) / 2**20:.0f} MiB (its iterator holds its data), which every task would carry "
                 "to a worker; give it an iterator that reads from a file every worker can open, "
                 "or use engine='threads'"
             )
         if len(payload) > LARGE_PAYLOAD_BYTES:
             warnings.warn(
-                f"dataset '{writer.name}' pickles to {len(payload) / 2**20:.1f} MiB (its iterator seems to hold "
+                f"dataset '{dataset.name}' pickles to {len(payload) / 2**20:.1f} MiB (its iterator seems to hold "
                 "its data), which every Dask task of it carries to a worker; an iterator that reads from a "
                 "file the workers can open keeps tasks small",
                 RuntimeWarning,
@@ -317,9 +309,10 @@ class DaskEngine(Engine):
             )
         return payload
 
-    def _check_reachable(self, writer: DatasetWriter) -> None:
+    def _check_reachable(self, dataset: DatasetWrite) -> None:
         """Each worker opens the dataset's store and looks for its array's metadata."""
-        checks = [(writer.name, writer.array.store, _metadata_key(writer))]
+        array = dataset.target.array
+        checks = [(dataset.name, array.store, _metadata_key(array))]
         missing = self.client.run(_unreachable, checks, on_error="return")
         for worker, names in missing.items():
             if isinstance(names, OSError):  # the worker left meanwhile (comm closed): nothing to check
@@ -329,7 +322,7 @@ class DaskEngine(Engine):
                     f"engine='dask': worker {worker} cannot open the store of these datasets: {names!r}"
                 ) from names
             if names:
-                store = describe_store(writer.array.store)
+                store = describe_store(array.store)
                 raise ValueError(
                     f"engine='dask': worker {worker} cannot see dataset(s) {', '.join(names)} in {store}; "
                     "workers must reach the store: a path on a filesystem every worker mounts, or an fsspec URL"
@@ -342,8 +335,8 @@ class DaskEngine(Engine):
     # -- tasks ----------------------------------------------------------------------------------
     def submit_region(self, route: DaskRoute, region: Region) -> Future[int]:
         future = self._submit(_write_region, "region", route, region)
-        writer = route.dataset
-        return self._wrap(future, writer, None, f"writing region {_fmt(region)}", writer.region_nbytes(region))
+        nbytes = route.dataset.target.region_nbytes(region)
+        return self._wrap(future, route.dataset, None, f"writing region {format_region(region)}", nbytes)
 
     def submit_units(self, route: DaskRoute, units: Units) -> Future[int]:
         units = list(units)
@@ -359,7 +352,7 @@ class DaskEngine(Engine):
             task, route.token, route.payload, work, route.gpu, key=key, pure=False, retries=self.retries
         )
 
-    def _wrap(self, dfuture: Any, writer: DatasetWriter, chunk: Coords | None, stage: str, nbytes: int) -> Future:
+    def _wrap(self, dfuture: Any, dataset: DatasetWrite, chunk: Coords | None, stage: str, nbytes: int) -> Future:
         """A ``concurrent.futures.Future`` that ends when the Dask task does (errors name dataset and chunk)."""
         result: Future[int] = Future()
         self._pending[dfuture.key] = dfuture
@@ -382,7 +375,7 @@ class DaskEngine(Engine):
                 error = raised
             else:
                 detail = repr(raised) if raised is not None else f"the Dask task ended as {status!r}"
-                error = ChunkWriteError(writer.name, chunk, f"{stage} on a Dask worker", detail)
+                error = ChunkWriteError(dataset.name, chunk, f"{stage} on a Dask worker", detail)
                 error.__cause__ = raised
             result.set_exception(error)
 

@@ -23,10 +23,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from ..dataset import DatasetWriter, _fmt
 from ..errors import ChunkWriteError
 from ..options import default_workers
-from ..plan import Region
+from ..write.dataset import DatasetWrite
+from ..write.plan import Region, format_region
 from .base import CANCEL_GRACE_S, Engine, Route, Units, capped_workers
 from .reach import unreachable_reason
 from .threads import ThreadEngine
@@ -34,7 +34,7 @@ from .threads import ThreadEngine
 logger = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 16 << 20  # a dataset pickling larger than this holds its data: keep it in this process
-_WORKER_WRITERS: dict[int, DatasetWriter] = {}
+_WORKER_DATASETS: dict[int, DatasetWrite] = {}
 
 
 def _init_worker(max_threads: int | None) -> None:
@@ -48,23 +48,24 @@ def _init_worker(max_threads: int | None) -> None:
 
 
 def _write_region_in_worker(token: int, payload: bytes, region: Region) -> int:
-    writer = _WORKER_WRITERS.get(token)
-    if writer is None:
-        writer = _WORKER_WRITERS[token] = pickle.loads(payload)
-    return writer.write_region(region)
+    dataset = _WORKER_DATASETS.get(token)
+    if dataset is None:
+        dataset = _WORKER_DATASETS[token] = pickle.loads(payload)
+    return dataset.write_region(region)
 
 
-def process_ineligibility(writer: DatasetWriter) -> str | None:
+def process_ineligibility(dataset: DatasetWrite) -> str | None:
     """Why a dataset cannot be written by worker processes, or ``None`` if it can."""
-    if not writer.random_access:
-        return f"its iterator ({type(writer.iterator).__name__}) is sequential, not a GenericDataChunkIterator"
-    reason = unreachable_reason(writer.array.store)
+    iterator = dataset.source.iterator
+    if not dataset.random_access:
+        return f"its iterator ({type(iterator).__name__}) is sequential, not a GenericDataChunkIterator"
+    reason = unreachable_reason(dataset.target.array.store)
     if reason is not None:
         return reason
     try:
-        pickle.dumps(writer.iterator)
+        pickle.dumps(iterator)
     except Exception as exc:
-        return f"its iterator ({type(writer.iterator).__name__}) cannot be pickled: {exc!r}"
+        return f"its iterator ({type(iterator).__name__}) cannot be pickled: {exc!r}"
     return None
 
 
@@ -77,18 +78,18 @@ class ProcessRoute(Route):
     payload: bytes = b""
 
 
-def _worker_died(writer: DatasetWriter, region: Region, exc: BaseException) -> ChunkWriteError:
+def _worker_died(dataset: DatasetWrite, region: Region, exc: BaseException) -> ChunkWriteError:
     error = ChunkWriteError(
-        writer.name,
+        dataset.name,
         None,
-        f"writing region {_fmt(region)} in a worker process",
+        f"writing region {format_region(region)} in a worker process",
         f"a worker process died (killed, or out of memory?) while this region was in flight: {exc!r}",
     )
     error.__cause__ = exc
     return error
 
 
-def _relay(inner: Future[int], writer: DatasetWriter, region: Region) -> Future[int]:
+def _relay(inner: Future[int], dataset: DatasetWrite, region: Region) -> Future[int]:
     """A future with ``inner``'s outcome, where a dead worker process (``BrokenProcessPool``, which
     names nothing) becomes a ``ChunkWriteError`` naming the dataset and the region."""
     outer: Future[int] = Future()
@@ -101,7 +102,7 @@ def _relay(inner: Future[int], writer: DatasetWriter, region: Region) -> Future[
         if exc is None:
             outer.set_result(f.result())
         else:
-            outer.set_exception(_worker_died(writer, region, exc) if isinstance(exc, BrokenProcessPool) else exc)
+            outer.set_exception(_worker_died(dataset, region, exc) if isinstance(exc, BrokenProcessPool) else exc)
 
     inner.add_done_callback(done)
     return outer
@@ -155,7 +156,7 @@ class ProcessEngine(Engine):
         self._pool: ProcessPoolExecutor | None = None
         self._tokens = itertools.count()
 
-    def admit(self, dataset: DatasetWriter) -> Route:
+    def admit(self, dataset: DatasetWrite) -> Route:
         reason = process_ineligibility(dataset)
         payload = pickle.dumps(dataset) if reason is None else b""
         if len(payload) > MAX_PAYLOAD_BYTES:

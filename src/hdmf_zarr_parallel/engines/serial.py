@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from ..plan import Region
-from .base import Engine, Route, Units, write_units
+from ..write.plan import Region
+from .base import Engine, Route, Units
 
 
 def _run_now(fn: Callable[..., int], *args) -> Future[int]:
@@ -28,7 +28,7 @@ class SerialEngine(Engine):
         return _run_now(route.dataset.write_region, region)
 
     def submit_units(self, route: Route, units: Units) -> Future[int]:
-        return _run_now(write_units, route.dataset, units)
+        return _run_now(route.dataset.target.write_units, units)
 
     def shutdown(self, cancel: bool = False) -> None:
         pass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future
 
-from ..plan import Region
-from .base import CANCEL_GRACE_S, MAX_THREADS_PER_CORE, Engine, Route, Units, capped_workers, thread_limit, write_units
+from ..write.plan import Region
+from .base import CANCEL_GRACE_S, MAX_THREADS_PER_CORE, Engine, Route, Units, capped_workers, thread_limit
 from .pool import DaemonThreadPool
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class ThreadEngine(Engine):
         return self.pool.submit(route.dataset.write_region, region)
 
     def submit_units(self, route: Route, units: Units) -> Future[int]:
-        return self.pool.submit(write_units, route.dataset, units)
+        return self.pool.submit(route.dataset.target.write_units, units)
 
     def shutdown(self, cancel: bool = False) -> None:
         if self._pool is not None:

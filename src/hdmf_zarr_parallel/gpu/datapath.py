@@ -23,10 +23,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._zarr import write_empty_chunks
-from ..dataset import DatasetWriter
 from ..errors import ChunkWriteError
-from ..plan import Coords, Region
 from ..shard_layout import build_shard
+from ..write.dataset import DatasetWrite
+from ..write.plan import Coords, Region
+from ..write.target import DatasetTarget
 from .lanes import Lane
 from .plan import GpuCodecPlan
 from .rows import chunk_matrix, fill_rows, shuffle_rows
@@ -41,40 +42,41 @@ def _inner(plan: GpuCodecPlan) -> tuple[int, ...]:
     return plan.chunks_per_shard if plan.sharded else (1,) * len(plan.chunk_shape)
 
 
-def encode_region_on_lane(lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, region: Region) -> list[Encoded]:
+def encode_region_on_lane(lane: Lane, dataset: DatasetWrite, plan: GpuCodecPlan, region: Region) -> list[Encoded]:
     """Read one unit-aligned region, encode all its units on ``lane``; ``(coords, bytes | None)`` per unit.
 
     ``None`` means the unit holds only the fill value (and ``write_empty_chunks`` is off): its key is
     deleted, as zarr does. Nothing is stored here: see :func:`store_encoded`.
     """
-    device = lane.upload(writer.read(region))
-    units = tuple(math.ceil((r.stop - r.start) / u) for r, u in zip(region, writer.unit_shape, strict=True))
+    target = dataset.target
+    device = lane.upload(dataset.source.read(region))
+    units = tuple(math.ceil((r.stop - r.start) / u) for r, u in zip(region, target.unit_shape, strict=True))
     with lane.context():
         matrix = chunk_matrix(lane.xp, device, units, _inner(plan), plan.chunk_shape, plan.fill_value)
-    return _encode_matrix(lane, writer, plan, list(writer.grid.units_overlapping(region)), matrix)
+    return _encode_matrix(lane, target, plan, list(target.grid.units_overlapping(region)), matrix)
 
 
 def encode_units_on_lane(
-    lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, units: Sequence[tuple[Coords, np.ndarray]]
+    lane: Lane, target: DatasetTarget, plan: GpuCodecPlan, units: Sequence[tuple[Coords, np.ndarray]]
 ) -> list[Encoded]:
     """Encode whole units already assembled on the host (sequential iterators) on ``lane``."""
-    ones = (1,) * len(writer.unit_shape)
+    ones = (1,) * len(target.unit_shape)
     with lane.context():
         matrices = [
             chunk_matrix(lane.xp, lane.upload(data), ones, _inner(plan), plan.chunk_shape, plan.fill_value)
             for _, data in units
         ]
         matrix = matrices[0] if len(matrices) == 1 else lane.xp.concatenate(matrices)
-    return _encode_matrix(lane, writer, plan, [coords for coords, _ in units], matrix)
+    return _encode_matrix(lane, target, plan, [coords for coords, _ in units], matrix)
 
 
 def _encode_matrix(
-    lane: Lane, writer: DatasetWriter, plan: GpuCodecPlan, coords: list[Coords], matrix
+    lane: Lane, target: DatasetTarget, plan: GpuCodecPlan, coords: list[Coords], matrix
 ) -> list[Encoded]:
     """Skip all-fill chunks, encode the rest in one batch, assemble shards: one entry per unit."""
     n_units, per_unit, _ = matrix.shape
     rows = matrix.reshape(n_units * per_unit, -1)
-    skip_empty = not write_empty_chunks(writer.array)
+    skip_empty = not write_empty_chunks(target.array)
     with lane.context():
         empty = fill_rows(lane.xp, rows, plan.fill_value) if skip_empty else np.zeros(len(rows), bool)
         if plan.shuffle_elementsize:  # numcodecs' byte shuffle, before the compressor, on the device
@@ -82,7 +84,7 @@ def _encode_matrix(
     try:
         encoded = iter(encode_batched(lane, plan, rows, np.flatnonzero(~empty)))
     except Exception as exc:
-        raise ChunkWriteError(writer.name, coords[0] if coords else None, "encoding on the GPU", repr(exc)) from exc
+        raise ChunkWriteError(target.name, coords[0] if coords else None, "encoding on the GPU", repr(exc)) from exc
     blobs = [None if e else next(encoded) for e in empty]
     out: list[Encoded] = []
     for i, unit in enumerate(coords):
@@ -115,13 +117,13 @@ def encode_batched(lane: Lane, plan: GpuCodecPlan, rows, indices: np.ndarray) ->
     return out
 
 
-def put_encoded(writer: DatasetWriter, coords: Coords, blob: bytes | memoryview | None) -> None:
+def put_encoded(target: DatasetTarget, coords: Coords, blob: bytes | memoryview | None) -> None:
     """Store one encoded unit under its key (``None`` deletes it); errors name dataset, chunk and key."""
-    writer.sink.put(coords, blob)
+    target.sink.put(coords, blob)
 
 
-def store_encoded(writer: DatasetWriter, encoded: Sequence[Encoded]) -> int:
-    """Store a task's encoded units in this thread, in one batch (:meth:`~.sink.ChunkSink.put_many`);
+def store_encoded(target: DatasetTarget, encoded: Sequence[Encoded]) -> int:
+    """Store a task's encoded units in this thread, in one batch (:meth:`~..write.sink.ChunkSink.put_many`);
     returns how many."""
-    writer.sink.put_many(encoded)
+    target.sink.put_many(encoded)
     return len(encoded)

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..dataset import DatasetWriter
 from ..engines.base import Engine, Route, Units, tile_bytes_for
 from ..engines.threads import ThreadEngine
 from ..options import WriteOptions
-from ..plan import Region
+from ..write.dataset import DatasetWrite
+from ..write.plan import Region
+from ..write.target import DatasetTarget
 from .datapath import Encoded, encode_region_on_lane, encode_units_on_lane, store_encoded
 from .lanes import Lane, NvcompLane
 from .plan import GpuCodecPlan, classify
@@ -84,8 +85,8 @@ class GpuEngine(Engine):
         return tile_bytes_for(options.max_inflight_bytes, self.lane_count, dataset_nbytes, cap=self.batch_bytes)
 
     # -- set-up ---------------------------------------------------------------------
-    def admit(self, dataset: DatasetWriter) -> Route:
-        plan = classify(dataset.array)
+    def admit(self, dataset: DatasetWrite) -> Route:
+        plan = classify(dataset.target.array)
         if not plan:
             logger.warning("dataset '%s' is written by the CPU pool: %s", dataset.name, plan.reason)
             return self._cpu.admit(dataset).because(f"CPU pool instead of the GPU: {plan.reason}")
@@ -123,10 +124,10 @@ class GpuEngine(Engine):
         try:
             with self._lanes.use() as lane:
                 if task.region is not None:
-                    encoded = encode_region_on_lane(lane, task.writer, task.plan, task.region)
+                    encoded = encode_region_on_lane(lane, task.dataset, task.plan, task.region)
                 else:
-                    encoded = encode_units_on_lane(lane, task.writer, task.plan, task.units)
-            self._store(task.writer, encoded, task.part_done)
+                    encoded = encode_units_on_lane(lane, task.dataset.target, task.plan, task.units)
+            self._store(task.dataset.target, encoded, task.part_done)
         except BaseException as exc:  # the task fails (a store already handed over may still end)
             task.part_done(exc)
 
@@ -147,13 +148,13 @@ class GpuEngine(Engine):
                 task.part_done()
 
     # -- store ------------------------------------------------------------------------
-    def _store(self, writer: DatasetWriter, encoded: list[Encoded], finished: Callable) -> None:
+    def _store(self, target: DatasetTarget, encoded: list[Encoded], finished: Callable) -> None:
         """Hand the task's units to the store pool as one job (:func:`store_encoded`); ``finished(error)`` after it."""
 
         def stored(f: Future) -> None:
             finished(f.exception() if not f.cancelled() else RuntimeError("store cancelled"))
 
-        self._store_pool.submit(store_encoded, writer, encoded).add_done_callback(stored)
+        self._store_pool.submit(store_encoded, target, encoded).add_done_callback(stored)
 
     # -- tear-down ----------------------------------------------------------------------
     def shutdown(self, cancel: bool = False) -> None:

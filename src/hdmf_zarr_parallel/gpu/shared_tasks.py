@@ -18,9 +18,8 @@ from concurrent.futures import Future, InvalidStateError
 
 import numpy as np
 
-from ..dataset import DatasetWriter
-from ..engines.base import write_units
-from ..plan import Coords, Region
+from ..write.dataset import DatasetWrite
+from ..write.plan import Coords, Region
 from .plan import GpuCodecPlan
 
 Units = list[tuple[Coords, np.ndarray]]
@@ -35,18 +34,18 @@ class SharedTask:
 
     def __init__(
         self,
-        writer: DatasetWriter,
+        dataset: DatasetWrite,
         region: Region | None = None,
         units: Units | None = None,
         plan: GpuCodecPlan | None = None,
     ) -> None:
         if (region is None) == (units is None):
             raise ValueError("a task is either a region or a list of units")
-        self.writer = writer
+        self.dataset = dataset
         self.plan = plan  # what a lane encodes it with
         self.region = region
         self.units = units
-        self.nbytes = writer.region_nbytes(region) if region is not None else sum(d.nbytes for _, d in units)
+        self.nbytes = dataset.target.region_nbytes(region) if region is not None else sum(d.nbytes for _, d in units)
         self.done: Future[int] = Future()
         self._parts = 1  # the part a lane will take
         self._lock = threading.Lock()
@@ -58,9 +57,9 @@ class SharedTask:
                 return None
             last = [self.units.pop()]
             self._add_part()
-            return lambda: write_units(self.writer, last)
+            return lambda: self.dataset.target.write_units(last)
         first, rest = self.region[0], self.region[1:]
-        unit = self.writer.unit_shape[0]
+        unit = self.dataset.target.unit_shape[0]
         rows = math.ceil((first.stop - first.start) / unit)
         if rows < 2:
             return None
@@ -68,7 +67,7 @@ class SharedTask:
         tail = (slice(cut, first.stop), *rest)
         self.region = (slice(first.start, cut), *rest)
         self._add_part()
-        return lambda: self.writer.write_region(tail)
+        return lambda: self.dataset.write_region(tail)
 
     def _add_part(self) -> None:
         with self._lock:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dataset import DatasetWriter
-from ..plan import Coords, Region
+from ..write.dataset import DatasetWrite
+from ..write.plan import Coords, Region
+from ..write.target import DatasetTarget
 from .datapath import encode_region_on_lane, encode_units_on_lane, store_encoded
 from .lanes import Lane
 from .plan import GpuCodecPlan, Unsupported, classify
@@ -149,9 +150,9 @@ class WorkerGpu:
     plan: GpuCodecPlan
 
     @classmethod
-    def for_dataset(cls, writer: DatasetWriter, mode: str, lane_factory: bytes) -> WorkerGpu | Unsupported:
+    def for_dataset(cls, target: DatasetTarget, mode: str, lane_factory: bytes) -> WorkerGpu | Unsupported:
         """The GPU part of a dataset's tasks, or why its chain cannot be written on the GPU."""
-        plan = classify(writer.array)
+        plan = classify(target.array)
         return cls(mode, lane_factory, plan) if plan else plan
 
     def here(self) -> bool:
@@ -162,16 +163,16 @@ class WorkerGpu:
 
         return gpu_status().available
 
-    def write_region(self, writer: DatasetWriter, region: Region) -> int:
+    def write_region(self, dataset: DatasetWrite, region: Region) -> int:
         """Read, encode on this thread's lane, store: one region task."""
         with _worker_lanes(self.lane_factory).use() as lane:
-            encoded = encode_region_on_lane(lane, writer, self.plan, region)
-        store_encoded(writer, encoded)
-        return writer.region_nbytes(region)
+            encoded = encode_region_on_lane(lane, dataset, self.plan, region)
+        store_encoded(dataset.target, encoded)
+        return dataset.target.region_nbytes(region)
 
-    def write_units(self, writer: DatasetWriter, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
+    def write_units(self, target: DatasetTarget, units: Sequence[tuple[Coords, np.ndarray]]) -> int:
         """Encode assembled units on this thread's lane, store them: one units task."""
         with _worker_lanes(self.lane_factory).use() as lane:
-            encoded = encode_units_on_lane(lane, writer, self.plan, units)
-        store_encoded(writer, encoded)
+            encoded = encode_units_on_lane(lane, target, self.plan, units)
+        store_encoded(target, encoded)
         return sum(data.nbytes for _, data in units)

@@ -1,15 +1,16 @@
 """An object's attributes stored with one metadata write instead of one per attribute.
 
 hdmf-zarr 0.14 sets attributes one at a time (``obj.attrs[key] = value``). Each set rewrites
-the object's ``zarr.json``, so an object with four attributes is written five times. That
-is about a quarter of a small NWB file's write time. hdmf-zarr relies on each set to raise
-``TypeError`` for a value JSON cannot hold, and then retries with a converted value.
+the object's ``zarr.json``, so an object with four attributes is written five times, for
+every group and dataset of the file (benchmarks/HISTORY.md has what that costs). hdmf-zarr
+relies on each set to raise ``TypeError`` for a value JSON cannot hold, and then retries
+with a converted value.
 
-:class:`AttributeRecorder` keeps that contract: it serializes every value the way zarr
-does (the object's metadata with the new attribute, through ``to_buffer_dict``), so the
-same values raise the same error, and it writes nothing. :func:`store_recorded` then stores
-the final values with one ``update_attributes``. The resulting ``zarr.json`` is the one the
-attribute-by-attribute writes leave behind, and hdmf-zarr's handle sees the update.
+:class:`AttributeRecorder` keeps that contract: it serializes every value the way zarr does
+(the object's metadata with the new attribute, through :func:`~.._zarr.metadata_documents`),
+so the same values raise the same error, and it writes nothing. :func:`store_recorded` then
+stores the final values with one ``update_attributes``. The resulting ``zarr.json`` is the one
+the attribute-by-attribute writes leave behind, and hdmf-zarr's handle sees the update.
 """
 
 from __future__ import annotations

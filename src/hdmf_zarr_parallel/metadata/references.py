@@ -2,11 +2,11 @@
 
 hdmf-zarr 0.14 stores a dataset of object references (an electrodes table's ``group``
 column, for example) as a string array of paths, written element by element
-(``dset[i] = path``). Each element is a read-modify-write of the whole chunk, so 384
-electrodes cost 384 chunk rewrites: about 0.65 s, most of a typical NWB file's metadata
-time. :func:`collecting_group` hands hdmf-zarr a parent group whose new arrays collect
-those element writes; :meth:`CollectingGroup.flush` stores each array once. The final
-chunks hold the same bytes as the element-by-element writes leave behind.
+(``dset[i] = path``). Each element is a read-modify-write of the whole chunk, so a table of
+n electrodes costs n chunk rewrites, most of a typical NWB file's metadata time
+(benchmarks/HISTORY.md). :func:`collecting_group` hands hdmf-zarr a parent group whose new
+arrays collect those element writes; :meth:`CollectingGroup.flush` stores each array once.
+The final chunks hold the same bytes as the element-by-element writes leave behind.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class ConvertReport:
     stored_bytes: int = 0
     verified: bool | None = None
     verify_seconds: float | None = None
-    datasets: tuple = ()  # the write report's per-dataset lines (:class:`~hdmf_zarr_parallel.report.DatasetReport`)
+    datasets: tuple = ()  # the write report's per-dataset lines (:class:`~hdmf_zarr_parallel.write.report.DatasetReport`)
 
     @property
     def streamed_bytes(self) -> int:

@@ -63,6 +63,11 @@ def region_size(region: Region) -> int:
     return math.prod(r.stop - r.start for r in region)
 
 
+def format_region(region: Region) -> str:
+    """A region as error messages name it: ``[0:100, 0:8]``."""
+    return "[" + ", ".join(f"{r.start}:{r.stop}" for r in region) + "]"
+
+
 def choose_tile_units(
     grid: UnitGrid, buffer_shape: tuple[int, ...] | None, itemsize: int, target_bytes: int
 ) -> tuple[int, ...]:

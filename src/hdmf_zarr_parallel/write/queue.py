@@ -15,11 +15,12 @@ from dataclasses import replace
 import numpy as np
 from hdmf_zarr.utils import ZarrIODataChunkIteratorQueue
 
-from ._zarr import write_stock_buffer
-from .dataset import DatasetWriter
-from .engines import Engine, make_engine
-from .options import WriteOptions
-from .pipeline import PipelineRun, WriteReport
+from .._zarr import write_stock_buffer
+from ..engines import Engine, make_engine
+from ..options import WriteOptions
+from .dataset import DatasetWrite
+from .pipeline import PipelineRun
+from .report import WriteReport
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class ParallelDataChunkIteratorQueue(ZarrIODataChunkIteratorQueue):
             return
         if self._run is None:
             self._run = PipelineRun(self.engine, self._options_for(data))
-        self._run.add(DatasetWriter(dataset, data, self.options.concurrent_reads))
+        self._run.add(DatasetWrite(dataset, data, self.options.concurrent_reads))
 
     def exhaust_queue(self) -> None:
         stock = list(self)

@@ -38,8 +38,8 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from ..errors import ChunkWriteError
 from .budget import WriteCancelled
-from .errors import ChunkWriteError
 from .plan import Coords
 
 __all__ = ["ChunkSink", "LocalFileSink", "ZarrStoreSink", "make_sink"]

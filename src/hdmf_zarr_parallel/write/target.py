@@ -1,0 +1,129 @@
+"""A dataset's target: one zarr array, its grid of write units, its encoder and its sink.
+
+Whatever engine runs a task, a unit ends here the same way: encoded with the array's own
+codecs (:mod:`..cpu.unit`, or on the GPU by :mod:`..gpu.datapath`) and stored under its key
+by :class:`~.sink.ChunkSink`, and a failure of either names the dataset, the unit and the
+stage. A target pickles alone, without the dataset's iterator: Dask sends it to the workers
+that only encode and store the units a sequential iterator's feeder assembled.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+
+import numpy as np
+import zarr
+
+from ..cpu.unit import ZarrUnitEncoder
+from ..errors import ChunkWriteError
+from .assemble import UnitAssembler
+from .budget import WriteCancelled
+from .plan import Coords, Region, UnitGrid, region_size
+from .sink import Blob, ChunkSink, make_sink
+
+Units = Sequence[tuple[Coords, np.ndarray]]
+
+
+class DatasetTarget:
+    """Where one dataset's data goes: the part ``shape`` of ``array``, cut into write units
+    (its shards when sharded, else its chunks)."""
+
+    stop: threading.Event | None = None  # the write's stop flag, set by bind(); never pickled
+
+    def __init__(self, array: zarr.Array, shape: tuple[int, ...]) -> None:
+        self.array = array
+        self.name = array.path or array.name or "<root>"
+        self.dtype = np.dtype(array.dtype)
+        self.unit_shape: tuple[int, ...] = tuple(array.shards or array.chunks)
+        self.shape = tuple(shape)
+
+    def bind(self, stop: threading.Event) -> None:
+        """Join a write: once ``stop`` is set nothing more is stored (a worker that comes back
+        late from a stuck read stores nothing)."""
+        self.stop = stop
+
+    # -- geometry -------------------------------------------------------------------------
+    @cached_property
+    def grid(self) -> UnitGrid:
+        return UnitGrid(self.shape, self.unit_shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the data to write (of what a sequential iterator has announced so far)."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def unit_nbytes(self) -> int:
+        return math.prod(self.unit_shape) * self.dtype.itemsize
+
+    @property
+    def unit_kind(self) -> str:
+        return "shard" if self.array.shards else "chunk"
+
+    def region_nbytes(self, region: Region) -> int:
+        return region_size(region) * self.dtype.itemsize
+
+    def split(self, region: Region, data: np.ndarray) -> Iterator[tuple[Coords, np.ndarray]]:
+        """The units of a unit-aligned region, as views into its data."""
+        for coords in self.grid.units_overlapping(region):
+            unit = self.grid.unit_region(coords)
+            yield (
+                coords,
+                data[tuple(slice(u.start - r.start, u.stop - r.start) for u, r in zip(unit, region, strict=True))],
+            )
+
+    def assembler(self, bounds: tuple[int | None, ...]) -> UnitAssembler:
+        """An assembler of whole units from sequential buffers, within ``bounds`` (see :mod:`.assemble`)."""
+        return UnitAssembler(self.unit_shape, self.dtype, self.array.metadata.fill_value, bounds)
+
+    # -- encode and store -----------------------------------------------------------------
+    @cached_property
+    def encoder(self) -> ZarrUnitEncoder:
+        return ZarrUnitEncoder(self.array)
+
+    @cached_property
+    def sink(self) -> ChunkSink:
+        return make_sink(self.array, self.name, self.stop)
+
+    def encode_unit(self, coords: Coords, data: np.ndarray) -> Blob:
+        """One whole unit's encoded bytes (``None``: all fill value, its key is deleted)."""
+        try:
+            return self.encoder.encode(data)
+        except Exception as exc:
+            raise ChunkWriteError(self.name, coords, "encoding", repr(exc)) from exc
+
+    def store_units(self, units: Iterable[tuple[Coords, np.ndarray]]) -> None:
+        """Encode whole units, then store them in one batch (one event-loop hop for async stores);
+        nothing once the write is stopping. The sink names dataset, unit and key on a store failure."""
+        if self.stop is not None and self.stop.is_set():
+            raise WriteCancelled
+        self.sink.put_many([(coords, self.encode_unit(coords, data)) for coords, data in units])
+
+    def write_units(self, units: Units) -> int:
+        """Encode and store whole units (assembled from a sequential iterator); returns their in-memory size."""
+        self.store_units(units)
+        return sum(data.nbytes for _, data in units)
+
+    # -- finalize ---------------------------------------------------------------------------
+    def grow_to(self, shape: tuple[int, ...]) -> bool:
+        """Resize the array when a sequential iterator delivered more than it announced."""
+        if not any(s > a for s, a in zip(shape, self.array.shape, strict=True)):
+            return False
+        new_shape = tuple(max(s, a) for s, a in zip(shape, self.array.shape, strict=True))
+        self.array.resize(new_shape)
+        self.shape = new_shape
+        self.__dict__.pop("grid", None)
+        return True
+
+    # -- pickling ---------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for derived in ("encoder", "sink", "grid", "stop"):
+            state.pop(derived, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
