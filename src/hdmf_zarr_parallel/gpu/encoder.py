@@ -33,6 +33,7 @@ import numpy as np
 
 from . import algorithms
 from .inputs import BatchInput, once
+from .nvcomp_codec import array_ptr, make_nvcomp_codec, stream_ptr
 from .plan import GpuCodecPlan
 
 __all__ = ["NvcompBatchEncoder", "make_nvcomp_codec"]
@@ -40,55 +41,6 @@ __all__ = ["NvcompBatchEncoder", "make_nvcomp_codec"]
 _D2H = 2  # cudaMemcpyDeviceToHost
 
 logger = logging.getLogger(__name__)
-
-
-def _stream_ptr(stream: Any) -> int:
-    if stream is None:
-        return 0
-    ptr = getattr(stream, "ptr", stream)
-    return int(ptr)
-
-
-def _array_ptr(a: Any) -> int:
-    """Device address of a cupy array's first element."""
-    data = getattr(a, "data", None)
-    ptr = getattr(data, "ptr", None)
-    if ptr is not None:
-        return int(ptr)
-    cai = getattr(a, "__cuda_array_interface__", None)
-    if cai is not None:
-        return int(cai["data"][0])
-    return int(a.ctypes.data)  # host stand-in (tests with a numpy-backed fake cupy)
-
-
-def make_nvcomp_codec(algorithm: str, stream_ptr: int, chunk_nbytes: int | None = None) -> tuple[Any, dict]:
-    """An nvCOMP ``Codec`` for ``algorithm`` with the RAW bitstream on ``stream_ptr``.
-
-    Tries the documented keyword set first (``algorithm``, ``bitstream_kind``,
-    ``cuda_stream``, ``uncomp_chunk_size``), then simpler ones. Returns the codec and the
-    keyword arguments that worked.
-    """
-    names = algorithms.get(algorithm).nvcomp_names
-    from nvidia import nvcomp
-
-    raw = nvcomp.BitstreamKind.RAW
-    errors: list[str] = []
-    for name in names:
-        base: dict[str, Any] = {"algorithm": name, "bitstream_kind": raw}
-        variants: list[dict[str, Any]] = []
-        if stream_ptr:
-            if chunk_nbytes:
-                variants.append({**base, "cuda_stream": stream_ptr, "uncomp_chunk_size": int(chunk_nbytes)})
-            variants.append({**base, "cuda_stream": stream_ptr})
-        elif chunk_nbytes:
-            variants.append({**base, "uncomp_chunk_size": int(chunk_nbytes)})
-        variants.append(base)
-        for kw in variants:
-            try:
-                return nvcomp.Codec(**kw), kw
-            except Exception as exc:  # try the next spelling / keyword set
-                errors.append(f"{kw}: {type(exc).__name__}: {exc}")
-    raise RuntimeError(f"could not create an nvCOMP {algorithm} codec; last error: {errors[-1]}")
 
 
 class NvcompBatchEncoder:
@@ -125,7 +77,7 @@ class NvcompBatchEncoder:
         self._cupy = cupy
         self._owns_stream = stream is None
         self.stream = cupy.cuda.Stream(non_blocking=True) if stream is None else stream
-        self._stream_ptr = _stream_ptr(self.stream)
+        self._stream_ptr = stream_ptr(self.stream)
         # uncomp_chunk_size >= the chunk size so that nvCOMP never splits a chunk (rounded
         # up to 4 KiB; the largest RAW unit caps it).
         chunk_size_hint = min(-(-unit // 4096) * 4096, algorithm.max_chunk_nbytes)
@@ -218,7 +170,7 @@ class NvcompBatchEncoder:
         matrix with padded rows (nvCOMP needs every input address aligned).
         """
         cupy = self._cupy
-        if not rows.flags.c_contiguous or _array_ptr(rows) % self._align:
+        if not rows.flags.c_contiguous or array_ptr(rows) % self._align:
             rows = cupy.ascontiguousarray(rows) if not rows.flags.c_contiguous else rows.copy()
         nbytes = self.plan.chunk_nbytes
         flat = rows.reshape(-1).view(cupy.uint8)
