@@ -46,13 +46,9 @@ imported with ``gpu="never"``.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
-import threading
 import uuid
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -62,7 +58,8 @@ from ..errors import ChunkWriteError
 from ..options import WriteOptions
 from ..write.dataset import DatasetWrite
 from ..write.plan import Coords, Region, format_region
-from ..write.target import DatasetTarget, Units
+from ..write.target import Units
+from . import dask_worker
 from .base import Engine, Route, tile_bytes_for
 from .reach import describe_store, unreachable_reason
 
@@ -74,9 +71,7 @@ logger = logging.getLogger(__name__)
 
 LARGE_PAYLOAD_BYTES = 1 << 20  # a pickled dataset this big probably carries its data: warn
 MAX_PAYLOAD_BYTES = 16 << 20  # ... and this big is refused: every task would carry it
-WORKER_CACHE = 256  # datasets each worker process keeps unpickled
 GPU_MODES = ("auto", "never", "always")
-_WORKER_LANES = importlib.util.resolve_name("..gpu.worker_lanes", __package__)
 
 
 def _import_distributed():
@@ -105,72 +100,6 @@ def resolve_client(client: Any = None):
 
 def _metadata_key(array: Any) -> str:
     return f"{array.path}/zarr.json" if array.path else "zarr.json"
-
-
-# -- what runs on the workers --------------------------------------------------------------------
-def _unreachable(checks: list[tuple[str, Any, str]]) -> list[str]:
-    """On each worker: the datasets whose array metadata this worker cannot see."""
-    from .._zarr import sync
-
-    missing = []
-    for name, store, key in checks:
-        try:
-            if not sync(store.exists(key)):
-                missing.append(name)
-        except Exception as exc:
-            missing.append(f"{name} ({exc!r})")
-    return missing
-
-
-_WORKER_PAYLOADS: OrderedDict[str, Any] = OrderedDict()
-_WORKER_LOCK = threading.Lock()
-
-
-def _unpickled(token: str, payload: bytes) -> Any:
-    """This worker's copy of a dataset (a :class:`DatasetWrite`, or the :class:`DatasetTarget`
-    of a sequential one), unpickled on first use and kept for the next tasks."""
-    with _WORKER_LOCK:
-        value = _WORKER_PAYLOADS.get(token)
-        if value is not None:
-            _WORKER_PAYLOADS.move_to_end(token)
-            return value
-    from distributed.protocol.pickle import loads
-
-    value = loads(payload)
-    with _WORKER_LOCK:
-        value = _WORKER_PAYLOADS.setdefault(token, value)  # another thread may have been first
-        while len(_WORKER_PAYLOADS) > WORKER_CACHE:
-            _WORKER_PAYLOADS.popitem(last=False)
-    return value
-
-
-def _forget(tokens: list[str]) -> None:
-    with _WORKER_LOCK:
-        for token in tokens:
-            _WORKER_PAYLOADS.pop(token, None)
-
-
-# -- the tasks -----------------------------------------------------------------------------------
-def _write_region(token: str, payload: bytes, region: Region, gpu: WorkerGpu | None = None) -> int:
-    dataset: DatasetWrite = _unpickled(token, payload)
-    if gpu is not None and gpu.here():
-        return gpu.write_region(dataset, region)
-    return dataset.write_region(region)
-
-
-def _write_units(token: str, payload: bytes, units: Units, gpu: WorkerGpu | None = None) -> int:
-    target: DatasetTarget = _unpickled(token, payload)
-    if gpu is not None and units and gpu.here():
-        return gpu.write_units(target, units)
-    return target.write_units(units)
-
-
-def _release_write(tokens: list[str]) -> int:
-    """At the end of a write, on each worker: forget its datasets and close the GPU lanes
-    (a worker that never imported the lanes' module has none)."""
-    _forget(tokens)
-    lanes = sys.modules.get(_WORKER_LANES)
-    return lanes.drop_lanes() if lanes is not None else 0
 
 
 @dataclass(eq=False)
@@ -313,7 +242,7 @@ class DaskEngine(Engine):
         """Each worker opens the dataset's store and looks for its array's metadata."""
         array = dataset.target.array
         checks = [(dataset.name, array.store, _metadata_key(array))]
-        missing = self.client.run(_unreachable, checks, on_error="return")
+        missing = self.client.run(dask_worker.unreachable_here, checks, on_error="return")
         for worker, names in missing.items():
             if isinstance(names, OSError):  # the worker left meanwhile (comm closed): nothing to check
                 continue
@@ -334,13 +263,13 @@ class DaskEngine(Engine):
 
     # -- tasks ----------------------------------------------------------------------------------
     def submit_region(self, route: DaskRoute, region: Region) -> Future[int]:
-        future = self._submit(_write_region, "region", route, region)
+        future = self._submit(dask_worker.write_region, "region", route, region)
         nbytes = route.dataset.target.region_nbytes(region)
         return self._wrap(future, route.dataset, None, f"writing region {format_region(region)}", nbytes)
 
     def submit_units(self, route: DaskRoute, units: Units) -> Future[int]:
         units = list(units)
-        future = self._submit(_write_units, "units", route, units)
+        future = self._submit(dask_worker.write_units, "units", route, units)
         first = units[0][0] if units else None
         stage = "writing the assembled chunk" if len(units) == 1 else f"writing {len(units)} assembled units"
         return self._wrap(future, route.dataset, first, stage, sum(data.nbytes for _, data in units))
@@ -394,7 +323,7 @@ class DaskEngine(Engine):
                 self._cancelling = True
                 self.client.cancel(futures)
             if tokens and self.client.status == "running":
-                self.client.run(_release_write, tokens, on_error="return")
+                self.client.run(dask_worker.release_write, tokens, on_error="return")
         except Exception:  # a client or cluster that is already gone has nothing left to release
             logger.debug("releasing Dask tasks failed", exc_info=True)
         self._pending.clear()
