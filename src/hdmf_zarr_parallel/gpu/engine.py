@@ -46,7 +46,7 @@ class GpuRoute(Route):
 
     def describe(self) -> str:
         engine = self.engine
-        shared = f" + {engine.cpu_workers} CPU workers" if engine.sharing else ""
+        shared = f" + {_workers(engine.cpu_workers)}" if engine.sharing else ""
         return f"gpu: {engine.lane_count} lanes{shared}"
 
     def detail(self) -> str:
@@ -58,7 +58,11 @@ class CpuRoute(Route):
     """A dataset the CPU workers write whole, with the array's zarr codecs."""
 
     def describe(self) -> str:
-        return f"gpu: {self.engine.cpu_workers} CPU workers"
+        return f"gpu: {_workers(self.engine.cpu_workers)}"
+
+
+def _workers(n: int) -> str:
+    return f"{n} CPU worker{'' if n == 1 else 's'}"
 
 
 class GpuEngine(Engine):
