@@ -44,7 +44,11 @@ class WriteOptions:
     - ``progress``: one tqdm bar over the bytes of each write; a dict passes tqdm options.
     - ``gpu_batch_bytes``: ``engine="gpu"``: uncompressed bytes per nvCOMP batch (one tile).
     - ``gpu_streams``: ``engine="gpu"``: lanes (threads, each with its own CUDA stream).
-    - ``gpu_cpu_helpers``: ``engine="gpu"``: threads that encode with the CPU codecs beside the lanes.
+    - ``gpu_cpu_helpers``: ``engine="gpu"``: CPU worker threads that take tasks from the lanes' queue
+      and encode with the array's zarr codecs. ``None``: one per CPU core the lanes leave
+      (at least one), sharing the GPU-routed work; ``0``: no sharing, the lanes write every
+      GPU-routed dataset (the datasets routed to the CPU still get that automatic count);
+      ``N``: N workers, sharing.
     - ``client``: ``engine="dask"``: the ``distributed.Client`` (``None``: the current client).
     - ``dask_gpu``: ``engine="dask"``: whether workers encode on their GPU: ``"auto"`` (where one
       is usable), ``"never"`` or ``"always"``.
@@ -71,7 +75,7 @@ class WriteOptions:
     max_threads_per_process: int | None = field(default=None, metadata={FROM_WRITE_ARGUMENTS: True})
     gpu_batch_bytes: int = DEFAULT_GPU_BATCH_BYTES
     gpu_streams: int = 4
-    gpu_cpu_helpers: int = 0
+    gpu_cpu_helpers: int | None = None
     client: Any = field(default=None, compare=False, repr=False)
     dask_gpu: str = "auto"
     concurrent_reads: bool | None = None
@@ -93,7 +97,7 @@ class WriteOptions:
             ("max_threads_per_process", 1, True),
             ("gpu_batch_bytes", 1, False),
             ("gpu_streams", 1, False),
-            ("gpu_cpu_helpers", 0, False),
+            ("gpu_cpu_helpers", 0, True),
         ):
             value = _check_positive_int(name, getattr(self, name), allow_none=allow_none, minimum=minimum)
             object.__setattr__(self, name, value)  # a numpy integer is kept as a plain int

@@ -71,7 +71,8 @@ class Route:
     engine: Engine
     dataset: DatasetWrite
 
-    #: why the dataset took this route when it is not the engine's own way (a fallback), else ""
+    #: why the dataset took this route, for the write report: a fallback's reason, or how an engine
+    #: that routes each dataset (``gpu``) chose; "" when there is nothing to say
     reason: ClassVar[str] = ""
 
     def because(self, reason: str) -> Route:
@@ -81,6 +82,10 @@ class Route:
 
     def describe(self) -> str:
         return self.engine.describe()
+
+    def detail(self) -> str:
+        """What the route did, known once the write has ended (for the write report); "" for nothing."""
+        return ""
 
     def submit_region(self, region: Region) -> Future[int]:
         return self.engine.submit_region(self, region)
@@ -117,6 +122,10 @@ class Engine(ABC):
     def tile_bytes(self, options: WriteOptions, dataset_nbytes: int) -> int:
         """Bytes per region task of a dataset, with one task in flight per worker."""
         return tile_bytes_for(options.max_inflight_bytes, self.max_workers, dataset_nbytes)
+
+    def route_tile_bytes(self, route: Route, options: WriteOptions, dataset_nbytes: int) -> int:  # noqa: ARG002
+        """Bytes per task of one dataset on its route; engines whose routes run on different workers override it."""
+        return self.tile_bytes(options, dataset_nbytes)
 
     def describe(self) -> str:
         return f"{self.name} ({self.max_workers} workers)"

@@ -36,7 +36,15 @@ def choose_auto_engine() -> tuple[str, str]:
 
     status = gpu_status()
     if status.available:
-        return "gpu", f"GPU engine: {status.device_name} with nvCOMP {status.nvcomp_version}"
+        from ..gpu.routing import cpu_worker_count
+        from ..options import WriteOptions
+
+        defaults = WriteOptions()
+        workers, _ = cpu_worker_count(defaults.gpu_cpu_helpers, defaults.gpu_streams)
+        return "gpu", (
+            f"GPU engine: {status.device_name} with nvCOMP {status.nvcomp_version}; {defaults.gpu_streams} GPU lanes "
+            f"and {workers} CPU workers on one queue, datasets routed by chain and layout"
+        )
     return "threads", f"CPU thread pool: no usable GPU ({status.reason})"
 
 
@@ -87,12 +95,17 @@ ENGINES: dict[str, EngineEntry] = {
     entry.name: entry
     for entry in (
         EngineEntry(
-            "auto", "the GPU engine where a GPU and nvCOMP are usable, else threads (the choice is logged)", _auto
+            "auto",
+            "the GPU engine (GPU lanes and CPU workers on one queue) where a GPU and nvCOMP are usable, "
+            "else threads (the choice is logged)",
+            _auto,
         ),
         EngineEntry("threads", "a thread pool in this process: any iterator, any store, no pickling", _threads),
         EngineEntry("processes", "worker processes, for iterators whose reading holds the GIL", _processes),
         EngineEntry("serial", "one chunk at a time in the calling thread, like stock hdmf-zarr", _serial),
-        EngineEntry("gpu", "nvCOMP on CUDA streams, host threads store the encoded chunks", _gpu),
+        EngineEntry(
+            "gpu", "nvCOMP on CUDA streams and CPU workers on one queue, each dataset routed by chain and layout", _gpu
+        ),
         EngineEntry("dask", "the workers of a distributed.Client (GPU encoding on GPU workers)", _dask),
     )
 }

@@ -15,7 +15,7 @@ in the order data flows through them:
 * :mod:`.lanes`: one CUDA stream's worth of work (``NvcompLane``), or the same steps on the
   host (``HostLane``, for machines without a GPU);
 * :mod:`.datapath`: read, encode on a lane, assemble shards, store: plain functions;
-* :mod:`.engine`, :mod:`.shared_tasks`: the GPU engine's scheduling, and the tasks its lanes
-  share with CPU helper threads;
+* :mod:`.engine`, :mod:`.shared_tasks`, :mod:`.routing`: the GPU engine's scheduling, the one
+  queue its lanes share with CPU worker threads, and which datasets go to which;
 * :mod:`.worker_lanes`: the lanes of Dask workers (one per worker thread, closed at the end of a write).
 """

@@ -1,11 +1,17 @@
-"""Tasks that GPU lanes and CPU helper threads share: lanes take whole tasks, oldest first;
-helpers shave single unit-rows off the newest ones.
+"""The one queue the GPU engine's lanes and CPU workers share, and its tasks.
 
-On a machine with a GPU, most CPU cores sit idle while the lanes encode. Helpers put them
-to work on the same datasets without slowing the lanes down at the end of a write: a helper
-only ever takes one unit-row (one row of chunks or shards along the first axis) of the task
-the lanes will reach last, and it never takes a task's last row, so the lanes' batches stay
-whole and the tail a helper can add is one row's CPU encode.
+Every task of a write waits here until a lane or a CPU worker takes it, under one lock, so
+no unit is ever done twice or lost:
+
+* a lane takes the oldest GPU-routed task whole (what is left of it), so its batches stay large;
+* a CPU worker takes the oldest CPU-routed task whole (datasets the GPU cannot write, or
+  writes slowly: nobody else will); otherwise, when the queue is shared, it works from the
+  newest end of the GPU-routed tasks: it shaves one unit-row (one row of chunks or shards
+  along the first axis) off the newest task with more than one row, and takes a single-row
+  task whole only when no row is left to shave.
+
+So the lanes and the CPU workers divide the GPU-routed work by their relative speed, and a
+CPU worker can add at most one row's CPU encode to the end of a write.
 """
 
 from __future__ import annotations
@@ -23,13 +29,32 @@ from ..write.plan import Coords, Region
 from .plan import GpuCodecPlan
 
 Units = list[tuple[Coords, np.ndarray]]
+Work = Callable[[], object]
+
+
+class UnitTally:
+    """How many units of one dataset the lanes and the CPU workers encoded (for the write report)."""
+
+    def __init__(self) -> None:
+        self.lanes = 0
+        self.cpu = 0
+        self._lock = threading.Lock()
+
+    def add(self, lanes: int = 0, cpu: int = 0) -> None:
+        with self._lock:
+            self.lanes += lanes
+            self.cpu += cpu
+
+    def describe(self) -> str:
+        return f"units encoded: {self.lanes} by GPU lanes, {self.cpu} by CPU workers"
 
 
 class SharedTask:
-    """One region of a random-access dataset, or one batch of assembled units, its codec plan, and its future.
+    """One region of a random-access dataset, or one batch of assembled units, and its future.
 
-    ``done`` ends when every part has been stored: the part a lane takes and each row a
-    helper shaved off. The first error of any part ends it with that error.
+    ``cpu_only`` tasks belong to CPU-routed datasets: no lane takes them. ``done`` ends when
+    every part has been stored: the part taken whole and each row shaved off. The first error
+    of any part ends it with that error.
     """
 
     def __init__(
@@ -38,36 +63,61 @@ class SharedTask:
         region: Region | None = None,
         units: Units | None = None,
         plan: GpuCodecPlan | None = None,
+        cpu_only: bool = False,
+        tally: UnitTally | None = None,
     ) -> None:
         if (region is None) == (units is None):
             raise ValueError("a task is either a region or a list of units")
         self.dataset = dataset
         self.plan = plan  # what a lane encodes it with
+        self.cpu_only = cpu_only
+        self.tally = tally
         self.region = region
         self.units = units
         self.nbytes = dataset.target.region_nbytes(region) if region is not None else sum(d.nbytes for _, d in units)
         self.done: Future[int] = Future()
-        self._parts = 1  # the part a lane will take
+        self._parts = 1  # the part taken whole, by a lane or a CPU worker
         self._lock = threading.Lock()
 
-    def shave(self) -> Callable[[], object] | None:
-        """Cut off the last unit-row (or, for units, the last unit) as CPU work; ``None`` when one is left."""
+    def rows(self) -> int:
+        """Unit-rows left (units, for a task of assembled units)."""
         if self.units is not None:
-            if len(self.units) < 2:
-                return None
-            last = [self.units.pop()]
-            self._add_part()
-            return lambda: self.dataset.target.write_units(last)
-        first, rest = self.region[0], self.region[1:]
-        unit = self.dataset.target.unit_shape[0]
-        rows = math.ceil((first.stop - first.start) / unit)
-        if rows < 2:
+            return len(self.units)
+        first = self.region[0]
+        return math.ceil((first.stop - first.start) / self.dataset.target.unit_shape[0])
+
+    def shave(self) -> Work | None:
+        """Cut off the last unit-row (or, for units, the last unit) as CPU work; ``None`` when one is left."""
+        if self.rows() < 2:
             return None
-        cut = first.start + (rows - 1) * unit
+        self._add_part()
+        if self.units is not None:
+            return self._cpu_work(units=[self.units.pop()])
+        first, rest = self.region[0], self.region[1:]
+        cut = first.start + (self.rows() - 1) * self.dataset.target.unit_shape[0]
         tail = (slice(cut, first.stop), *rest)
         self.region = (slice(first.start, cut), *rest)
-        self._add_part()
-        return lambda: self.dataset.write_region(tail)
+        return self._cpu_work(region=tail)
+
+    def whole(self) -> Work:
+        """All that is left of the task, as CPU work (the part a lane would have taken)."""
+        return self._cpu_work(region=self.region, units=self.units)
+
+    def _cpu_work(self, region: Region | None = None, units: Units | None = None) -> Work:
+        """Read (for a region), encode with the array's zarr codecs and store, in the calling thread."""
+
+        def work() -> int:
+            if region is not None:
+                nbytes = self.dataset.write_region(region)
+                count = len(list(self.dataset.target.grid.units_overlapping(region)))
+            else:
+                nbytes = self.dataset.target.write_units(units)
+                count = len(units)
+            if self.tally is not None:
+                self.tally.add(cpu=count)
+            return nbytes
+
+        return work
 
     def _add_part(self) -> None:
         with self._lock:
@@ -88,26 +138,41 @@ class SharedTask:
 
 
 class TaskQueue:
-    """The tasks no lane has taken yet."""
+    """The tasks nobody has taken yet: GPU-routed ones (for lanes, shared with CPU workers) and CPU-routed ones."""
 
     def __init__(self) -> None:
-        self._tasks: deque[SharedTask] = deque()
+        self._gpu: deque[SharedTask] = deque()
+        self._cpu: deque[SharedTask] = deque()
         self.lock = threading.Lock()
 
     def put(self, task: SharedTask) -> None:
         with self.lock:
-            self._tasks.append(task)
+            (self._cpu if task.cpu_only else self._gpu).append(task)
 
     def take_oldest(self) -> SharedTask | None:
-        """For a lane: the task queued first, whole (what is left of it)."""
+        """For a lane: the GPU-routed task queued first, whole (what is left of it)."""
         with self.lock:
-            return self._tasks.popleft() if self._tasks else None
+            return self._gpu.popleft() if self._gpu else None
 
-    def shave_newest(self) -> tuple[SharedTask, Callable[[], object]] | None:
-        """For a helper: one unit-row of the newest task that has more than one row left.
+    def take_for_cpu(self, share: bool) -> tuple[SharedTask, Work] | None:
+        """For a CPU worker: the oldest CPU-routed task whole; else, when ``share``, a row of the newest
+        GPU-routed task (:meth:`shave_newest`), or the newest single-row one whole.
 
         The caller holds :attr:`lock`, so that deciding there is no work and stopping is one step."""
-        for task in reversed(self._tasks):
+        if self._cpu:
+            task = self._cpu.popleft()
+            return task, task.whole()
+        if not share:
+            return None
+        piece = self.shave_newest()
+        if piece is None and self._gpu:  # every task left is one row: the lanes have not reached the newest
+            task = self._gpu.pop()
+            piece = task, task.whole()
+        return piece
+
+    def shave_newest(self) -> tuple[SharedTask, Work] | None:
+        """One unit-row of the newest GPU-routed task that has more than one row left (caller holds :attr:`lock`)."""
+        for task in reversed(self._gpu):
             work = task.shave()
             if work is not None:
                 return task, work
@@ -116,6 +181,7 @@ class TaskQueue:
     def cancel_all(self) -> None:
         """Drop every queued task, cancelling its future."""
         with self.lock:
-            tasks, self._tasks = list(self._tasks), deque()
+            tasks = [*self._gpu, *self._cpu]
+            self._gpu, self._cpu = deque(), deque()
         for task in tasks:
             task.done.cancel()

@@ -26,12 +26,17 @@ if TYPE_CHECKING:
     from .pipeline import PipelineRun
 
 
-def plan_tiles(dataset: DatasetWrite, engine: Engine, options: WriteOptions) -> Iterator[Region]:
-    """The unit-aligned region tasks of a random-access dataset, sized by the engine."""
+def plan_tiles(
+    dataset: DatasetWrite, engine: Engine, options: WriteOptions, route: Route | None = None
+) -> Iterator[Region]:
+    """The unit-aligned region tasks of a random-access dataset, sized by the engine (for its ``route``)."""
     target = dataset.target
     if target.grid.is_empty:
         return iter(())
-    tile_bytes = engine.tile_bytes(options, target.nbytes)
+    if route is None:
+        tile_bytes = engine.tile_bytes(options, target.nbytes)
+    else:
+        tile_bytes = engine.route_tile_bytes(route, options, target.nbytes)
     units = choose_tile_units(target.grid, dataset.source.buffer_shape, target.dtype.itemsize, tile_bytes)
     return target.grid.tiles(units)
 
@@ -73,7 +78,7 @@ class Dispatcher:
                     if route is None:
                         closed = True
                         break
-                    tiles = plan_tiles(route.dataset, run.engine, run.options)
+                    tiles = plan_tiles(route.dataset, run.engine, run.options, route)
                     active.append(zip(itertools.repeat(route), tiles))
                 if not active:
                     if closed:

@@ -69,7 +69,7 @@ class SequentialFeed:
         self.unit_bytes = self.assembler.staging_nbytes
         known = None not in dataset.bounds  # else the array's shape is only where the data starts
         size = self.target.nbytes if known else pipeline.options.max_inflight_bytes
-        self.batch_bytes = pipeline.engine.tile_bytes(pipeline.options, size)
+        self.batch_bytes = pipeline.engine.route_tile_bytes(route, pipeline.options, size)
         self.batch: list[tuple[Coords, np.ndarray]] = []
 
     def run(self) -> None:

@@ -95,7 +95,7 @@ class PipelineRun:
         except BaseException:
             self.abort()
             raise
-        route.tally = DatasetTally(dataset.name, route.describe(), route.reason)
+        route.tally = DatasetTally(dataset.name, route.describe(), route.reason, detail=route.detail)
         self._tallies.append(route.tally)
         self.datasets += 1
         if None in dataset.bounds:  # a generator of unknown length

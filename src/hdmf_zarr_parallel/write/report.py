@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class DatasetReport:
-    """One dataset of a write: where it went (``engine``), why when that is a fallback, and how fast."""
+    """One dataset of a write: where it went (``engine``), why (``reason``), how fast, and what the
+    route adds (``detail``: the GPU engine's units encoded by lanes and by CPU workers)."""
 
     name: str
     engine: str
     reason: str
     bytes_written: int
     seconds: float
+    detail: str = ""
 
     @property
     def mbps(self) -> float:
@@ -23,9 +26,10 @@ class DatasetReport:
 
     def line(self) -> str:
         why = f"  ({self.reason})" if self.reason else ""
+        detail = f"; {self.detail}" if self.detail else ""
         return (
             f"{self.name}: {self.engine}, {self.bytes_written / 1e6:.1f} MB in {self.seconds:.2f} s "
-            f"({self.mbps:.1f} MB/s){why}"
+            f"({self.mbps:.1f} MB/s){detail}{why}"
         )
 
 
@@ -34,7 +38,7 @@ class WriteReport:
     """What one queue exhaustion did: for logs, benchmarks and tests of the memory bound.
 
     ``engine`` names what actually wrote the data: the engine asked for, or, where datasets
-    went elsewhere (a process pool's thread fallback, the GPU engine's CPU pool), each route
+    went elsewhere (a process pool's thread fallback, the GPU engine's lanes and CPU workers), each route
     taken; ``per_dataset`` says which dataset went where and why.
     """
 
@@ -63,6 +67,7 @@ class DatasetTally:
     engine: str
     reason: str
     bytes_written: int = 0
+    detail: Callable[[], str] | None = None  # the route's detail, asked for when the write has ended
     started: float | None = None
     ended: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -79,7 +84,8 @@ class DatasetTally:
 
     def report(self) -> DatasetReport:
         seconds = (self.ended - self.started) if self.started is not None and self.ended is not None else 0.0
-        return DatasetReport(self.name, self.engine, self.reason, self.bytes_written, seconds)
+        detail = self.detail() if self.detail is not None else ""
+        return DatasetReport(self.name, self.engine, self.reason, self.bytes_written, seconds, detail)
 
 
 def engines_used(asked: str, tallies: list[DatasetTally]) -> str:
