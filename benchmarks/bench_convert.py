@@ -12,7 +12,11 @@ converts it into a fresh store, interleaved with the others, ``--repeats`` times
   serialised by h5py's lock), to measure what ``h5direct`` (workers reading outside that
   lock) brings in the same run;
 - ``threads-zstd``: ``convert(engine="threads", codec="zstd")``;
-- ``gpu``: ``convert(engine="gpu")`` with the same codecs as stock, where a GPU is usable.
+- ``gpu``: ``convert(engine="gpu")`` with the same codecs as stock, where a GPU is usable;
+- ``ENGINE/LAYOUT`` (``threads/gpu-shards``, ``gpu/gpu-blosc``, ...): ``convert(engine=ENGINE,
+  layout=LAYOUT)``, a ``--layout`` preset of ``tools/convert_presets.py``.
+
+Configs on the gpu engine are skipped, with the reason, where no GPU is usable.
 
 The first conversion of each configuration is compared with the source (``compare_nwb_files``).
 Prints a table (seconds, MB/s of uncompressed array data, ratio to stock) and writes JSON.
@@ -36,13 +40,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bench_write import _cpu_seconds, machine_facts, save_json  # noqa: E402
+from gpu_facts import gpu_facts  # noqa: E402
 
 from hdmf_zarr_parallel.tools import h5direct  # noqa: E402
 from hdmf_zarr_parallel.tools.convert import ConvertOptions, convert  # noqa: E402
+from hdmf_zarr_parallel.tools.convert_presets import PRESETS  # noqa: E402
 from hdmf_zarr_parallel.tools.examples import write_example_hdf5  # noqa: E402
 from hdmf_zarr_parallel.tools.verify import compare_nwb_files  # noqa: E402
 
-CONFIGS = ("stock-export", "threads", "threads-h5py", "threads-zstd", "gpu")
+CONFIGS = (
+    "stock-export",
+    "threads",
+    "threads-h5py",
+    "threads-zstd",
+    "gpu",
+    *(f"{engine}/{layout}" for engine in ("threads", "gpu") for layout in PRESETS),
+)
 
 
 def array_bytes(source: Path) -> int:
@@ -85,8 +98,10 @@ def convert_once(config: str, source: Path, out: Path, workers: int) -> tuple[fl
             with NWBHDF5IO(str(source), mode="r") as src_io, NWBZarrIO(str(out), mode="w") as io:
                 io.export(src_io=src_io, write_args={"link_data": False})
         else:
-            engine = "gpu" if config == "gpu" else "threads"
-            options = ConvertOptions(engine=engine, workers=workers, codec="zstd" if config == "threads-zstd" else None)
+            engine, _, layout = config.partition("/")
+            engine = "gpu" if engine == "gpu" else "threads"
+            codec = "zstd" if config == "threads-zstd" else None
+            options = ConvertOptions(engine=engine, workers=workers, codec=codec, layout=layout or "keep")
             with reading_through_h5py() if config == "threads-h5py" else contextlib.nullcontext():
                 convert(source, out, options)
     return time.perf_counter() - t0, _cpu_seconds() - cpu0
@@ -119,16 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         write_example_hdf5(source, compressed=not args.uncompressed, seconds=args.seconds, channels=args.channels)
     nbytes = array_bytes(source)
     print(f"[source] {source.name}: {nbytes / 1e6:.0f} MB of arrays, {source.stat().st_size / 1e6:.0f} MB on disk")
-    if "gpu" in configs:
-        from hdmf_zarr_parallel.gpu.status import gpu_status
-
-        if not (status := gpu_status()).available:
-            print(f"[skip] gpu: {status.reason}")
-            configs.remove("gpu")
+    facts = gpu_facts()
+    if not facts["available"] and (on_gpu := [c for c in configs if c.split("/")[0] == "gpu"]):
+        print(f"[skip] {', '.join(on_gpu)}: {facts['reason']}")
+        configs = [c for c in configs if c not in on_gpu]
     runs: dict[str, list[tuple[float, float]]] = {c: [] for c in configs}
     for repeat in range(args.repeats):
         for config in configs:
-            out = args.workdir / f"out-{config}.nwb.zarr"
+            out = args.workdir / f"out-{config.replace('/', '+')}.nwb.zarr"
             wall, cpu = convert_once(config, source, out, workers)
             runs[config].append((wall, cpu))
             note = ""
@@ -140,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[convert] {config:13s} rep {repeat + 1}: {wall:6.2f} s  cpu {cpu:5.1f} s{note}", flush=True)
             shutil.rmtree(out, ignore_errors=True)
     stock_best = min(w for w, _ in runs["stock-export"]) if "stock-export" in runs else None
+    threads_best = min(w for w, _ in runs["threads"]) if "threads" in runs else None
     rows = []
     for config, tries in runs.items():
         best = min(w for w, _ in tries)
@@ -152,16 +166,20 @@ def main(argv: list[str] | None = None) -> int:
                 "min_cpu_s": min(c for _, c in tries),
                 "MBps": nbytes / best / 1e6,
                 "x_stock_export": stock_best / best if stock_best else None,
+                "x_threads": threads_best / best if threads_best else None,
             }
         )
-    print("\n| config | best s | median s | MB/s | x stock export | min cpu s |\n|---|---|---|---|---|---|")
+    print("\n| config | best s | median s | MB/s | x stock export | x threads | min cpu s |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        ratio = f"{r['x_stock_export']:.2f}" if r["x_stock_export"] else "-"
+        stock, threads = (f"{r[k]:.2f}" if r[k] else "-" for k in ("x_stock_export", "x_threads"))
         print(
-            f"| {r['config']} | {r['best_s']:.2f} | {r['median_s']:.2f} | {r['MBps']:.0f} | {ratio} | {r['min_cpu_s']:.1f} |"
+            f"| {r['config']} | {r['best_s']:.2f} | {r['median_s']:.2f} | {r['MBps']:.0f} | {stock} | {threads} "
+            f"| {r['min_cpu_s']:.1f} |"
         )
     result = {
         "machine": machine_facts(workers),
+        "gpu": facts,
         "source": {"file": source.name, "array_bytes": nbytes, "file_bytes": source.stat().st_size},
         "repeats": args.repeats,
         "rows": rows,

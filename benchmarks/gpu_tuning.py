@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpu_layouts import LAYOUTS, write_layout  # noqa: E402
+from bench_gpu_layouts import DEFAULT_LAYOUTS, KEYS, LAYOUTS, write_layout  # noqa: E402
 
 
 def main() -> int:
@@ -36,7 +36,8 @@ def main() -> int:
     shape, nbytes = source.shape, source.nbytes
     out = args.workdir / "out.zarr"
     rows = []
-    for layout, geometry in LAYOUTS.items():
+    for layout in (KEYS[key] for key in DEFAULT_LAYOUTS):
+        geometry = LAYOUTS[layout]
         stock = write_layout(args.npy, shape, geometry, "stock-queue", out)
         rows.append({"layout": layout, "config": "stock-queue", "best_s": stock, "MBps": nbytes / stock / 1e6})
         settings = [(int(n), 0) for n in args.streams.split(",") if n]

@@ -7,7 +7,15 @@
 #                                    convert, NWB end to end, CPU shards, ceilings, NWB on tmpfs (bounded at 8.5 min)
 #   bash gpu_check/run.sh --probe    the nvCOMP facts the GPU engine relies on (gpu_check/probe_nvcomp.py);
 #                                    combines with --quick or --full
-#   --deadline SECONDS               stop starting steps after this long (default 240 quick, 510 full)
+#   bash gpu_check/run.sh --layouts  issue 15: on one 1 GB ephys recording, stock hdmf-zarr, threads, gpu and
+#                                    gpu-lanes (no CPU helpers) on gzip-1 9.8 MB chunks (neuroconv), Blosc-zstd
+#                                    4 MiB chunks, zstd 1 MiB chunks, zstd 64 KiB in 3 MiB shards; then convert
+#                                    with --layout gpu-shards / gpu-blosc against default convert and stock export;
+#                                    a summary with ratios (bounded at 7 minutes; combines with --quick: 9.5)
+#   --cpu                            with --layouts: the same steps on small data with the CPU stand-ins
+#                                    (gpu-host, threads/gpu-shards): a dry run on a machine without a GPU
+#   --deadline SECONDS               stop starting steps after this long (default 240 quick, 510 full,
+#                                    420 layouts, 570 quick + layouts)
 #
 # Needs Python >= 3.12 with numpy, cupy and the packages named at the top of scripts/fetch_gpu_wheels.sh;
 # the rest comes from the wheels in .whl/ (that script fills it where pip works; carry .whl). No internet.
@@ -20,21 +28,25 @@ set -u
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
 
-QUICK=0 FULL=0 PROBE=0 DEADLINE=
+QUICK=0 FULL=0 PROBE=0 LAYOUTS=0 CPU=0 DEADLINE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --full) FULL=1 QUICK=1 ;;
     --probe) PROBE=1 ;;
+    --layouts) LAYOUTS=1 ;;
+    --cpu) CPU=1 ;;
     --deadline) shift; DEADLINE=${1:-}; [[ "$DEADLINE" =~ ^[0-9]+$ ]] || usage ;;
     -h|--help) usage ;;
     *) echo "gpu_check/run.sh: unknown option $1" >&2; usage ;;
   esac
   shift
 done
-[ $((QUICK + PROBE)) -gt 0 ] || usage
+[ $((QUICK + PROBE + LAYOUTS)) -gt 0 ] || usage
+[ "$CPU" = 0 ] || [ "$LAYOUTS" = 1 ] || { echo "gpu_check/run.sh: --cpu goes with --layouts" >&2; usage; }
 if [ -z "$DEADLINE" ]; then
-  if [ "$FULL" = 1 ]; then DEADLINE=510; elif [ "$QUICK" = 1 ]; then DEADLINE=240; else DEADLINE=240; fi
+  if [ "$FULL" = 1 ]; then DEADLINE=510; elif [ "$QUICK" = 1 ] && [ "$LAYOUTS" = 1 ]; then DEADLINE=570
+  elif [ "$LAYOUTS" = 1 ]; then DEADLINE=420; else DEADLINE=240; fi
 fi
 [ -f pyproject.toml ] && [ -d src/hdmf_zarr_parallel ] || { echo "run gpu_check/run.sh from the repository root" >&2; exit 2; }
 
@@ -78,7 +90,7 @@ step() {
 }
 
 # -- environment ---------------------------------------------------------------------------------------
-say "gpu_check/run.sh $([ "$FULL" = 1 ] && echo --full || { [ "$QUICK" = 1 ] && echo --quick; }) $([ "$PROBE" = 1 ] && echo --probe) (deadline ${DEADLINE}s)"
+say "gpu_check/run.sh $([ "$FULL" = 1 ] && echo --full || { [ "$QUICK" = 1 ] && echo --quick; }) $([ "$PROBE" = 1 ] && echo --probe) $([ "$LAYOUTS" = 1 ] && echo --layouts) $([ "$CPU" = 1 ] && echo --cpu) (deadline ${DEADLINE}s)"
 say "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 say "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 say "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -n 4 | paste -sd ';')"
@@ -154,6 +166,33 @@ if [ "$FULL" = 1 ]; then
   step nwb-shm 60 bash -c "mkdir -p $SHM && cp '$EPHYS' $SHM/ && exec python3 benchmarks/bench_write.py --gpu \
     --workdir $SHM --keep-data --repeats 2 --no-verify --cases ephys --configs threads,gpu --output '$RES/bench_write_shm.json'"
   rm -rf "$SHM"
+fi
+
+# -- layouts: issue 15's claims, on the same data, against stock and threads in the same run -------------
+if [ "$LAYOUTS" = 1 ]; then
+  if [ "$CPU" = 1 ]; then  # a dry run without a GPU: small data, HostLane for the GPU data path
+    LGB=0.05 LSEC=1 GPUCFG=gpu-host LEPHYS=$DATA/ephys-0.05GB.npy
+    CONVCFG=stock-export,threads,threads/gpu-shards,threads/gpu-blosc
+  else
+    LGB=1 LSEC=20 GPUCFG=gpu,gpu-lanes LEPHYS=$EPHYS
+    CONVCFG=stock-export,threads,gpu,gpu/gpu-shards,gpu/gpu-blosc,threads/gpu-shards
+  fi
+  # the new layouts first (the least measured): gzip level 1 in neuroconv's 9.8 MB chunks, Blosc-zstd 4 MiB
+  # chunks; the first step also writes the 1 GB recording (reused after)
+  step lay-new 150 python3 benchmarks/bench_gpu_layouts.py --workdir "$DATA/layouts" --npy "$LEPHYS" --gb "$LGB" \
+    --repeats 1 --layouts gzip10MB,blosc4MiB --configs "stock-queue,threads,$GPUCFG" --output "$RES/layouts-gzip-blosc.json"
+  # convert (gzip + shuffle NWB HDF5, 0.5 GB ephys + imaging): stock export, default convert (threads, gpu), the
+  # two GPU presets on the gpu engine, and gpu-shards on threads (what the layout alone does)
+  step lay-convert 140 python3 benchmarks/bench_convert.py --workdir "$DATA/convert" --seconds "$LSEC" --repeats 1 \
+    --configs "$CONVCFG" --output "$RES/layouts-convert.json"
+  # zstd 1 MiB chunks and 64 KiB inner chunks in 3 MiB shards (measured before: the same run gives the ratios)
+  step lay-zstd 120 python3 benchmarks/bench_gpu_layouts.py --workdir "$DATA/layouts" --npy "$LEPHYS" --gb "$LGB" \
+    --repeats 1 --layouts 1MiB,shard3MiB --configs "stock-queue,threads,$GPUCFG" --output "$RES/layouts-zstd.json"
+  rm -rf "$DATA/layouts/out.zarr"
+  say ""
+  say "=== layouts summary (MB/s, and ratios to stock hdmf-zarr and to threads in the same run):"
+  timeout 30 python3 gpu_check/layouts_summary.py "$RES" "$RES/layouts-summary.json" 2>&1 | tee -a "$OUT/run.log"
+  cp "$RES/layouts-summary.json" "$OUT/layouts-summary.json" 2>/dev/null
 fi
 
 # -- probe: nvCOMP's API, CPU-readability of its output, raw speed ---------------------------------------

@@ -15,13 +15,15 @@ import platform
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from .._versions import CUPY_DISTRIBUTIONS, KVIKIO_DISTRIBUTIONS, NVCOMP_DISTRIBUTIONS, installed_version
 from ..options import ENGINES
+from .cli_types import names_arg, nonnegative_float, positive_float, positive_int, shape_arg, shards_arg
 from .convert_plan import CODECS, DEFAULT_STREAM_MIN_BYTES
+from .convert_presets import LAYOUTS, PRESETS
 
 PROG = "hdmf-zarr-parallel"
 DEPENDENCIES = ("hdmf", "hdmf-zarr", "zarr", "numcodecs", "pynwb", "numpy", "tqdm")
@@ -65,26 +67,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _number(kind: Callable[[str], float], wording: str, accept: Callable[[float], bool]):
-    """An argparse type: a finite number of ``kind`` that ``accept`` takes, else one clear message."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {wording}, got {text!r}") from None
-        if not accept(value) or value == float("inf"):  # NaN fails every accept
-            raise argparse.ArgumentTypeError(f"expected {wording}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _number(int, "a positive integer", lambda v: v >= 1)
-_positive_float = _number(float, "a positive number", lambda v: v > 0)
-_nonnegative_float = _number(float, "a number >= 0", lambda v: v >= 0)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -100,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "as NWB Zarr with NWBParallelZarrIO, read it back with stock NWBZarrIO and compare every sample, "
         "then time stock NWBZarrIO on the same data.",
     )
-    demo.add_argument("--seconds", type=_positive_float, default=45.0, help="recording length (default 45)")
-    demo.add_argument("--channels", type=_positive_int, default=384, help="number of channels (default 384)")
+    demo.add_argument("--seconds", type=positive_float, default=45.0, help="recording length (default 45)")
+    demo.add_argument("--channels", type=positive_int, default=384, help="number of channels (default 384)")
     demo.add_argument(
         "--workdir",
         type=Path,
@@ -109,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the two NWB Zarr stores, kept afterwards (default: a temporary folder)",
     )
     demo.add_argument("--engine", choices=ENGINES, default=None, help="write engine (default auto)")
-    demo.add_argument("--workers", type=_positive_int, default=None, help="worker count (default: one per core)")
+    demo.add_argument("--workers", type=positive_int, default=None, help="worker count (default: one per core)")
     demo.set_defaults(func=_cmd_demo)
 
     info = sub.add_parser("info", help="versions, GPU/CUDA/nvCOMP/kvikio availability, the engine auto picks")
@@ -127,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("input", type=Path, help="NWB HDF5 file (.nwb), or NWB Zarr v2 store (hdmf-zarr <= 0.13)")
     convert.add_argument("output", type=Path, help="NWB Zarr store to create (e.g. session.nwb.zarr)")
     convert.add_argument("--engine", choices=ENGINES, default="auto", help="write engine (default auto)")
-    convert.add_argument("--workers", type=_positive_int, default=None, help="worker count (default: one per core)")
+    convert.add_argument("--workers", type=positive_int, default=None, help="worker count (default: one per core)")
     convert.add_argument(
         "--codec",
         choices=CODECS,
@@ -145,26 +127,34 @@ def build_parser() -> argparse.ArgumentParser:
     layout = convert.add_mutually_exclusive_group()
     layout.add_argument(
         "--chunks",
-        type=_shape,
+        type=shape_arg,
         default=None,
         metavar="SHAPE",
         help="chunk shape for streamed datasets of that rank, e.g. 32768,64 (default: the HDF5 chunks, "
         "else zarr's choice, as stock export)",
     )
     layout.add_argument(
-        "--chunk-mb", type=_positive_float, default=None, metavar="MB", help="target chunk size in MB instead"
+        "--chunk-mb", type=positive_float, default=None, metavar="MB", help="target chunk size in MB instead"
     )
     convert.add_argument(
         "--shards",
-        type=_shards,
+        type=shards_arg,
         default=None,
         metavar="K|SHAPE",
         help="shard the streamed datasets: K chunks per shard along the first axis (whole extent on the "
         "others), or a shard shape such as 524288,384",
     )
     convert.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="keep",
+        help="a storage preset for the streamed datasets: "
+        + "; ".join(f"{name}: {preset.summary}" for name, preset in PRESETS.items())
+        + ". keep (default): the source's layout, or what --codec/--chunks/--shards say; a preset refuses those",
+    )
+    convert.add_argument(
         "--stream-min-mb",
-        type=_nonnegative_float,
+        type=nonnegative_float,
         default=DEFAULT_STREAM_MIN_BYTES / 2**20,
         metavar="MB",
         help=f"numeric datasets of at least this size go through the engine (default {DEFAULT_STREAM_MIN_BYTES >> 20})",
@@ -202,18 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
         "and codec), check every output reads back bit-exact, print a table and save a PNG bar chart.",
     )
     bench.add_argument("--quick", action="store_true", help="tiny data (24 MB ephys, 12 MB imaging): seconds")
-    bench.add_argument("--ephys-mb", type=_positive_float, default=None, help="ephys size in MB (default 500)")
-    bench.add_argument("--imaging-mb", type=_positive_float, default=None, help="imaging size in MB (default 250)")
-    bench.add_argument("--cases", type=_names, default=("ephys", "imaging"), help="comma-separated: ephys, imaging")
+    bench.add_argument("--ephys-mb", type=positive_float, default=None, help="ephys size in MB (default 500)")
+    bench.add_argument("--imaging-mb", type=positive_float, default=None, help="imaging size in MB (default 250)")
+    bench.add_argument("--cases", type=names_arg, default=("ephys", "imaging"), help="comma-separated: ephys, imaging")
     bench.add_argument(
         "--writers",
-        type=_names,
+        type=names_arg,
         default=None,
         help="comma-separated, from stock-serial, stock-jobs, serial, threads, processes, gpu "
         "(default: all but serial; gpu only where usable)",
     )
-    bench.add_argument("--workers", type=_positive_int, default=None, help="N (default: one per core)")
-    bench.add_argument("--repeats", type=_positive_int, default=1, help="writes per writer; the best counts")
+    bench.add_argument("--workers", type=positive_int, default=None, help="N (default: one per core)")
+    bench.add_argument("--repeats", type=positive_int, default=1, help="writes per writer; the best counts")
     bench.add_argument(
         "--png", type=Path, default=Path("hdmf-zarr-parallel-bench.png"), help="chart path (default: ./%(default)s)"
     )
@@ -223,21 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-verify", action="store_true", help="do not read each output back")
     bench.set_defaults(func=_cmd_bench)
     return parser
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a shape such as 32768,64, got {text!r}") from None
-    if not shape or any(n < 1 for n in shape):
-        raise argparse.ArgumentTypeError(f"expected positive integers such as 32768,64, got {text!r}")
-    return shape
-
-
-def _shards(text: str) -> int | tuple[int, ...]:
-    shape = _shape(text)
-    return shape[0] if "," not in text and "x" not in text else shape
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -284,19 +259,13 @@ def _convert(args: argparse.Namespace, progress: bool, client) -> int:
             progress=progress,
             client=client,
             allow_pickle=args.allow_pickle,
+            layout=args.layout,
         )
         report = convert(args.input, args.output, options, log=lambda text: print(text, flush=True))
     except ConvertError as exc:
         raise CliError(f"convert: {exc}") from None
     print(report.summary())
     return 0
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return names
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

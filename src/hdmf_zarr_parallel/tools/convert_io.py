@@ -6,7 +6,8 @@ builder, with the builder's data still an ``h5py.Dataset`` (or a zarr v2 array, 
 :func:`.zarr_v2.write_v2_dataset`). For a streamable HDF5 dataset (:func:`.convert_plan.is_streamable`)
 it swaps that data for a ``ZarrDataIO`` around an :class:`~.h5direct.H5DatasetIterator`, with the
 settings stock export infers (``ZarrDataIO.from_h5py_dataset``: HDF5 chunks, fill value,
-shuffle/gzip mapped to zarr codecs) unless the options ask for others, and afterwards writes the
+shuffle/gzip mapped to zarr codecs) unless the options or a ``--layout`` preset
+(:func:`.convert_plan.stream_codecs`) ask for others, and afterwards writes the
 ``_DTYPE`` attribute exactly as stock's copy does. Other datasets take hdmf-zarr's own path, with
 the options' codec where they are numeric.
 """
@@ -22,7 +23,7 @@ from zarr.abc.codec import ArrayArrayCodec, BytesBytesCodec
 
 from ..io import NWBParallelZarrIO
 from . import zarr_v2
-from .convert_plan import ConvertOptions, Layout, is_streamable, make_compressors, plan_layout
+from .convert_plan import ConvertOptions, Layout, is_streamable, make_compressors, plan_layout, stream_codecs
 from .h5direct import H5DatasetIterator
 from .reopening import NamedDatasetIterator
 
@@ -53,8 +54,9 @@ class ConvertIO(NWBParallelZarrIO):
             return super().write_dataset(**kwargs)
         options = self.convert_options
         codecs = ZarrDataIO.hdf5_to_zarr_filters(data)
-        compressors = [c for c in codecs if isinstance(c, BytesBytesCodec)] or None
+        source_compressors = [c for c in codecs if isinstance(c, BytesBytesCodec)] or None
         filters = [c for c in codecs if isinstance(c, ArrayArrayCodec)] or None
+        compressors = source_compressors
         if options.codec is not None and data.dtype.kind in "biuf":
             compressors = make_compressors(options.codec, options.level)
         fillvalue = data.fillvalue
@@ -67,6 +69,7 @@ class ConvertIO(NWBParallelZarrIO):
             )
             return super().write_dataset(**kwargs)
         layout = plan_layout(data, options)
+        compressors, filters = stream_codecs(options, source_compressors, filters)
         iterator = self.open_iterator(H5DatasetIterator, data, layout)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "shards without chunks": we always give both

@@ -18,6 +18,7 @@ from hdmf.data_utils import GenericDataChunkIterator
 
 from ..errors import ConvertError
 from ..options import DEFAULT_MAX_INFLIGHT_BYTES, ENGINES
+from .convert_presets import KEEP, LAYOUTS, PRESETS, conflicting_options, preset_layout
 
 CODECS = ("zstd", "gzip", "lz4", "blosc")
 DEFAULT_STREAM_MIN_BYTES = 1 << 20  # numeric datasets from 1 MiB up go through the engines
@@ -31,7 +32,9 @@ class ConvertOptions:
     The layout options (``chunks``, ``chunk_mb``, ``shards``) apply to the streamed datasets;
     ``codec``/``level`` to every numeric dataset. ``shards`` is a shard shape (for arrays of
     its rank) or an int ``k``: shards ``k`` chunks long on the first axis, spanning the
-    array on the others (see :func:`plan_layout`).
+    array on the others (see :func:`plan_layout`). ``layout`` names a preset of
+    :mod:`.convert_presets` (codec, chunks and shards of the streamed datasets), which refuses
+    the options it sets; ``"keep"`` is none.
     """
 
     engine: str = "auto"
@@ -49,12 +52,18 @@ class ConvertOptions:
     progress: bool | dict[str, Any] = False
     client: Any = None  # engine="dask": a distributed.Client (None: the current one)
     allow_pickle: bool = False  # Zarr v2 input: decode pickle-encoded datasets (trusted files only)
+    layout: str = KEEP  # a preset of convert_presets.PRESETS, or "keep"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConvertError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.codec is not None and self.codec not in CODECS:
             raise ConvertError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+        if self.layout not in LAYOUTS:
+            raise ConvertError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        given = {name: getattr(self, name) for name in ("codec", "level", "chunks", "chunk_mb", "shards")}
+        if refusal := conflicting_options(self.layout, given):
+            raise ConvertError(refusal)
         if self.level is not None and self.codec is None:
             raise ConvertError("--level needs --codec")
         if self.codec is not None:
@@ -134,13 +143,28 @@ def _default_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
 
 
 def plan_layout(dataset: Any, options: ConvertOptions) -> Layout:
-    """Chunks: ``options.chunks`` (arrays of its rank), ``options.chunk_mb`` (hdmf's heuristic),
-    the source dataset's own chunks (what stock export keeps), else zarr's default.
-    Shards: a shape (arrays of its rank) or ``k`` chunks along axis 0 and whole chunks
-    elsewhere. Buffers: whole shards/chunks along axis 0, full extent on the other axes,
-    about ``options.buffer_bytes`` each."""
+    """Chunks and shards: those of ``options.layout``'s preset (:func:`.convert_presets.preset_layout`),
+    else :func:`_option_geometry`. Buffers: whole shards/chunks along axis 0, full extent on
+    the other axes, about ``options.buffer_bytes`` each."""
     shape = tuple(int(s) for s in dataset.shape)
     itemsize = dataset.dtype.itemsize
+    if options.layout != KEEP:
+        chunks, shards = preset_layout(PRESETS[options.layout], shape, itemsize)
+    else:
+        chunks, shards = _option_geometry(dataset, shape, options)
+    unit = shards or chunks
+    row = max(1, math.prod(shape[1:]) * itemsize)
+    k = max(1, options.buffer_bytes // (unit[0] * row))
+    buffer_shape = (min(shape[0], k * unit[0]), *shape[1:])
+    return Layout(chunks=chunks, shards=shards, buffer_shape=buffer_shape)
+
+
+def _option_geometry(
+    dataset: Any, shape: tuple[int, ...], options: ConvertOptions
+) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """Chunks: ``options.chunks`` (arrays of its rank), ``options.chunk_mb`` (hdmf's heuristic),
+    the source dataset's own chunks (what stock export keeps), else zarr's default.
+    Shards: a shape (arrays of its rank) or ``k`` chunks along axis 0 and whole chunks elsewhere."""
     if options.chunks is not None and len(options.chunks) == len(shape):
         chunks = tuple(min(int(c), s) for c, s in zip(options.chunks, shape, strict=True))
     elif options.chunk_mb is not None:
@@ -159,11 +183,21 @@ def plan_layout(dataset: Any, options: ConvertOptions) -> Layout:
         bad = [i for i, (s, c) in enumerate(zip(shards, chunks, strict=True)) if s % c]
         if bad:
             raise ConvertError(f"shard shape {shards} is not a multiple of the chunk shape {chunks} ({dataset.name})")
-    unit = shards or chunks
-    row = max(1, math.prod(shape[1:]) * itemsize)
-    k = max(1, options.buffer_bytes // (unit[0] * row))
-    buffer_shape = (min(shape[0], k * unit[0]), *shape[1:])
-    return Layout(chunks=chunks, shards=shards, buffer_shape=buffer_shape)
+    return chunks, shards
+
+
+def stream_codecs(
+    options: ConvertOptions, compressors: list | None, filters: list | None
+) -> tuple[list | None, list | None]:
+    """The (compressors, filters) of a streamed numeric dataset whose source maps to
+    ``compressors`` and ``filters``: a preset's codec and no filters, ``options.codec`` with the
+    source's filters, or the source's own."""
+    if options.layout != KEEP:
+        preset = PRESETS[options.layout]
+        return make_compressors(preset.codec, preset.level), None
+    if options.codec is not None:
+        return make_compressors(options.codec, options.level), filters
+    return compressors, filters
 
 
 class ShapeOnly(GenericDataChunkIterator):

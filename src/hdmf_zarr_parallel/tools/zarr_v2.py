@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConvertError
-from .convert_plan import ConvertOptions, is_streamable, make_compressors, plan_layout
+from .convert_plan import ConvertOptions, is_streamable, plan_layout, stream_codecs
 from .reopening import NamedDatasetIterator
 
 READING = "zarr, v2 chunks"  # how the workers read a streamed v2 array (for the conversion report)
@@ -250,8 +250,7 @@ def write_v2_dataset(io: Any, kwargs: dict[str, Any], write: Callable[..., Any])
     iterator = io.open_iterator(ZarrV2DatasetIterator, data, layout)
     compressors = ZarrIO._to_v3_codecs(data.compressors) if data.compressors else None
     filters = ZarrIO._to_v3_codecs(data.filters) if data.filters else None
-    if options.codec is not None:
-        compressors = make_compressors(options.codec, options.level)
+    compressors, filters = stream_codecs(options, compressors, filters)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "shards without chunks": we always give both
         wrapped = ZarrDataIO(
