@@ -99,3 +99,38 @@ def test_hdf5_style_shuffle_and_zlib_on_the_gpu_read_back_exactly(tmp_path, dtyp
     array = make_array(store, data.shape, data.dtype, (64, 32), shards, compressors=compressors)
     gpu_write([(array, NumpyIterator(data, buffer_shape=(256, 97)))])
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+
+
+def test_the_default_gpu_engine_shares_one_queue_and_routes_by_layout(tmp_path):
+    """engine="gpu" as users get it (CPU workers on the lanes' queue, datasets routed by frame
+    size): 1 MiB zstd chunks go to the CPU workers, 64 KiB inner chunks in shards and 4 MiB
+    Blosc-zstd chunks to the lanes; every dataset reads back exactly with zarr, tensorstore
+    and zarrs, and the report says where each went and why."""
+    from zarr.codecs import BloscCodec
+
+    from independent_readers import assert_read_by_all
+
+    data = realistic((262_144, 64))  # 32 MiB int16
+    layouts = {
+        "zstd_1MiB": ((8192, 64), None, ZstdCodec(level=3)),
+        "zstd_64KiB_in_shards": ((512, 64), (16384, 64), ZstdCodec(level=3)),
+        "blosc_zstd_4MiB": ((32768, 64), None, BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")),
+    }
+    root = zarr.open_group(zarr.storage.LocalStore(tmp_path / "g.zarr"), mode="w")
+    pairs = []
+    for name, (chunks, shards, codec) in layouts.items():
+        array = root.create_array(
+            name, shape=data.shape, dtype=data.dtype, chunks=chunks, shards=shards, compressors=codec
+        )
+        pairs.append((array, NumpyIterator(data, buffer_shape=(65536, 64))))
+    options = WriteOptions(engine="gpu")
+    assert options.gpu_cpu_helpers is None
+    report = write_datasets([DatasetWrite(a, i) for a, i in pairs], GpuEngine.create(options), options)
+    print(report.summary())
+    for name in layouts:
+        np.testing.assert_array_equal(zarr.open_array(tmp_path / "g.zarr" / name, mode="r")[...], data)
+        assert_read_by_all(tmp_path / "g.zarr", data, name)
+    where = {d.name: d for d in report.per_dataset}
+    assert "CPU worker" in where["zstd_1MiB"].engine and "not faster" in where["zstd_1MiB"].reason
+    for name in ("zstd_64KiB_in_shards", "blosc_zstd_4MiB"):
+        assert "lanes" in where[name].engine and "stay on the GPU" in where[name].reason
