@@ -55,7 +55,7 @@ OURS = "hdmf_zarr_parallel/"
 
 
 # -- The child: one write between "ready" and "done" ---------------------------------------------------------------
-def host_lane_gpu_write(array, iterator, workers: int) -> None:
+def host_lane_gpu_write(array, iterator, workers: int, tune_malloc: bool = True) -> None:
     """engine="gpu" on the host lane: the only use of package internals (the imports of
     tests/test_gpu_engine_cpu.py). Repoint here when those modules move."""
     from hdmf_zarr_parallel import WriteOptions
@@ -64,7 +64,7 @@ def host_lane_gpu_write(array, iterator, workers: int) -> None:
     from hdmf_zarr_parallel.write.dataset import DatasetWrite
     from hdmf_zarr_parallel.write.pipeline import write_datasets
 
-    options = WriteOptions(engine="gpu", max_workers=workers)
+    options = WriteOptions(engine="gpu", max_workers=workers, tune_malloc=tune_malloc)
     engine = GpuEngine(workers, options.gpu_batch_bytes, lanes=options.gpu_streams, lane_factory=HostLane)
     write_datasets([DatasetWrite(array, iterator)], engine, options)
 
@@ -85,7 +85,7 @@ def prepare_write(cfg: dict, npy: str, out: Path, client=None) -> tuple[Callable
     if engine == "gpu-host":
         store = zarr.storage.LocalStore(out)
         array = zarr.create_array(store, shape=case.shape, dtype="int16", chunks=chunks, shards=shards)
-        return (lambda: host_lane_gpu_write(array, iterator, workers)), out
+        return (lambda: host_lane_gpu_write(array, iterator, workers, cfg["tune_malloc"])), out
     if cfg["layout"] == "1MiB":
         nwbfile = case.build(case.iterator())  # bench_write.py's ephys write, exactly
     else:
@@ -97,6 +97,7 @@ def prepare_write(cfg: dict, npy: str, out: Path, client=None) -> tuple[Callable
                 io.write(nwbfile)
             return
         kwargs = {"client": client} if engine == "dask" else {"max_workers": workers}
+        kwargs["tune_malloc"] = cfg["tune_malloc"]
         with NWBParallelZarrIO(str(out), mode="w", engine=engine, **kwargs) as io:
             io.write(nwbfile)
 
@@ -297,6 +298,7 @@ def parse_raw(path: Path, worker_role: str, own: str, spy: dict, names: dict[int
 # -- Configurations and the table ----------------------------------------------------------------------------------
 def run_config(layout: str, engine: str, args: argparse.Namespace, data: dict, workdir: Path) -> dict:
     cfg = {"layout": layout, "engine": engine, "workers": args.workers, "buffer_mb": args.buffer_mb}
+    cfg["tune_malloc"] = not args.no_tune_malloc
     cfg.update(verify=not args.no_verify, workdir=str(workdir), **data)
     raw = workdir / f"gil-{layout.replace('/', '_')}-{engine}.txt"
     cfg_file = raw.with_suffix(".json")
@@ -426,6 +428,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=8, help="frames listed per configuration")
     p.add_argument("--workdir", type=Path, help="data and outputs (default: a temporary folder, deleted)")
     p.add_argument("--no-verify", action="store_true", help="do not compare what was written with the source")
+    p.add_argument("--no-tune-malloc", action="store_true", help="leave glibc's malloc thresholds as they are "
+                   "(WriteOptions.tune_malloc=False), for an A/B of the tuning")  # fmt: skip
     p.add_argument("--self-test", action="store_true", help="only check the method on known loads")
     p.add_argument("--output", type=Path, help="JSON (default: benchmarks/results/gil-<cores>c[-quick]-<date>.json)")
     p.add_argument("--child", help=argparse.SUPPRESS)

@@ -58,6 +58,11 @@ class WriteOptions:
     - ``read_timeout``: seconds (``None``: no limit) one read from an iterator (one region, or one
       buffer of a sequential iterator) may take; a longer one fails the write with a
       ``ChunkWriteError`` and is abandoned, so the write returns at once.
+    - ``tune_malloc``: on Linux with glibc, keep freed chunk-sized buffers in the process for
+      reuse (glibc's mmap and trim thresholds, set once per process and in the ``processes``
+      engine's workers; see :mod:`hdmf_zarr_parallel.write.allocator`), so that workers do not
+      return every chunk's memory to the kernel while holding the GIL. ``False``: leave the
+      allocator alone.
 
     ``mp_context`` and ``max_threads_per_process`` configure the ``processes`` engine's pool and
     come from hdmf-zarr's own ``write()`` arguments (``multiprocessing_context``,
@@ -80,6 +85,7 @@ class WriteOptions:
     dask_gpu: str = "auto"
     concurrent_reads: bool | None = None
     read_timeout: float | None = None
+    tune_malloc: bool = True
 
     @classmethod
     def keywords(cls) -> tuple[str, ...]:
@@ -102,6 +108,8 @@ class WriteOptions:
             value = _check_positive_int(name, getattr(self, name), allow_none=allow_none, minimum=minimum)
             object.__setattr__(self, name, value)  # a numpy integer is kept as a plain int
         object.__setattr__(self, "read_timeout", _check_timeout("read_timeout", self.read_timeout))
+        if not isinstance(self.tune_malloc, bool):
+            raise TypeError(f"tune_malloc must be True or False, got {self.tune_malloc!r}")
         if self.concurrent_reads is not None and not isinstance(self.concurrent_reads, bool):
             raise TypeError(f"concurrent_reads must be True, False or None, got {self.concurrent_reads!r}")
         if not isinstance(self.progress, (bool, dict)):

@@ -37,7 +37,7 @@ MAX_PAYLOAD_BYTES = 16 << 20  # a dataset pickling larger than this holds its da
 _WORKER_DATASETS: dict[int, DatasetWrite] = {}
 
 
-def _init_worker(max_threads: int | None) -> None:
+def _init_worker(max_threads: int | None, tune_malloc: bool = True) -> None:
     # Ctrl-C in a terminal reaches every process of the group: the writer's process alone handles
     # it, and terminates its workers (one may be stuck in a read no signal would end anyway)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -45,6 +45,10 @@ def _init_worker(max_threads: int | None) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=max_threads)
+    if tune_malloc:
+        from ..write.allocator import retain_freed_memory
+
+        retain_freed_memory()
 
 
 def _write_region_in_worker(token: int, payload: bytes, region: Region) -> int:
@@ -147,11 +151,16 @@ class ProcessEngine(Engine):
     name = "processes"
 
     def __init__(
-        self, max_workers: int, mp_context: str | None = None, max_threads_per_process: int | None = None
+        self,
+        max_workers: int,
+        mp_context: str | None = None,
+        max_threads_per_process: int | None = None,
+        tune_malloc: bool = True,
     ) -> None:
         super().__init__(capped_workers(max_workers, default_workers(), "worker processes", "one per CPU core"))
         self.mp_context = mp_context or "spawn"
         self.max_threads_per_process = max_threads_per_process
+        self.tune_malloc = tune_malloc
         self._threads = ThreadEngine(max_workers)  # the route of the datasets processes cannot write
         self._pool: ProcessPoolExecutor | None = None
         self._tokens = itertools.count()
@@ -176,7 +185,7 @@ class ProcessEngine(Engine):
                 self.max_workers,
                 mp_context=multiprocessing.get_context(self.mp_context),
                 initializer=_init_worker,
-                initargs=(self.max_threads_per_process,),
+                initargs=(self.max_threads_per_process, self.tune_malloc),
             )
             logger.info("processes engine: %d worker processes", self.max_workers)
         return ProcessRoute(self, dataset, next(self._tokens), payload)

@@ -63,7 +63,7 @@ def _threads(options: WriteOptions) -> Engine:
 def _processes(options: WriteOptions) -> Engine:
     from .processes import ProcessEngine
 
-    return ProcessEngine(options.workers, options.mp_context, options.max_threads_per_process)
+    return ProcessEngine(options.workers, options.mp_context, options.max_threads_per_process, options.tune_malloc)
 
 
 def _serial(options: WriteOptions) -> Engine:

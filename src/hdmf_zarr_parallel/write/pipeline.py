@@ -19,6 +19,7 @@ from concurrent.futures import Future, wait
 
 from ..engines.base import CANCEL_GRACE_S, Engine
 from ..options import WriteOptions
+from .allocator import retain_freed_memory
 from .budget import ByteBudget, WriteCancelled
 from .dataset import DatasetWrite
 from .dispatch import Dispatcher
@@ -71,6 +72,8 @@ class PipelineRun:
     def __init__(self, engine: Engine, options: WriteOptions) -> None:
         self.engine = engine
         self.options = options
+        if options.tune_malloc:
+            retain_freed_memory()
         self.stop = threading.Event()
         self.budget = ByteBudget(options.max_inflight_bytes, self.stop)
         self.progress = Progress(options.progress, 0, f"hdmf-zarr-parallel [{engine.describe()}]")
