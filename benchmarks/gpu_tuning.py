@@ -1,9 +1,9 @@
-"""How many GPU lanes (``gpu_streams``) and CPU helpers (``gpu_cpu_helpers``) the gpu engine
-should run, per chunk layout.
+"""How many GPU lanes (``gpu_streams``) and CPU workers on their queue (``gpu_cpu_helpers``) the
+gpu engine should run, per chunk layout.
 
 Writes the ephys recording with each layout of ``bench_gpu_layouts.py`` through stock
 hdmf-zarr's queue (the baseline, same run) and through engine="gpu": each lane count
-without helpers, then each helper count with 4 lanes. Prints MB/s and ratios, writes JSON.
+without sharing (``gpu_cpu_helpers=0``), then each CPU worker count with 4 lanes. Prints MB/s and ratios, writes JSON.
 
 Usage: python benchmarks/gpu_tuning.py --npy ephys.npy --streams 2,4,8 --helpers 4,8,12 --output tuning.json
 """
@@ -27,7 +27,7 @@ def main() -> int:
     p.add_argument("--npy", type=Path, required=True)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/hzp-tuning"))
     p.add_argument("--streams", default="2,4,8,12")
-    p.add_argument("--helpers", default="", help="CPU helper counts to try with 4 lanes, e.g. 4,8,12")
+    p.add_argument("--helpers", default="", help="CPU worker counts to try with 4 lanes, e.g. 4,8,12")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args()
@@ -50,7 +50,7 @@ def main() -> int:
             rows.append(
                 {
                     "layout": layout,
-                    "config": f"gpu, {streams} streams, {helpers} CPU helpers",
+                    "config": f"gpu, {streams} streams, {helpers} CPU workers",
                     "streams": streams,
                     "cpu_helpers": helpers,
                     "best_s": best,

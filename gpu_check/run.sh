@@ -142,7 +142,7 @@ if [ "$FULL" = 1 ]; then
   # 1 GB ephys into 1 MiB chunks and into 64 KiB inner chunks in 3 MiB shards: stock queue, threads, gpu (+ stage profile)
   step layouts 90 python3 benchmarks/bench_gpu_layouts.py --workdir "$DATA/layouts" --npy "$EPHYS" --repeats 1 \
     --profile --output "$RES/layouts.json"
-  # lanes (gpu_streams 2, 4) and CPU helpers beside 4 lanes (gpu_cpu_helpers 4, 8, 12)
+  # lanes (gpu_streams 2, 4) and CPU workers beside 4 lanes (gpu_cpu_helpers 4, 8, 12)
   step tuning 90 python3 benchmarks/gpu_tuning.py --npy "$EPHYS" --workdir "$DATA/tuning" --streams 2,4 \
     --helpers 4,8,12 --output "$RES/tuning.json"
   # whole shards written from device memory by kvikio, against one D2H copy plus host threads
