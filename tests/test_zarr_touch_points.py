@@ -60,6 +60,15 @@ def test_every_compressor_has_its_numcodecs_object(codec):
     assert encode is not None and len(bytes(encode(np.zeros(64, "uint8")))) > 0
 
 
+@pytest.mark.parametrize("checksum", [False, True])
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_the_direct_zstd_call_gives_the_bytes_of_zarrs_own_codec(level, checksum):
+    array = _array(compressors=[ZstdCodec(level=level, checksum=checksum)])
+    codec = _zarr.evolved_codecs(array)[-1]
+    data = np.cumsum(np.random.default_rng(level).normal(0, 20, 40_000)).astype("<i2").view(np.uint8)
+    assert bytes(_zarr.numcodecs_encoder(codec)(data)) == bytes(codec._zstd_codec.encode(data))
+
+
 def test_shard_internals_answer_as_expected():
     array = zarr.create_array(
         zarr.storage.MemoryStore(), shape=(8, 6), shards=(8, 6), chunks=(4, 3), dtype="int16", compressors=None

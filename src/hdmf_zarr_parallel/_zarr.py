@@ -39,6 +39,7 @@ hdmf-zarr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
@@ -216,7 +217,7 @@ def numcodecs_encoder(codec: Any) -> Encode | None:
     from zarr.codecs.numcodecs._codecs import _NumcodecsBytesBytesCodec
 
     if isinstance(codec, ZstdCodec):
-        return codec._zstd_codec.encode
+        return _zstd_compress(codec._zstd_codec)
     if isinstance(codec, GzipCodec):
         return codec._gzip_codec.encode
     if isinstance(codec, BloscCodec):  # evolved by zarr: its typesize is the array's
@@ -224,6 +225,16 @@ def numcodecs_encoder(codec: Any) -> Encode | None:
     if isinstance(codec, _NumcodecsBytesBytesCodec):
         return codec._codec.encode
     return None
+
+
+def _zstd_compress(zstd: Any) -> Encode:
+    """numcodecs' ``zstd.compress`` with the codec's settings: what ``Zstd.encode`` calls, without its
+    Python-level wrapper (a contiguous buffer in, the same bytes out), for one call per (inner) chunk."""
+    from numcodecs.zstd import compress
+
+    if getattr(zstd, "checksum", False):
+        return functools.partial(compress, level=zstd.level, checksum=True)
+    return functools.partial(compress, level=zstd.level)
 
 
 def shard_write_order(codec: Any, chunks_per_shard: tuple[int, ...]) -> list[int]:
