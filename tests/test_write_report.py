@@ -71,3 +71,15 @@ def test_datasets_that_took_different_routes_are_all_named(tmp_path):
     assert engines["acquisition/b/data"].startswith("processes")
     assert "processes" in report.engine and "threads" in report.engine
     np.testing.assert_equal(sum(d.bytes_written for d in report.per_dataset), A.nbytes + B.nbytes)
+
+
+def test_a_write_of_several_routes_names_each_with_its_datasets():
+    from hdmf_zarr_parallel.write.report import DatasetTally, engines_used
+
+    tallies = [DatasetTally("a", "gpu: 4 lanes + 1 CPU worker", ""), DatasetTally("b", "gpu: 1 CPU worker", "")]
+    tallies.append(DatasetTally("c", "gpu: 4 lanes + 1 CPU worker", ""))
+    assert engines_used("gpu: 4 lanes + 1 CPU worker", tallies[:1]) == "gpu: 4 lanes + 1 CPU worker"
+    assert (
+        engines_used("gpu (4 streams)", tallies)
+        == "gpu: 1 CPU worker (1 dataset); gpu: 4 lanes + 1 CPU worker (2 datasets)"
+    )

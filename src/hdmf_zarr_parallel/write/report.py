@@ -93,4 +93,9 @@ def engines_used(asked: str, tallies: list[DatasetTally]) -> str:
     used = sorted({t.engine for t in tallies})
     if not used or used == [asked]:
         return asked
-    return " + ".join(f"{name} ({sum(t.engine == name for t in tallies)} dataset(s))" for name in used)
+    counts = {name: sum(t.engine == name for t in tallies) for name in used}
+    return "; ".join(f"{name} ({_datasets(n)})" for name, n in counts.items())
+
+
+def _datasets(n: int) -> str:
+    return f"{n} dataset" if n == 1 else f"{n} datasets"
