@@ -157,7 +157,22 @@ def test_a_read_timeout_is_per_read_not_per_write(store):
     np.testing.assert_array_equal(array[...], data)
 
 
-@pytest.mark.parametrize("engine", ["serial", "threads"])
+def _write_with(engine, pairs):
+    """``pipeline_write`` with ``engine``; ``gpu-host``: the gpu engine's lanes (HostLane, no CPU
+    workers sharing), so the stuck read sits in a lane."""
+    if engine != "gpu-host":
+        return pipeline_write(pairs, engine=engine)
+    from hdmf_zarr_parallel import WriteOptions
+    from hdmf_zarr_parallel.gpu.engine import GpuEngine
+    from hdmf_zarr_parallel.gpu.lanes import HostLane
+    from hdmf_zarr_parallel.write.dataset import DatasetWrite
+    from hdmf_zarr_parallel.write.pipeline import write_datasets
+
+    gpu = GpuEngine(2, 16 << 10, lanes=2, lane_factory=HostLane, cpu_helpers=0)
+    return write_datasets([DatasetWrite(a, i) for a, i in pairs], gpu, WriteOptions(engine="gpu", max_workers=2))
+
+
+@pytest.mark.parametrize("engine", ["serial", "threads", "gpu-host"])
 def test_a_stuck_read_does_not_hold_up_a_failed_write_and_stores_nothing_after_it(tmp_path, engine):
     root = zarr.open_group(zarr.storage.LocalStore(tmp_path / "g.zarr"), mode="w")
     data = realistic((4000, 8))
@@ -166,11 +181,11 @@ def test_a_stuck_read_does_not_hold_up_a_failed_write_and_stores_nothing_after_i
     iterator = HangingIterator(data, hang_at_row=0, buffer_shape=(500, 8), chunk_shape=(100, 8))
     start = time.monotonic()
     with pytest.raises(ChunkWriteError, match="dataset 'failing'.*sensor unplugged"):
-        pipeline_write(
-            [(stuck, iterator), (failing, FailsOnceSomethingHangs(np.zeros((100, 4), "int16"), (50, 4)))],
-            engine=engine,
+        _write_with(
+            engine, [(stuck, iterator), (failing, FailsOnceSomethingHangs(np.zeros((100, 4), "int16"), (50, 4)))]
         )
     assert time.monotonic() - start < 5  # not the HANG_S the stuck read takes
+    assert all(t.daemon for t in writer_threads())  # a thread stuck in a read cannot keep Python alive
     stored = sorted(p.name for p in (tmp_path / "g.zarr" / "stuck").rglob("c/*/*"))
     RELEASE.set()  # the stuck read returns: its worker must not store its region now
     deadline = time.monotonic() + 10

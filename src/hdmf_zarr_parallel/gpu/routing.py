@@ -40,9 +40,10 @@ def _frame_name(plan: GpuCodecPlan) -> str:
 
 def layout_route(plan: GpuCodecPlan, max_frame_bytes: int = MAX_GPU_FRAME_BYTES) -> tuple[bool, str]:
     """Whether the lanes should write a dataset of this plan, and why (for the write report)."""
-    size, limit = format_bytes(frame_nbytes(plan)), format_bytes(max_frame_bytes)
+    frame = frame_nbytes(plan)
+    size, limit = format_bytes(frame), format_bytes(max_frame_bytes)
     name = _frame_name(plan)
-    if frame_nbytes(plan) > max_frame_bytes:
+    if frame > max_frame_bytes:
         return (
             False,
             f"{size} {name} are one nvCOMP frame each; the GPU is not faster than the CPU above {limit} frames",
