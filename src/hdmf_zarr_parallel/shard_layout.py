@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["EMPTY", "build_shard", "crc32c", "parse_shard_index", "shard_index_nbytes"]
+__all__ = ["EMPTY", "build_shard", "crc32c", "parse_shard_index", "shard_index", "shard_index_nbytes"]
 
 EMPTY = 2**64 - 1
 _CRC_NBYTES = 4
@@ -80,28 +80,31 @@ def build_shard(
     if index_location not in ("start", "end"):
         raise ValueError(f"build_shard: index_location must be 'start' or 'end', got {index_location!r}")
 
-    index = np.full((n, 2), EMPTY, dtype="<u8")
-    index_size = shard_index_nbytes(chunks_per_shard, crc32c)
-    offset = index_size if index_location == "start" else 0
-    parts: list[bytes | bytearray | memoryview] = []
-    for i in range(n) if order is None else order:
-        chunk = encoded_inner_chunks[i]
-        size = _nbytes(chunk)
-        if size == 0:
-            continue
-        index[i, 0] = offset
-        index[i, 1] = size
-        parts.append(chunk)  # type: ignore[arg-type]
-        offset += size
-    if not parts:
+    sizes = [_nbytes(c) for c in encoded_inner_chunks]
+    stored = [i for i in (range(n) if order is None else order) if sizes[i]]
+    if not stored:
         return None
+    start = shard_index_nbytes(chunks_per_shard, crc32c) if index_location == "start" else 0
+    index = shard_index(sizes, stored, start, crc32c)
+    parts = [encoded_inner_chunks[i] for i in stored]
+    if index_location == "start":
+        return b"".join([index, *parts])  # type: ignore[list-item]
+    return b"".join([*parts, index])  # type: ignore[list-item]
 
+
+def shard_index(sizes: Sequence[int], stored: Sequence[int], start: int, crc32c: bool = True) -> bytes:
+    """The encoded index of a shard: ``sizes`` per inner chunk in C order; ``stored``, the C-order
+    positions of the stored chunks in the order their bytes follow each other from byte ``start``."""
+    index = np.full((len(sizes), 2), EMPTY, dtype="<u8")
+    if stored:
+        positions = np.asarray(stored, dtype=np.intp)
+        nbytes = np.asarray(sizes, dtype="<u8")[positions]
+        index[positions, 1] = nbytes
+        index[positions, 0] = np.cumsum(nbytes) - nbytes + np.uint64(start)
     index_bytes = index.tobytes()
     if crc32c:
         index_bytes += _crc32c(index_bytes).to_bytes(_CRC_NBYTES, "little")
-    if index_location == "start":
-        return b"".join([index_bytes, *parts])
-    return b"".join([*parts, index_bytes])
+    return index_bytes
 
 
 _crc32c = crc32c  # the parameters named crc32c hide the function

@@ -30,6 +30,7 @@ from zarr.core.sync import sync
 from .._zarr import numcodecs_encoder
 from ..chain import parse_codecs, storage_dtype
 from .shard import CpuShardEncoder, Encode, FillCheck
+from .zstd_frames import ZstdFrames, frames_for
 
 #: what ``encode`` returns: bytes-like (``bytes``, a contiguous numpy array), a zarr Buffer, or None
 Encoded = Any
@@ -38,9 +39,10 @@ Encoded = Any
 class DirectChunkEncoder:
     """``bytes`` serializer + numcodecs-backed compressors of an unsharded array, called directly."""
 
-    def __init__(self, stored: np.dtype, stages: list[Encode]) -> None:
+    def __init__(self, stored: np.dtype, stages: list[Encode], frames: ZstdFrames | None = None) -> None:
         self._stored = stored
         self._stages = stages
+        self._frames = frames
 
     @classmethod
     def for_array(cls, array: zarr.Array) -> DirectChunkEncoder | None:
@@ -56,9 +58,11 @@ class DirectChunkEncoder:
         stages = [numcodecs_encoder(c) for c in chain.bytes_bytes]
         if any(stage is None for stage in stages):
             return None
-        return cls(storage_dtype(dtype, chain.endian), stages)
+        return cls(storage_dtype(dtype, chain.endian), stages, frames_for(chain.bytes_bytes))
 
     def encode(self, unit: np.ndarray) -> Encoded:
+        if self._frames is not None and unit.dtype == self._stored:
+            return self._frames.compress(unit)
         data: Any = unit.astype(self._stored, copy=False).reshape(-1).view(np.uint8)
         for stage in self._stages:
             data = stage(data)
