@@ -20,6 +20,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, realistic
 from hdmf_zarr_parallel import ChunkWriteError
+from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
 from hdmf_zarr_parallel.gpu import routing
 from hdmf_zarr_parallel.gpu.engine import GpuEngine
 from hdmf_zarr_parallel.gpu.lanes import HostLane
@@ -28,7 +29,6 @@ from hdmf_zarr_parallel.options import WriteOptions
 from hdmf_zarr_parallel.write.dataset import DatasetWrite
 from hdmf_zarr_parallel.write.pipeline import write_datasets
 from hdmf_zarr_parallel.write.sink import LocalFileSink
-from hdmf_zarr_parallel.write.target import DatasetTarget
 from readers import assert_independent_readers_match
 
 
@@ -77,14 +77,15 @@ def puts(monkeypatch):
 
 
 def slow_cpu(monkeypatch, seconds=0.02):
-    """CPU workers encode with the array's zarr codecs (``encode_unit``); lanes never call it."""
-    real = DatasetTarget.encode_unit
+    """CPU workers encode with the array's zarr codecs (``ZarrUnitEncoder.encode_many``); lanes never call it."""
+    real = ZarrUnitEncoder.encode_many
 
-    def slow(self, coords, data):
-        time.sleep(seconds)
-        return real(self, coords, data)
+    def slow(self, units):
+        for encoded in real(self, units):
+            time.sleep(seconds)
+            yield encoded
 
-    monkeypatch.setattr(DatasetTarget, "encode_unit", slow)
+    monkeypatch.setattr(ZarrUnitEncoder, "encode_many", slow)
 
 
 def gpu_write(pairs, cpu_helpers=2, batch_bytes=16 << 10, **engine_kwargs):
@@ -189,10 +190,11 @@ def test_a_failing_cpu_worker_stops_the_write_and_is_re_raised(tmp_path, monkeyp
         array = root.create_array("a", shape=data.shape, dtype=data.dtype, chunks=(16, 16))
         iterator = NumpyIterator(data, buffer_shape=(64, 16))
 
-        def broken(self, coords, data):  # what encode_unit raises when the zarr codec fails
-            raise ChunkWriteError(self.name, coords, "encoding", "OSError('codec on fire')")
+        def broken(self, units):  # the zarr codec fails
+            raise OSError("codec on fire")
+            yield
 
-        monkeypatch.setattr(DatasetTarget, "encode_unit", broken)
+        monkeypatch.setattr(ZarrUnitEncoder, "encode_many", broken)
     with pytest.raises(ChunkWriteError, match="disk on fire|codec on fire"):
         gpu_write([(array, iterator)])
 

@@ -17,6 +17,9 @@ numcodecs objects.
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +63,15 @@ class DirectChunkEncoder:
             return None
         return cls(storage_dtype(dtype, chain.endian), stages, frames_for(chain.bytes_bytes))
 
+    def stores_own_bytes(self, dtype: np.dtype) -> bool:
+        """Whether the chain stores an array of ``dtype`` as its bytes in memory (no byte swap)."""
+        return self._stored == np.dtype(dtype)
+
+    @property
+    def frames(self) -> ZstdFrames | None:
+        """The zstd compressor when the chain is zstd alone on the array's own bytes, else ``None``."""
+        return self._frames
+
     def encode(self, unit: np.ndarray) -> Encoded:
         if self._frames is not None and unit.dtype == self._stored:
             return self._frames.compress(unit)
@@ -91,6 +103,8 @@ class ZarrUnitEncoder:
         fast = self._shards is not None or self._direct is not None
         # the all-fill check: zarr's rule without its buffer wrappers where the dtype allows
         self._empty = FillCheck.for_spec(self._spec, self.dtype) if fast else None
+        self._stored_is_own = self._direct is not None and self._direct.stores_own_bytes(self.dtype)
+        self._local = threading.local()
         codecs = tuple(async_array.codec_pipeline)
         try:
             self._sync = ChunkTransform(codecs=codecs)
@@ -121,6 +135,44 @@ class ZarrUnitEncoder:
         if self._sync is not None:
             return self._sync.encode_chunk(chunk, self._spec)
         return sync(self._async.encode_chunk(chunk, self._spec))
+
+    def encode_many(self, units: Sequence[np.ndarray]) -> Iterator[Encoded]:
+        """The encoded bytes of several units, one by one (what :meth:`encode` gives each).
+
+        A zstd chain of an unsharded array is encoded in one tight loop: each unit that is not
+        already a contiguous whole chunk is copied into one per-thread staging chunk, and the
+        frames go back to back into one buffer for all of them (no per-chunk allocations).
+        """
+        frames = self._direct.frames if self._direct is not None and self._stored_is_own else None
+        if frames is None or self._empty is None:
+            yield from (self.encode(data) for data in units)
+            return
+        empty, shape = self._empty, self.unit_shape
+        out = np.empty(len(units) * frames.bound(math.prod(shape) * self.dtype.itemsize), np.uint8)
+        view = memoryview(out)
+        offset = 0
+        for data in units:
+            chunk = data if data.shape == shape and data.flags.c_contiguous and data.dtype == self.dtype else None
+            if chunk is None:
+                chunk = self._staged(data)
+            if empty(chunk):
+                yield None
+                continue
+            size = frames.compress_into(chunk, out, offset)
+            yield view[offset : offset + size]
+            offset += size
+
+    def _staged(self, data: np.ndarray) -> np.ndarray:
+        """``data`` copied into this thread's staging chunk, padded with the fill value at the edges."""
+        stage = getattr(self._local, "stage", None)
+        if stage is None:
+            stage = self._local.stage = np.empty(self.unit_shape, self.dtype)
+        if data.shape == self.unit_shape:
+            np.copyto(stage, data, casting="unsafe")
+        else:
+            stage.fill(self.fill_value)
+            stage[tuple(slice(0, n) for n in data.shape)] = data
+        return stage
 
 
 def encoded_bytes(encoded: Encoded) -> bytes | None:

@@ -104,6 +104,12 @@ class ZstdFrames:
         size = self._frame(self._context(), out.ctypes.data, out.nbytes, source.ctypes.data, source.nbytes)
         return memoryview(out)[:size]
 
+    def compress_into(self, data: np.ndarray, out: np.ndarray, offset: int) -> int:
+        """One frame of a C-contiguous array's bytes written into ``out`` at ``offset``; returns its size."""
+        return self._frame(
+            self._context(), out.ctypes.data + offset, out.nbytes - offset, data.ctypes.data, data.nbytes
+        )
+
     def pack_rows(self, rows: np.ndarray, order: Sequence[int], out: np.ndarray, start: int) -> list[int]:
         """Compress the rows of a C-contiguous 2-D array listed in ``order`` into ``out`` one after
         another from byte ``start``; returns each row's frame size (0 for a row not listed).
