@@ -140,3 +140,26 @@ def test_unsharded_chunks_are_zarrs_bytes_either_way(zstd_path, checksum):
 
     theirs = sync(array.store.get(array.metadata.encode_chunk_key((0, 0)), prototype=default_buffer_prototype()))
     assert ours == theirs.to_bytes()
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["skip-empty", "write-empty"])
+def test_a_tiles_units_encoded_together_are_zarrs_chunks(zstd_path, empty):
+    """``encode_many`` over a tile: strided views (staged), contiguous whole chunks (not staged),
+    edge units (padded), an all-fill chunk; each result is the chunk zarr stores, or ``None``."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    data = walk((50, 30), "int16", seed=5)
+    data[0:16, 0:8] = 0  # one chunk of fill value only
+    array = zarr.create_array(
+        MemoryStore(), shape=data.shape, chunks=(16, 8), dtype="int16", config={"write_empty_chunks": empty}
+    )
+    grid = [(i, j) for i in range(4) for j in range(4)]
+    views = [data[i * 16 : (i + 1) * 16, j * 8 : (j + 1) * 8] for i, j in grid]
+    views[5] = np.ascontiguousarray(views[5])  # a whole contiguous chunk is compressed where it is
+    ours = [encoded_bytes(e) for e in ZarrUnitEncoder(array).encode_many(views)]
+    array[...] = data
+    for coords, mine in zip(grid, ours, strict=True):
+        theirs = sync(array.store.get(array.metadata.encode_chunk_key(coords), prototype=default_buffer_prototype()))
+        assert mine == (None if theirs is None else theirs.to_bytes()), coords
+    assert (ours[0] is None) == (not empty)

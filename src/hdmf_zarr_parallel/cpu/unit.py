@@ -17,7 +17,6 @@ numcodecs objects.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -139,28 +138,20 @@ class ZarrUnitEncoder:
     def encode_many(self, units: Sequence[np.ndarray]) -> Iterator[Encoded]:
         """The encoded bytes of several units, one by one (what :meth:`encode` gives each).
 
-        A zstd chain of an unsharded array is encoded in one tight loop: each unit that is not
-        already a contiguous whole chunk is copied into one per-thread staging chunk, and the
-        frames go back to back into one buffer for all of them (no per-chunk allocations).
+        A zstd chain of an unsharded array is encoded in one loop: each unit that is not already
+        a contiguous whole chunk is copied into one per-thread staging chunk (no per-unit padded
+        copy is allocated) and compressed from there with :mod:`.zstd_frames`.
         """
         frames = self._direct.frames if self._direct is not None and self._stored_is_own else None
         if frames is None or self._empty is None:
             yield from (self.encode(data) for data in units)
             return
-        empty, shape = self._empty, self.unit_shape
-        out = np.empty(len(units) * frames.bound(math.prod(shape) * self.dtype.itemsize), np.uint8)
-        view = memoryview(out)
-        offset = 0
+        empty, shape, dtype = self._empty, self.unit_shape, self.dtype
         for data in units:
-            chunk = data if data.shape == shape and data.flags.c_contiguous and data.dtype == self.dtype else None
+            chunk = data if data.shape == shape and data.dtype == dtype and data.flags.c_contiguous else None
             if chunk is None:
                 chunk = self._staged(data)
-            if empty(chunk):
-                yield None
-                continue
-            size = frames.compress_into(chunk, out, offset)
-            yield view[offset : offset + size]
-            offset += size
+            yield None if empty(chunk) else frames.compress(chunk)
 
     def _staged(self, data: np.ndarray) -> np.ndarray:
         """``data`` copied into this thread's staging chunk, padded with the fill value at the edges."""

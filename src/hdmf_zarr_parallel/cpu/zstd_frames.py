@@ -86,6 +86,7 @@ class ZstdFrames:
         self.checksum = bool(checksum)
         self._local = threading.local()
         self._compress2 = lib.ZSTD_compress2
+        self._bounds: dict[int, int] = {}
 
     def _context(self) -> int:
         context = getattr(self._local, "context", None)
@@ -94,8 +95,11 @@ class ZstdFrames:
         return context.pointer
 
     def bound(self, nbytes: int) -> int:
-        """The most bytes a frame of ``nbytes`` of input can take."""
-        return int(self._lib.ZSTD_compressBound(nbytes))
+        """The most bytes a frame of ``nbytes`` of input can take (asked of libzstd once per size)."""
+        bound = self._bounds.get(nbytes)
+        if bound is None:
+            bound = self._bounds[nbytes] = int(self._lib.ZSTD_compressBound(nbytes))
+        return bound
 
     def compress(self, data: np.ndarray) -> memoryview:
         """One frame of a C-contiguous array's bytes (numcodecs' ``compress``, as a memoryview)."""
@@ -103,12 +107,6 @@ class ZstdFrames:
         out = np.empty(self.bound(source.nbytes), np.uint8)
         size = self._frame(self._context(), out.ctypes.data, out.nbytes, source.ctypes.data, source.nbytes)
         return memoryview(out)[:size]
-
-    def compress_into(self, data: np.ndarray, out: np.ndarray, offset: int) -> int:
-        """One frame of a C-contiguous array's bytes written into ``out`` at ``offset``; returns its size."""
-        return self._frame(
-            self._context(), out.ctypes.data + offset, out.nbytes - offset, data.ctypes.data, data.nbytes
-        )
 
     def pack_rows(self, rows: np.ndarray, order: Sequence[int], out: np.ndarray, start: int) -> list[int]:
         """Compress the rows of a C-contiguous 2-D array listed in ``order`` into ``out`` one after
