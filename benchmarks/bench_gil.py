@@ -262,30 +262,38 @@ class Profile:
     codec: int = 0  # worker role samples inside the stand-in codec call (gpu-host: the host lane's encode)
 
 
-def host_lane_codec_frame() -> tuple[str, str, int]:
-    """(function, file suffix, line) of the host lane's call of its CPU reference codec: what
-    stands in for nvCOMP, so what "excluding the codec" leaves out of the gpu-host figure."""
+def host_lane_codec_lines() -> tuple[str, str, range]:
+    """(function, file suffix, lines) of the host lane's per-chunk loop over its CPU reference codec:
+    what nvCOMP's one batched call replaces on a GPU, so what "excluding the codec" leaves out of
+    the gpu-host figure (the statement ``raw = [... reference.encode(...) ...]``)."""
     import inspect
 
     from hdmf_zarr_parallel.gpu.lanes import HostLane
 
     lines, first = inspect.getsourcelines(HostLane.encode)
-    line = next(first + i for i, text in enumerate(lines) if "reference.encode(" in text)
-    return "HostLane.encode", "hdmf_zarr_parallel/gpu/lanes.py", line
+    start = next(i for i, text in enumerate(lines) if text.strip().startswith("raw = ["))
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "]")
+    assert any("reference.encode(" in text for text in lines[start:end]), "the codec loop moved: update this"
+    return "HostLane.encode", "hdmf_zarr_parallel/gpu/lanes.py", range(first + start, first + end + 1)
 
 
-def _in_codec(frames: list[str], codec: tuple[str, str, int] | None) -> bool:
+def _in_codec(frames: list[str], codec: tuple[str, str, range] | None) -> bool:
     if codec is None:
         return False
     for frame in frames:
         m = FRAME.match(frame)
-        if m and m[1] == codec[0] and m[2].endswith(codec[1]) and int(m[3]) == codec[2]:
+        if m and m[1] == codec[0] and m[2].endswith(codec[1]) and int(m[3]) in codec[2]:
             return True
     return False
 
 
 def parse_raw(
-    path: Path, worker_role: str, own: str, spy: dict, names: dict[int, str], codec: tuple[str, str, int] | None = None
+    path: Path,
+    worker_role: str,
+    own: str,
+    spy: dict,
+    names: dict[int, str],
+    codec: tuple[str, str, range] | None = None,
 ) -> Profile:
     """Collapsed stacks ("process...;thread (TID): NAME;outer;...;leaf COUNT") into samples per role,
     and the worker role's samples by innermost ``own`` frame and by leaf frame; plus the GIL-held
@@ -331,7 +339,7 @@ def run_config(layout: str, engine: str, args: argparse.Namespace, data: dict, w
     cfg_file.write_text(json.dumps(cfg))  # a file: a ';' in argv would end up in py-spy's frames
     result, spy, names = profiled_run([sys.executable, __file__, "--child", str(cfg_file)], raw, args.rate)
     worker_role = WORKER_ROLE.get(engine, "hzp-*")
-    codec = host_lane_codec_frame() if engine == "gpu-host" else None
+    codec = host_lane_codec_lines() if engine == "gpu-host" else None
     prof = parse_raw(raw, worker_role, OWN_CODE.get(engine, OURS), spy, names, codec)
     gb, rate = data["nbytes"] / 1e9, args.rate
     per_gb = {r: prof.roles[r] / rate / gb for r in ROLES}
