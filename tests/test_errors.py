@@ -9,9 +9,7 @@ import zarr
 
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError
-from hdmf_zarr_parallel.cpu import unit as cpu_unit
 from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
-from hdmf_zarr_parallel.cpu.zstd_frames import ZstdFrames
 
 
 class FailingBlocks(BlockIterator):
@@ -74,34 +72,17 @@ def test_sequential_iterator_failure(store):
         pipeline_write([(array, FailingBlocks(data, (50, 4), fail_after=7))])
 
 
-@pytest.mark.parametrize("path", ["zstd-frames", "encode"])
-def test_encoder_failure_names_the_chunk(store, monkeypatch, path):
-    """Whichever way a unit is encoded (zstd frames in a tight loop, or ``encode`` one by one)."""
+def test_encoder_failure_names_the_chunk(store, monkeypatch):
     data = realistic((1000, 4))
-
-    def poisoned(unit):
-        return unit.shape == (100, 4) and unit[0, 0] == data[500, 0] and np.array_equal(unit, data[500:600])
-
-    if path == "zstd-frames":
-        real_frame = ZstdFrames.compress
-
-        def compress(self, unit):
-            if poisoned(unit):
-                raise MemoryError("codec exploded")
-            return real_frame(self, unit)
-
-        monkeypatch.setattr(ZstdFrames, "compress", compress)
-    else:
-        monkeypatch.setattr(cpu_unit, "frames_for", lambda codecs: None)
-        real_encode = ZarrUnitEncoder.encode
-
-        def encode(self, unit):
-            if poisoned(unit):
-                raise MemoryError("codec exploded")
-            return real_encode(self, unit)
-
-        monkeypatch.setattr(ZarrUnitEncoder, "encode", encode)
     array = make_array(store, data.shape, data.dtype, (100, 4))
+    real_encode = ZarrUnitEncoder.encode
+
+    def encode(self, unit):
+        if unit[0, 0] == data[500, 0] and np.array_equal(unit, data[500:600]):
+            raise MemoryError("codec exploded")
+        return real_encode(self, unit)
+
+    monkeypatch.setattr(ZarrUnitEncoder, "encode", encode)
     with pytest.raises(ChunkWriteError, match=r"chunk \(5, 0\) while encoding.*codec exploded") as err:
         pipeline_write([(array, NumpyIterator(data, buffer_shape=(200, 4), chunk_shape=(100, 4)))])
     assert err.value.chunk == (5, 0)

@@ -20,7 +20,6 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, realistic
 from hdmf_zarr_parallel import ChunkWriteError
-from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
 from hdmf_zarr_parallel.gpu import routing
 from hdmf_zarr_parallel.gpu.engine import GpuEngine
 from hdmf_zarr_parallel.gpu.lanes import HostLane
@@ -29,6 +28,7 @@ from hdmf_zarr_parallel.options import WriteOptions
 from hdmf_zarr_parallel.write.dataset import DatasetWrite
 from hdmf_zarr_parallel.write.pipeline import write_datasets
 from hdmf_zarr_parallel.write.sink import LocalFileSink
+from hdmf_zarr_parallel.write.target import DatasetTarget
 from readers import assert_independent_readers_match
 
 
@@ -77,15 +77,14 @@ def puts(monkeypatch):
 
 
 def slow_cpu(monkeypatch, seconds=0.02):
-    """CPU workers encode with the array's zarr codecs (``ZarrUnitEncoder.encode_many``); lanes never call it."""
-    real = ZarrUnitEncoder.encode_many
+    """CPU workers encode with the array's zarr codecs (``encode_unit``); lanes never call it."""
+    real = DatasetTarget.encode_unit
 
-    def slow(self, units):
-        for encoded in real(self, units):
-            time.sleep(seconds)
-            yield encoded
+    def slow(self, coords, data):
+        time.sleep(seconds)
+        return real(self, coords, data)
 
-    monkeypatch.setattr(ZarrUnitEncoder, "encode_many", slow)
+    monkeypatch.setattr(DatasetTarget, "encode_unit", slow)
 
 
 def gpu_write(pairs, cpu_helpers=2, batch_bytes=16 << 10, **engine_kwargs):
@@ -190,11 +189,10 @@ def test_a_failing_cpu_worker_stops_the_write_and_is_re_raised(tmp_path, monkeyp
         array = root.create_array("a", shape=data.shape, dtype=data.dtype, chunks=(16, 16))
         iterator = NumpyIterator(data, buffer_shape=(64, 16))
 
-        def broken(self, units):  # the zarr codec fails
-            raise OSError("codec on fire")
-            yield
+        def broken(self, coords, data):  # what encode_unit raises when the zarr codec fails
+            raise ChunkWriteError(self.name, coords, "encoding", "OSError('codec on fire')")
 
-        monkeypatch.setattr(ZarrUnitEncoder, "encode_many", broken)
+        monkeypatch.setattr(DatasetTarget, "encode_unit", broken)
     with pytest.raises(ChunkWriteError, match="disk on fire|codec on fire"):
         gpu_write([(array, iterator)])
 

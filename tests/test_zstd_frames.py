@@ -1,22 +1,19 @@
 """zstd frames from numcodecs' own libzstd (``cpu.zstd_frames``) are numcodecs' bytes, and the
-encoders that use them write what zarr writes; without the library they fall back to numcodecs."""
+shard encoder that uses them writes what zarr writes; without the library it falls back to numcodecs."""
 
 import threading
 
 import numcodecs.zstd as numcodecs_zstd
 import numpy as np
 import pytest
-import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from zarr.codecs import GzipCodec, ZstdCodec
-from zarr.storage import MemoryStore
 
 from conftest import walk
 from hdmf_zarr_parallel.cpu import shard as cpu_shard
-from hdmf_zarr_parallel.cpu import unit as cpu_unit
 from hdmf_zarr_parallel.cpu import zstd_frames
-from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder, encoded_bytes
+from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
 from test_cpu_shard import both_ways, sharded
 
 
@@ -25,6 +22,12 @@ def frames():
     made = zstd_frames.zstd_frames(3)
     assert made is not None, "numcodecs' wheels export libzstd: the direct path must be found here"
     return made
+
+
+def one_frame(compressor, data: np.ndarray) -> bytes:
+    out = np.empty(compressor.bound(data.nbytes), np.uint8)
+    size = compressor.pack_rows(data.reshape(1, -1), [0], out, 0)[0]
+    return bytes(out[:size])
 
 
 def samples(seed: int, nbytes: int) -> np.ndarray:
@@ -46,7 +49,7 @@ def test_frames_are_numcodecs_bytes_whatever_the_context_did_before(level, check
     compressor = zstd_frames.zstd_frames(level, checksum)
     for i, nbytes in enumerate(sizes):
         data = samples(seed + i, nbytes)
-        assert bytes(compressor.compress(data)) == numcodecs_zstd.compress(data, level=level, checksum=checksum)
+        assert one_frame(compressor, data) == numcodecs_zstd.compress(data, level=level, checksum=checksum)
 
 
 def test_pack_rows_writes_the_listed_rows_back_to_back_from_start(frames):
@@ -81,7 +84,7 @@ def test_each_thread_compresses_with_its_own_context(frames):
 
     def run(k: int) -> None:
         for _ in range(20):
-            if bytes(frames.compress(inputs[k])) != expected[k]:
+            if one_frame(frames, inputs[k]) != expected[k]:
                 failures.append(k)
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
@@ -104,7 +107,6 @@ def zstd_path(request, monkeypatch):
     """Both ways a zstd chain is encoded: frames, and numcodecs' compress where frames are not found."""
     if request.param == "numcodecs":
         monkeypatch.setattr(cpu_shard, "frames_for", lambda codecs: None)
-        monkeypatch.setattr(cpu_unit, "frames_for", lambda codecs: None)
     return request.param
 
 
@@ -123,43 +125,3 @@ def test_shards_are_zarrs_bytes_either_way(zstd_path, index_location, index_crc,
 def test_an_all_fill_shard_is_not_stored_either_way(zstd_path):
     array = sharded((8, 8), (4, 4), (8, 8), "float32", "zstd", fill_value=float("nan"))
     assert ZarrUnitEncoder(array).encode(np.full((8, 8), np.nan, np.float32)) is None
-
-
-@pytest.mark.parametrize("checksum", [False, True])
-def test_unsharded_chunks_are_zarrs_bytes_either_way(zstd_path, checksum):
-    array = zarr.create_array(
-        MemoryStore(), shape=(64, 6), chunks=(64, 6), dtype="int16", compressors=[ZstdCodec(level=5, checksum=checksum)]
-    )
-    encoder = ZarrUnitEncoder(array)
-    assert (encoder._direct._frames is not None) == (zstd_path == "frames")
-    data = walk((64, 6), "int16", seed=8)
-    ours = encoded_bytes(encoder.encode(data))
-    array[...] = data
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    theirs = sync(array.store.get(array.metadata.encode_chunk_key((0, 0)), prototype=default_buffer_prototype()))
-    assert ours == theirs.to_bytes()
-
-
-@pytest.mark.parametrize("empty", [False, True], ids=["skip-empty", "write-empty"])
-def test_a_tiles_units_encoded_together_are_zarrs_chunks(zstd_path, empty):
-    """``encode_many`` over a tile: strided views (staged), contiguous whole chunks (not staged),
-    edge units (padded), an all-fill chunk; each result is the chunk zarr stores, or ``None``."""
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    data = walk((50, 30), "int16", seed=5)
-    data[0:16, 0:8] = 0  # one chunk of fill value only
-    array = zarr.create_array(
-        MemoryStore(), shape=data.shape, chunks=(16, 8), dtype="int16", config={"write_empty_chunks": empty}
-    )
-    grid = [(i, j) for i in range(4) for j in range(4)]
-    views = [data[i * 16 : (i + 1) * 16, j * 8 : (j + 1) * 8] for i, j in grid]
-    views[5] = np.ascontiguousarray(views[5])  # a whole contiguous chunk is compressed where it is
-    ours = [encoded_bytes(e) for e in ZarrUnitEncoder(array).encode_many(views)]
-    array[...] = data
-    for coords, mine in zip(grid, ours, strict=True):
-        theirs = sync(array.store.get(array.metadata.encode_chunk_key(coords), prototype=default_buffer_prototype()))
-        assert mine == (None if theirs is None else theirs.to_bytes()), coords
-    assert (ours[0] is None) == (not empty)

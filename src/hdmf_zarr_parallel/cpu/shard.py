@@ -186,7 +186,7 @@ class CpuShardEncoder:
         sharding, frames = self._sharding, self._frames
         index_nbytes = shard_index_nbytes(self._chunks_per_shard, sharding.index_crc32c)
         at_start = sharding.index_location == "start"
-        out = np.empty(index_nbytes + len(stored) * frames.bound(rows.strides[0]), np.uint8)
+        out = np.empty(index_nbytes + len(stored) * frames.bound(rows.shape[1] * rows.itemsize), np.uint8)
         start = index_nbytes if at_start else 0
         sizes = frames.pack_rows(rows, stored, out, start)
         index = shard_index(sizes, stored, start, sharding.index_crc32c)

@@ -17,8 +17,6 @@ numcodecs objects.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +30,6 @@ from zarr.core.sync import sync
 from .._zarr import numcodecs_encoder
 from ..chain import parse_codecs, storage_dtype
 from .shard import CpuShardEncoder, Encode, FillCheck
-from .zstd_frames import ZstdFrames, frames_for
 
 #: what ``encode`` returns: bytes-like (``bytes``, a contiguous numpy array), a zarr Buffer, or None
 Encoded = Any
@@ -41,10 +38,9 @@ Encoded = Any
 class DirectChunkEncoder:
     """``bytes`` serializer + numcodecs-backed compressors of an unsharded array, called directly."""
 
-    def __init__(self, stored: np.dtype, stages: list[Encode], frames: ZstdFrames | None = None) -> None:
+    def __init__(self, stored: np.dtype, stages: list[Encode]) -> None:
         self._stored = stored
         self._stages = stages
-        self._frames = frames
 
     @classmethod
     def for_array(cls, array: zarr.Array) -> DirectChunkEncoder | None:
@@ -60,20 +56,9 @@ class DirectChunkEncoder:
         stages = [numcodecs_encoder(c) for c in chain.bytes_bytes]
         if any(stage is None for stage in stages):
             return None
-        return cls(storage_dtype(dtype, chain.endian), stages, frames_for(chain.bytes_bytes))
-
-    def stores_own_bytes(self, dtype: np.dtype) -> bool:
-        """Whether the chain stores an array of ``dtype`` as its bytes in memory (no byte swap)."""
-        return self._stored == np.dtype(dtype)
-
-    @property
-    def frames(self) -> ZstdFrames | None:
-        """The zstd compressor when the chain is zstd alone on the array's own bytes, else ``None``."""
-        return self._frames
+        return cls(storage_dtype(dtype, chain.endian), stages)
 
     def encode(self, unit: np.ndarray) -> Encoded:
-        if self._frames is not None and unit.dtype == self._stored:
-            return self._frames.compress(unit)
         data: Any = unit.astype(self._stored, copy=False).reshape(-1).view(np.uint8)
         for stage in self._stages:
             data = stage(data)
@@ -102,8 +87,6 @@ class ZarrUnitEncoder:
         fast = self._shards is not None or self._direct is not None
         # the all-fill check: zarr's rule without its buffer wrappers where the dtype allows
         self._empty = FillCheck.for_spec(self._spec, self.dtype) if fast else None
-        self._stored_is_own = self._direct is not None and self._direct.stores_own_bytes(self.dtype)
-        self._local = threading.local()
         codecs = tuple(async_array.codec_pipeline)
         try:
             self._sync = ChunkTransform(codecs=codecs)
@@ -134,36 +117,6 @@ class ZarrUnitEncoder:
         if self._sync is not None:
             return self._sync.encode_chunk(chunk, self._spec)
         return sync(self._async.encode_chunk(chunk, self._spec))
-
-    def encode_many(self, units: Sequence[np.ndarray]) -> Iterator[Encoded]:
-        """The encoded bytes of several units, one by one (what :meth:`encode` gives each).
-
-        A zstd chain of an unsharded array is encoded in one loop: each unit that is not already
-        a contiguous whole chunk is copied into one per-thread staging chunk (no per-unit padded
-        copy is allocated) and compressed from there with :mod:`.zstd_frames`.
-        """
-        frames = self._direct.frames if self._direct is not None and self._stored_is_own else None
-        if frames is None or self._empty is None:
-            yield from (self.encode(data) for data in units)
-            return
-        empty, shape, dtype = self._empty, self.unit_shape, self.dtype
-        for data in units:
-            chunk = data if data.shape == shape and data.dtype == dtype and data.flags.c_contiguous else None
-            if chunk is None:
-                chunk = self._staged(data)
-            yield None if empty(chunk) else frames.compress(chunk)
-
-    def _staged(self, data: np.ndarray) -> np.ndarray:
-        """``data`` copied into this thread's staging chunk, padded with the fill value at the edges."""
-        stage = getattr(self._local, "stage", None)
-        if stage is None:
-            stage = self._local.stage = np.empty(self.unit_shape, self.dtype)
-        if data.shape == self.unit_shape:
-            np.copyto(stage, data, casting="unsafe")
-        else:
-            stage.fill(self.fill_value)
-            stage[tuple(slice(0, n) for n in data.shape)] = data
-        return stage
 
 
 def encoded_bytes(encoded: Encoded) -> bytes | None:

@@ -2,13 +2,15 @@
 
 numcodecs' ``zstd.compress`` creates and frees a compression context and allocates a ``bytes``
 result on every call, all while holding the GIL; at one call per chunk (per inner chunk of a
-shard) that bookkeeping is most of what a writer thread holds the GIL for. numcodecs' extension
+shard) that bookkeeping is much of what a writer thread holds the GIL for. numcodecs' extension
 module exports the libzstd it is built with, so here that very library is called through
 ``ctypes`` (which releases the GIL for each call): one context per thread, set once to the two
 parameters numcodecs sets (compression level and checksum flag) and reused, writing each frame
-straight into a buffer the caller owns — a whole shard's frames one after another into one
-buffer. Same library, same parameters: the same bytes as numcodecs (``tests/test_zstd_frames.py``
-compares them; zstd's output does not depend on a context's history).
+straight into a buffer the caller owns: a whole shard's frames one after another into one
+buffer (:meth:`ZstdFrames.pack_rows`). Same library, same parameters: the same bytes as
+numcodecs (``tests/test_zstd_frames.py`` compares them; zstd's output does not depend on a
+context's history). Unsharded chunks (one ~1 MiB frame each) keep numcodecs' ``compress``:
+its per-call cost is small beside such a frame, and the direct call measured no better there.
 
 :func:`zstd_frames` returns ``None`` where the library's symbols cannot be found (another build of
 numcodecs); callers then keep numcodecs' ``compress``.
@@ -101,21 +103,14 @@ class ZstdFrames:
             bound = self._bounds[nbytes] = int(self._lib.ZSTD_compressBound(nbytes))
         return bound
 
-    def compress(self, data: np.ndarray) -> memoryview:
-        """One frame of a C-contiguous array's bytes (numcodecs' ``compress``, as a memoryview)."""
-        source = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-        out = np.empty(self.bound(source.nbytes), np.uint8)
-        size = self._frame(self._context(), out.ctypes.data, out.nbytes, source.ctypes.data, source.nbytes)
-        return memoryview(out)[:size]
-
     def pack_rows(self, rows: np.ndarray, order: Sequence[int], out: np.ndarray, start: int) -> list[int]:
         """Compress the rows of a C-contiguous 2-D array listed in ``order`` into ``out`` one after
         another from byte ``start``; returns each row's frame size (0 for a row not listed).
         ``out`` must hold ``start`` plus :meth:`bound` of a row for every listed row."""
         sizes = [0] * len(rows)
-        row_nbytes = rows.strides[0]
-        if rows.ndim != 2 or not rows.flags.c_contiguous or rows.shape[1] * rows.itemsize != row_nbytes:
+        if rows.ndim != 2 or not rows.flags.c_contiguous:
             raise ValueError("pack_rows needs the rows of a C-contiguous 2-D array")
+        row_nbytes = rows.shape[1] * rows.itemsize  # not strides[0]: numpy may set any stride for one row
         context, compress2 = self._context(), self._compress2
         source, target, end = rows.ctypes.data, out.ctypes.data, out.nbytes
         offset = start
@@ -126,12 +121,6 @@ class ZstdFrames:
             sizes[i] = size
             offset += size
         return sizes
-
-    def _frame(self, context: int, target: int, capacity: int, source: int, nbytes: int) -> int:
-        size = self._compress2(context, target, capacity, source, nbytes)
-        if size > capacity:
-            self._raise(size)
-        return size
 
     def _raise(self, code: int) -> None:
         """A result above the capacity given is one of libzstd's error codes (the largest size_t values)."""

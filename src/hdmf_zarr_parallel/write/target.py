@@ -88,21 +88,19 @@ class DatasetTarget:
     def sink(self) -> ChunkSink:
         return make_sink(self.array, self.name, self.stop)
 
+    def encode_unit(self, coords: Coords, data: np.ndarray) -> Blob:
+        """One whole unit's encoded bytes (``None``: all fill value, its key is deleted)."""
+        try:
+            return self.encoder.encode(data)
+        except Exception as exc:
+            raise ChunkWriteError(self.name, coords, "encoding", repr(exc)) from exc
+
     def store_units(self, units: Iterable[tuple[Coords, np.ndarray]]) -> None:
-        """Encode whole units (all of them, then) store them in one batch (one event-loop hop for
-        async stores); nothing once the write is stopping. A failure names dataset and unit, and
-        the stage: encoding here, the store's key in the sink."""
+        """Encode whole units, then store them in one batch (one event-loop hop for async stores);
+        nothing once the write is stopping. The sink names dataset, unit and key on a store failure."""
         if self.stop is not None and self.stop.is_set():
             raise WriteCancelled
-        units = list(units)
-        encoded = self.encoder.encode_many([data for _, data in units])
-        blobs: list[tuple[Coords, Blob]] = []
-        for coords, _ in units:
-            try:
-                blobs.append((coords, next(encoded)))
-            except Exception as exc:
-                raise ChunkWriteError(self.name, coords, "encoding", repr(exc)) from exc
-        self.sink.put_many(blobs)
+        self.sink.put_many([(coords, self.encode_unit(coords, data)) for coords, data in units])
 
     def write_units(self, units: Units) -> int:
         """Encode and store whole units (assembled from a sequential iterator); returns their in-memory size."""
