@@ -5,8 +5,6 @@ back bit-exactly."""
 import collections
 import os
 import re
-import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -19,6 +17,7 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, realistic
+from ctrl_c import interrupt
 from hdmf_zarr_parallel import ChunkWriteError
 from hdmf_zarr_parallel.gpu import routing
 from hdmf_zarr_parallel.gpu.engine import GpuEngine
@@ -232,34 +231,23 @@ print(json.dumps({"outcome": outcome, "caught_at": time.time(), "non_daemon": le
 
 @pytest.mark.parametrize("cpu_helpers", [0, 2])
 def test_ctrl_c_ends_a_gpu_write_stuck_in_a_read_and_the_process_exits(tmp_path, cpu_helpers):
-    import json
 
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(CTRL_C_WRITER))
     tests = os.path.dirname(__file__)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
+    ended = interrupt(
         [sys.executable, str(script), tests, str(tmp_path / "a.zarr"), str(cpu_helpers)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        ready="stuck",
+        after=0.3,
         env=env,
+        timeout=30,
     )
-    try:
-        assert "stuck" in proc.stdout.readline()
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        signalled = time.time()
-        stdout, stderr = proc.communicate(timeout=30)
-        to_exit = time.time() - signalled
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr
-    report = json.loads(stdout.strip().splitlines()[-1])
+    report = ended.report
     assert report["outcome"] == "interrupted"
-    assert report["caught_at"] - signalled < 3
+    assert report["caught_at"] - ended.signalled < 3
+    assert ended.to_exit < 6, f"{ended.to_exit:.1f} s from Ctrl-C to the end of the process"
     assert report["non_daemon"] == []
-    assert to_exit < 6, f"{to_exit:.1f} s from Ctrl-C to the end of the process"
 
 
 # -- routing by layout ---------------------------------------------------------------------

@@ -2,16 +2,13 @@
 no writer thread, worker process or (with Dask) task is left running. Each case runs in its own
 interpreter, so the signal cannot reach pytest."""
 
-import json
-import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
+
+from ctrl_c import interrupt
 
 # A slow, picklable iterator (the processes engine pickles it by path), in a module the
 # spawned worker processes can import too.
@@ -79,26 +76,16 @@ def test_ctrl_c_during_a_write_stops_it_at_once(tmp_path, engine):
     (tmp_path / "slow_iterator.py").write_text(textwrap.dedent(SLOW_ITERATOR))
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(WRITER))
-    proc = subprocess.Popen(
+    ended = interrupt(
         [sys.executable, str(script), str(tmp_path), str(npy), str(tmp_path / "out.nwb.zarr"), engine],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        ready="writing",
+        after=1.5,  # well into the data
     )
-    try:
-        assert proc.stdout.readline().strip() == "writing"
-        time.sleep(1.5)  # well into the data
-        proc.send_signal(signal.SIGINT)
-        signalled = time.perf_counter()
-        stdout, stderr = proc.communicate(timeout=60)
-        to_exit = time.perf_counter() - signalled
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr
     # the process ends soon after (a Dask LocalCluster's own shutdown takes a few seconds on a
     # loaded machine); a write that ignored Ctrl-C would report "finished", not "interrupted"
-    assert to_exit < (15 if engine == "dask" else 8), f"{to_exit:.1f} s from Ctrl-C to the end of the process"
-    report = json.loads(stdout.strip().splitlines()[-1])
+    limit = 15 if engine == "dask" else 8
+    assert ended.to_exit < limit, f"{ended.to_exit:.1f} s from Ctrl-C to the end of the process"
+    report = ended.report
     assert report["outcome"] == "interrupted"
     assert report["seconds"] < 4.5  # Ctrl-C came at 1.5 s; the whole write would take >= 5 s
     assert report["writer_threads"] == []
@@ -196,30 +183,16 @@ def test_ctrl_c_once_ends_a_write_stuck_in_a_read_and_the_process_exits(tmp_path
     (tmp_path / "hanging_sources.py").write_text(textwrap.dedent(HANGING_SOURCES))
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(HANGING_WRITER))
-    stuck = tmp_path / "ephys.npy.stuck"
-    proc = subprocess.Popen(
+    ended = interrupt(
         [sys.executable, str(script), str(tmp_path), str(npy), str(tmp_path / "out.nwb.zarr"), engine, kind],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
+        ready="writing",
+        after=0.3,
+        stuck_marker=tmp_path / "ephys.npy.stuck",
+        process_group=True,  # Ctrl-C once, in a terminal: to the writer and its worker processes
+        timeout=30,
     )
-    try:
-        assert proc.stdout.readline().strip() == "writing"
-        deadline = time.monotonic() + 60
-        while not stuck.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert stuck.exists(), "the read never got stuck"
-        time.sleep(0.3)
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C once, in a terminal: to the writer and its worker processes
-        signalled = time.time()
-        stdout, stderr = proc.communicate(timeout=30)
-        to_exit = time.time() - signalled
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr
-    report = json.loads(stdout.strip().splitlines()[-1])
+    report = ended.report
     assert report["outcome"] == "interrupted"
-    assert report["caught_at"] - signalled < 3, "KeyboardInterrupt took too long to reach the caller"
-    assert to_exit < 6, f"{to_exit:.1f} s from Ctrl-C to the end of the process"
+    assert report["caught_at"] - ended.signalled < 3, "KeyboardInterrupt took too long to reach the caller"
+    assert ended.to_exit < 6, f"{ended.to_exit:.1f} s from Ctrl-C to the end of the process"
     assert report["worker_processes"] == 0  # a worker stuck in a read was terminated
