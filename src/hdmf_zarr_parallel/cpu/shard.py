@@ -7,14 +7,16 @@ holds the GIL, so threads encoding shards in parallel stop scaling early
 
 Here the inner chunks are cut with numpy and passed straight to the very numcodecs codec
 objects zarr's inner codecs call (``ZstdCodec._zstd_codec``, ``GzipCodec._gzip_codec``,
-``numcodecs.*`` wrappers' ``_codec``), which release the GIL while they compress. The
-shard is cut into its inner chunks with one numpy copy (:func:`inner_rows`, as
-``gpu.rows.chunk_matrix`` carves tiles) and the empty-chunk rule is zarr's ``chunk_is_empty`` without its buffer
-wrappers (:class:`FillCheck`). The shard is laid out by
-:func:`~hdmf_zarr_parallel.shard_layout.build_shard`, the layout the GPU path uses too, with
+``numcodecs.*`` wrappers' ``_codec``), which release the GIL while they compress; a chain of
+zstd alone is compressed by numcodecs' own libzstd straight into one buffer per shard
+(:mod:`.zstd_frames`), followed by the index. The shard is cut into its inner chunks with one
+numpy copy (:func:`inner_rows`, as ``gpu.rows.chunk_matrix`` carves tiles) and the
+empty-chunk rule is zarr's ``chunk_is_empty`` without its buffer wrappers, for all inner
+chunks at once (:meth:`FillCheck.empty_rows`). The shard is laid out as
+:mod:`~hdmf_zarr_parallel.shard_layout` describes (the layout the GPU path uses too), with
 the inner chunks in the order zarr's encoder writes them (the codec's
 ``subchunk_write_order``), so the bytes are identical to zarr's (``tests/test_cpu_shard.py``
-compares them). The chain is read by :func:`~hdmf_zarr_parallel.chain.parse_codecs`; chains
+and ``tests/test_zstd_frames.py`` compare them). The chain is read by :func:`~hdmf_zarr_parallel.chain.parse_codecs`; chains
 this does not cover (array-to-array codecs, stored bytes other than the array's own, other
 serializers, index codecs other than ``bytes`` + optional ``crc32c``) make
 :meth:`CpuShardEncoder.for_array` return ``None``, and zarr encodes those shards itself.
