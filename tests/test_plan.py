@@ -67,6 +67,6 @@ def test_a_small_dataset_still_makes_two_tasks_per_worker():
     array = make_array(zarr.storage.MemoryStore(), data.shape, data.dtype, (64, 64))
     writer = DatasetWrite(array, NumpyIterator(data, buffer_shape=(1024, 64)))
     options = WriteOptions(engine="threads", max_workers=4)
-    tiles = list(plan_tiles(writer, ThreadEngine(4), options))
+    tiles = list(plan_tiles(ThreadEngine(4).admit(writer), options))
     assert len(tiles) == 8
     assert sorted(r[0].start for r in tiles) == list(range(0, 1024, 128))

@@ -16,27 +16,21 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ..engines.base import Engine, Route
+from ..engines.base import Route
 from ..options import WriteOptions
 from .budget import WriteCancelled
-from .dataset import DatasetWrite
 from .plan import Region, choose_tile_units
 
 if TYPE_CHECKING:
     from .pipeline import PipelineRun
 
 
-def plan_tiles(
-    dataset: DatasetWrite, engine: Engine, options: WriteOptions, route: Route | None = None
-) -> Iterator[Region]:
-    """The unit-aligned region tasks of a random-access dataset, sized by the engine (for its ``route``)."""
-    target = dataset.target
+def plan_tiles(route: Route, options: WriteOptions) -> Iterator[Region]:
+    """The unit-aligned region tasks of a random-access dataset, sized by its engine for its route."""
+    dataset, target = route.dataset, route.dataset.target
     if target.grid.is_empty:
         return iter(())
-    if route is None:
-        tile_bytes = engine.tile_bytes(options, target.nbytes)
-    else:
-        tile_bytes = engine.route_tile_bytes(route, options, target.nbytes)
+    tile_bytes = route.engine.route_tile_bytes(route, options, target.nbytes)
     units = choose_tile_units(target.grid, dataset.source.buffer_shape, target.dtype.itemsize, tile_bytes)
     return target.grid.tiles(units)
 
@@ -78,7 +72,7 @@ class Dispatcher:
                     if route is None:
                         closed = True
                         break
-                    tiles = plan_tiles(route.dataset, run.engine, run.options, route)
+                    tiles = plan_tiles(route, run.options)
                     active.append(zip(itertools.repeat(route), tiles))
                 if not active:
                     if closed:
