@@ -102,9 +102,9 @@ class LocalFileSink(ChunkSink):
 
     def put_many(self, items: Sequence[tuple[Coords, Blob]]) -> None:
         self.check_stop()
-        paths = [self.path(coords) for coords, _ in items]  # the bookkeeping in one pass, then the I/O
-        for (coords, blob), path in zip(items, paths, strict=True):
+        for coords, blob in items:
             try:
+                path = self.path(coords)
                 if blob is None:
                     _remove(path)
                 else:
