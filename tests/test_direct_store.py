@@ -4,6 +4,7 @@ deleted), the same bytes, under every chunk-key encoding; no temporary files; no
 
 import errno
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from zarr.codecs.numcodecs import LZ4, Shuffle
 
 from conftest import NumpyIterator, gzip_clock_frozen, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError
-from hdmf_zarr_parallel.write import sink
+from hdmf_zarr_parallel.write import sink, target
 from hdmf_zarr_parallel.write.dataset import DatasetWrite
 
 CHAINS = {
@@ -98,8 +99,13 @@ def test_the_same_files_as_zarr(tmp_path, chain, shards, empty, keys):
     st.sampled_from(sorted(KEY_ENCODINGS)),
     st.booleans(),
     st.floats(0, 1),
+    st.sampled_from([None, 1, 2, 5]),
 )
-def test_property_any_geometry_gives_zarrs_files(tmp_path_factory, shape, chunks, per_shard, chain, keys, empty, blank):
+def test_property_any_geometry_gives_zarrs_files(
+    tmp_path_factory, shape, chunks, per_shard, chain, keys, empty, blank, block_units
+):
+    """``block_units``: how many units a block of a tile holds at most (``None``: the default
+    ``BLOCK_BYTES``, a whole tile here), so tiles are cut into several blocks, edge blocks too."""
     assume(not (chain == "big-endian" and per_shard and empty))  # see test_the_same_files_as_zarr
     tmp_path = tmp_path_factory.mktemp("p")
     shards = None if per_shard is None else tuple(c * p for c, p in zip(chunks, per_shard, strict=True))
@@ -112,7 +118,9 @@ def test_property_any_geometry_gives_zarrs_files(tmp_path_factory, shape, chunks
         make_array(zarr.storage.LocalStore(r), shape, data.dtype, chunks, shards, **kwargs) for r in roots
     )
     buffer = (min(shape[0], 7), shape[1])
-    with gzip_clock_frozen():
+    unit_nbytes = int(np.prod(shards or chunks)) * data.dtype.itemsize
+    block_bytes = target.BLOCK_BYTES if block_units is None else block_units * unit_nbytes
+    with gzip_clock_frozen(), mock.patch.object(target, "BLOCK_BYTES", block_bytes):
         pipeline_write([(ours, NumpyIterator(data, buffer_shape=buffer))], max_inflight_bytes=1 << 20)
         reference[...] = data
     assert files(roots[0]) == files(roots[1])

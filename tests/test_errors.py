@@ -6,10 +6,11 @@ import time
 import numpy as np
 import pytest
 import zarr
+from zarr.codecs import GzipCodec, ZstdCodec
 
 from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError
-from hdmf_zarr_parallel.cpu.unit import ZarrUnitEncoder
+from hdmf_zarr_parallel.cpu import unit as unit_module
 
 
 class FailingBlocks(BlockIterator):
@@ -72,19 +73,47 @@ def test_sequential_iterator_failure(store):
         pipeline_write([(array, FailingBlocks(data, (50, 4), fail_after=7))])
 
 
-def test_encoder_failure_names_the_chunk(store, monkeypatch):
+@pytest.mark.parametrize("access", ["random", "sequential"])
+@pytest.mark.parametrize("codec", ["zstd", "gzip+zstd", "zarr's own path"])
+def test_encoder_failure_names_the_chunk(store, monkeypatch, access, codec):
+    """A codec that fails on one chunk: the error names that chunk and the stage, whether the
+    chunk was encoded in a block of whole units (random access), alone (assembled from a
+    sequential iterator), or by zarr's own codec pipeline."""
     data = realistic((1000, 4))
-    array = make_array(store, data.shape, data.dtype, (100, 4))
-    real_encode = ZarrUnitEncoder.encode
+    compressors = {"zstd": ZstdCodec(), "gzip+zstd": (GzipCodec(), ZstdCodec()), "zarr's own path": ZstdCodec()}
+    array = make_array(store, data.shape, data.dtype, (100, 4), compressors=compressors[codec])
+    bad = data[500:600].tobytes()
+    if codec == "zarr's own path":
+        monkeypatch.setattr(unit_module.DirectChunkEncoder, "for_array", classmethod(lambda cls, array: None))
+        real_encode = ZstdCodec._encode_sync
 
-    def encode(self, unit):
-        if unit[0, 0] == data[500, 0] and np.array_equal(unit, data[500:600]):
-            raise MemoryError("codec exploded")
-        return real_encode(self, unit)
+        def zarr_encode(self, chunk_bytes, chunk_spec):
+            if chunk_bytes.to_bytes() == bad:
+                raise MemoryError("codec exploded")
+            return real_encode(self, chunk_bytes, chunk_spec)
 
-    monkeypatch.setattr(ZarrUnitEncoder, "encode", encode)
+        monkeypatch.setattr(ZstdCodec, "_encode_sync", zarr_encode)
+    else:
+        real_encoder = unit_module.numcodecs_encoder
+
+        def failing_encoder(zarr_codec):
+            stage = real_encoder(zarr_codec)
+
+            def encode(buffer):
+                if bytes(memoryview(buffer).cast("B")) == bad:
+                    raise MemoryError("codec exploded")
+                return stage(buffer)
+
+            return encode
+
+        monkeypatch.setattr(unit_module, "numcodecs_encoder", failing_encoder)
+    iterator = (
+        NumpyIterator(data, buffer_shape=(300, 4), chunk_shape=(100, 4))
+        if access == "random"
+        else BlockIterator(data, (300, 4))
+    )
     with pytest.raises(ChunkWriteError, match=r"chunk \(5, 0\) while encoding.*codec exploded") as err:
-        pipeline_write([(array, NumpyIterator(data, buffer_shape=(200, 4), chunk_shape=(100, 4)))])
+        pipeline_write([(array, iterator)])
     assert err.value.chunk == (5, 0)
 
 

@@ -76,14 +76,16 @@ def puts(monkeypatch):
 
 
 def slow_cpu(monkeypatch, seconds=0.02):
-    """CPU workers encode with the array's zarr codecs (``encode_unit``); lanes never call it."""
-    real = DatasetTarget.encode_unit
+    """CPU workers encode with the array's zarr codecs (``encode_unit``, ``encode_block``: a block
+    of whole units); lanes never call them. Each unit takes ``seconds`` longer."""
+    for name in ("encode_unit", "encode_block"):
+        real = getattr(DatasetTarget, name)
 
-    def slow(self, coords, data):
-        time.sleep(seconds)
-        return real(self, coords, data)
+        def slow(self, coords, data, real=real, name=name):
+            time.sleep(seconds * (len(coords) if name == "encode_block" else 1))
+            return real(self, coords, data)
 
-    monkeypatch.setattr(DatasetTarget, "encode_unit", slow)
+        monkeypatch.setattr(DatasetTarget, name, slow)
 
 
 def gpu_write(pairs, cpu_helpers=2, batch_bytes=16 << 10, **engine_kwargs):
@@ -188,10 +190,12 @@ def test_a_failing_cpu_worker_stops_the_write_and_is_re_raised(tmp_path, monkeyp
         array = root.create_array("a", shape=data.shape, dtype=data.dtype, chunks=(16, 16))
         iterator = NumpyIterator(data, buffer_shape=(64, 16))
 
-        def broken(self, coords, data):  # what encode_unit raises when the zarr codec fails
-            raise ChunkWriteError(self.name, coords, "encoding", "OSError('codec on fire')")
+        def broken(self, coords, data):  # what encode_unit / encode_block raise when the zarr codec fails
+            first = coords[0] if isinstance(coords, list) else coords
+            raise ChunkWriteError(self.name, first, "encoding", "OSError('codec on fire')")
 
         monkeypatch.setattr(DatasetTarget, "encode_unit", broken)
+        monkeypatch.setattr(DatasetTarget, "encode_block", broken)
     with pytest.raises(ChunkWriteError, match="disk on fire|codec on fire"):
         gpu_write([(array, iterator)])
 

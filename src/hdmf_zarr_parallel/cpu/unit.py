@@ -64,6 +64,41 @@ class DirectChunkEncoder:
             data = stage(data)
         return data
 
+    def encode_rows(self, rows: np.ndarray, skip: np.ndarray | None) -> list[Encoded]:
+        """Each row of a C-contiguous matrix of whole chunks encoded, ``None`` where ``skip`` says.
+
+        One tight loop with nothing between one codec call and the next but the loop itself
+        (a stage chain of one codec is called directly): the Python a worker runs per chunk is
+        what it holds the GIL for. A failure is :class:`RowEncodeError` naming the row.
+        """
+        matrix = rows.astype(self._stored, copy=False).view(np.uint8)
+        stages = self._stages
+        out: list[Encoded] = [None] * len(matrix)
+        todo = range(len(matrix)) if skip is None else np.flatnonzero(~skip).tolist()
+        i = 0
+        try:
+            if len(stages) == 1:
+                (compress,) = stages
+                for i in todo:
+                    out[i] = compress(matrix[i])
+            else:
+                for i in todo:
+                    data: Any = matrix[i]
+                    for stage in stages:
+                        data = stage(data)
+                    out[i] = data
+        except Exception as exc:
+            raise RowEncodeError(i) from exc
+        return out
+
+
+class RowEncodeError(Exception):
+    """Encoding row ``index`` of a matrix of units failed (the cause is the codec's exception)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
 
 class ZarrUnitEncoder:
     """Encodes whole write units (chunks, or shards when sharded) of one array."""
@@ -102,6 +137,21 @@ class ZarrUnitEncoder:
         full = np.full(self.unit_shape, self.fill_value, dtype=self.dtype)
         full[tuple(slice(0, n) for n in data.shape)] = data
         return full
+
+    def encode_rows(self, rows: np.ndarray) -> list[Encoded]:
+        """The encoded bytes of whole units laid out as the rows of one C-contiguous matrix (what
+        :func:`.shard.inner_rows` makes), ``None`` for those zarr would not store; what
+        :meth:`encode` gives each, with one fill check for all of them. A failure is
+        :class:`RowEncodeError` naming the row."""
+        if self._direct is None or self._empty is None:
+            out: list[Encoded] = []
+            for i, row in enumerate(rows):
+                try:
+                    out.append(self.encode(row.reshape(self.unit_shape)))
+                except Exception as exc:
+                    raise RowEncodeError(i) from exc
+            return out
+        return self._direct.encode_rows(rows, self._empty.empty_rows(rows))
 
     def encode(self, data: np.ndarray) -> Encoded:
         """Encoded bytes of one unit, or ``None`` when zarr would not store it (all fill value)."""

@@ -59,5 +59,5 @@ class DatasetWrite:
 
     def write_region(self, region: Region) -> int:
         """Read, encode and store one unit-aligned region; returns its size in bytes."""
-        self.target.store_units(self.target.split(region, self.source.read(region)))
+        self.target.store_region(region, self.source.read(region))
         return self.target.region_nbytes(region)

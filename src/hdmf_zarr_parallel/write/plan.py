@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 Region = tuple[slice, ...]
@@ -85,7 +85,13 @@ def choose_tile_units(
         counts = [
             max(1, min(n, math.ceil(b / u))) for b, u, n in zip(buffer_shape, grid.unit_shape, grid_shape, strict=True)
         ]
-    unit_bytes = math.prod(grid.unit_shape) * itemsize
+    return fit_units(counts, math.prod(grid.unit_shape) * itemsize, target_bytes)
+
+
+def fit_units(counts: Sequence[int], unit_bytes: int, target_bytes: int) -> tuple[int, ...]:
+    """``counts`` units per axis, halved along the slowest-varying axis that still spans several
+    units until they fit ``target_bytes`` (or are down to one unit)."""
+    counts = list(counts)
     while math.prod(counts) * unit_bytes > target_bytes and any(c > 1 for c in counts):
         axis = next(i for i, c in enumerate(counts) if c > 1)
         counts[axis] = math.ceil(counts[axis] / 2)

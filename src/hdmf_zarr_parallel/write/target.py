@@ -9,22 +9,27 @@ that only encode and store the units a sequential iterator's feeder assembled.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 
 import numpy as np
 import zarr
 
-from ..cpu.unit import ZarrUnitEncoder
+from ..cpu.shard import inner_rows
+from ..cpu.unit import RowEncodeError, ZarrUnitEncoder
 from ..errors import ChunkWriteError
 from .assemble import UnitAssembler
 from .budget import WriteCancelled
-from .plan import Coords, Region, UnitGrid, region_size
+from .plan import Coords, Region, UnitGrid, fit_units, region_size
 from .sink import Blob, ChunkSink, make_sink
 
 Units = Sequence[tuple[Coords, np.ndarray]]
+
+#: at most this many bytes of a tile's whole units are copied out together (:meth:`DatasetTarget.store_region`)
+BLOCK_BYTES = 8 << 20
 
 
 class DatasetTarget:
@@ -66,15 +71,6 @@ class DatasetTarget:
     def region_nbytes(self, region: Region) -> int:
         return region_size(region) * self.dtype.itemsize
 
-    def split(self, region: Region, data: np.ndarray) -> Iterator[tuple[Coords, np.ndarray]]:
-        """The units of a unit-aligned region, as views into its data."""
-        for coords in self.grid.units_overlapping(region):
-            unit = self.grid.unit_region(coords)
-            yield (
-                coords,
-                data[tuple(slice(u.start - r.start, u.stop - r.start) for u, r in zip(unit, region, strict=True))],
-            )
-
     def assembler(self, bounds: tuple[int | None, ...]) -> UnitAssembler:
         """An assembler of whole units from sequential buffers, within ``bounds`` (see :mod:`.assemble`)."""
         return UnitAssembler(self.unit_shape, self.dtype, self.array.metadata.fill_value, bounds)
@@ -95,11 +91,52 @@ class DatasetTarget:
         except Exception as exc:
             raise ChunkWriteError(self.name, coords, "encoding", repr(exc)) from exc
 
+    def encode_block(self, coords: Sequence[Coords], rows: np.ndarray) -> list[Blob]:
+        """The encoded bytes of whole units laid out as the rows of one matrix (``coords``: theirs)."""
+        try:
+            return self.encoder.encode_rows(rows)
+        except RowEncodeError as exc:
+            cause = exc.__cause__
+            raise ChunkWriteError(self.name, coords[exc.index], "encoding", repr(cause)) from cause
+
+    def store_region(self, region: Region, data: np.ndarray) -> None:
+        """Encode the units of a unit-aligned region (its ``data``), then store them in one batch.
+
+        Whole units are taken a block at a time: one numpy copy (which releases the GIL) lays up
+        to ``BLOCK_BYTES`` of them out as the rows of one matrix (:func:`..cpu.shard.inner_rows`)
+        and the encoder runs through the rows in one loop; units cut by the array's edge are
+        encoded one by one (padded as zarr pads them). One copy per block and no per-unit
+        slicing keep what a worker runs per unit, and so holds the GIL for, small.
+        """
+        self.check_stop()
+        unit_shape = self.unit_shape
+        first = tuple(r.start // u for r, u in zip(region, unit_shape, strict=True))
+        counts = tuple(-(-(r.stop - r.start) // u) for r, u in zip(region, unit_shape, strict=True))
+        block = fit_units(counts, self.unit_nbytes, BLOCK_BYTES)
+        blobs: list[tuple[Coords, Blob]] = []
+        for origin in itertools.product(*(range(0, n, b) for n, b in zip(counts, block, strict=True))):
+            sizes = tuple(min(b, n - o) for b, n, o in zip(block, counts, origin, strict=True))
+            ranges = (range(f + o, f + o + k) for f, o, k in zip(first, origin, sizes, strict=True))
+            coords = list(itertools.product(*ranges))
+            at = tuple(o * u for o, u in zip(origin, unit_shape, strict=True))
+            whole = tuple(k * u for k, u in zip(sizes, unit_shape, strict=True))
+            slab = data[tuple(slice(a, a + w) for a, w in zip(at, whole, strict=True))]
+            if slab.shape == whole and slab.ndim:
+                blobs.extend(zip(coords, self.encode_block(coords, inner_rows(slab, sizes, unit_shape)), strict=True))
+                continue
+            for c in coords:  # a block at the array's edge
+                cut = tuple(slice((i - f) * u, (i - f + 1) * u) for i, f, u in zip(c, first, unit_shape, strict=True))
+                blobs.append((c, self.encode_unit(c, data[cut])))
+        self.sink.put_many(blobs)
+
+    def check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise WriteCancelled
+
     def store_units(self, units: Iterable[tuple[Coords, np.ndarray]]) -> None:
         """Encode whole units, then store them in one batch (one event-loop hop for async stores);
         nothing once the write is stopping. The sink names dataset, unit and key on a store failure."""
-        if self.stop is not None and self.stop.is_set():
-            raise WriteCancelled
+        self.check_stop()
         self.sink.put_many([(coords, self.encode_unit(coords, data)) for coords, data in units])
 
     def write_units(self, units: Units) -> int:
