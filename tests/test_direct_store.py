@@ -188,3 +188,26 @@ def test_other_stores_keep_zarrs_api(tmp_path):
     assert isinstance(sink.make_sink(memory), sink.ZarrStoreSink)
     read_only = zarr.open_array(zarr.storage.LocalStore(tmp_path / "r.zarr", read_only=True))
     assert isinstance(sink.make_sink(read_only), sink.ZarrStoreSink)
+
+
+@pytest.mark.parametrize("data", [b"x" * 100, np.arange(50, dtype="<i2"), memoryview(b"abc" * 33)])
+def test_every_byte_is_written_when_the_os_writes_fewer(tmp_path, monkeypatch, data):
+    """``os.write`` may write fewer bytes than asked (signals, pipes, quotas): the rest follows."""
+    real_write = os.write
+    calls = []
+
+    def short_write(fd, buffer):
+        calls.append(len(buffer))
+        return real_write(fd, bytes(memoryview(buffer)[:7]))
+
+    path = tmp_path / "chunk"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    monkeypatch.setattr(sink.os, "write", short_write)
+    try:
+        sink._write_all(fd, data)
+    finally:
+        monkeypatch.undo()
+        os.close(fd)
+    expected = bytes(memoryview(data).cast("B"))
+    assert path.read_bytes() == expected
+    assert len(calls) == -(-len(expected) // 7)

@@ -95,10 +95,12 @@ class LocalFileSink(ChunkSink):
         self._root = os.path.join(os.fspath(self._store_path.store.root), *path.split("/")) if path else None
         self._root = self._root or os.fspath(self._store_path.store.root)
         self._made: set[str] = set()  # parent directories known to exist (set.add is atomic)
+        self._prefix = os.path.join(self._root, "")
         self._tag = f".{uuid.uuid4().hex[:12]}.{os.getpid()}"
 
     def path(self, coords: Coords) -> str:
-        return os.path.join(self._root, *self.key(coords).split("/"))
+        key = self.key(coords)  # "/"-separated, as zarr's LocalStore takes keys
+        return self._prefix + (key if os.sep == "/" else key.replace("/", os.sep))
 
     def put_many(self, items: Sequence[tuple[Coords, Blob]]) -> None:
         self.check_stop()
@@ -117,10 +119,10 @@ class LocalFileSink(ChunkSink):
         if parent not in self._made:
             os.makedirs(parent, exist_ok=True)
             self._made.add(parent)
-        data = blob.as_buffer_like() if isinstance(blob, Buffer) else blob
+        data = blob if type(blob) is bytes else blob.as_buffer_like() if isinstance(blob, Buffer) else blob
         tmp = f"{path}{self._tag}.{threading.get_ident()}.partial"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+            fd = os.open(tmp, _CREATE, 0o666)
             try:
                 _write_all(fd, data)
             finally:
@@ -131,11 +133,18 @@ class LocalFileSink(ChunkSink):
             raise
 
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+
+
 def _write_all(fd: int, data: Blob) -> None:
     """Write every byte (``os.write`` may write fewer than asked; it releases the GIL)."""
-    view = memoryview(data).cast("B")
-    while view.nbytes:
-        view = view[os.write(fd, view) :]
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    written = os.write(fd, view)
+    while written < len(view):
+        view = view[written:]
+        written = os.write(fd, view)
 
 
 def _replace(tmp: str, path: str) -> None:
