@@ -32,7 +32,7 @@ from zarr.storage import LocalStore  # noqa: E402
 from conftest import walk  # noqa: E402
 from hdmf_zarr_parallel.gpu.encoder import NvcompBatchEncoder  # noqa: E402
 from hdmf_zarr_parallel.gpu.plan import GpuCodecPlan, classify  # noqa: E402
-from hdmf_zarr_parallel.gpu.rows import chunk_matrix, fill_rows  # noqa: E402
+from hdmf_zarr_parallel.rows import chunk_matrix, fill_rows  # noqa: E402
 from hdmf_zarr_parallel.shard_layout import build_shard  # noqa: E402
 
 
@@ -301,7 +301,7 @@ def test_shuffle_and_adler32_on_the_device_match_the_host():
     import zlib
 
     from hdmf_zarr_parallel.gpu.framing import adler32_rows
-    from hdmf_zarr_parallel.gpu.rows import shuffle_rows
+    from hdmf_zarr_parallel.rows import shuffle_rows
 
     host = walk((9, 70_001), "int32", seed=4)
     device = cupy.asarray(host)

@@ -23,8 +23,8 @@ from conftest import BlockIterator, FailingNumpyIterator, NumpyIterator, make_ar
 from hdmf_zarr_parallel import ChunkWriteError
 from hdmf_zarr_parallel.gpu.engine import GpuEngine
 from hdmf_zarr_parallel.gpu.lanes import HostLane
-from hdmf_zarr_parallel.gpu.rows import chunk_matrix, fill_rows
 from hdmf_zarr_parallel.options import WriteOptions
+from hdmf_zarr_parallel.rows import chunk_matrix, fill_rows
 from hdmf_zarr_parallel.write.dataset import DatasetWrite
 from hdmf_zarr_parallel.write.pipeline import write_datasets
 from readers import assert_independent_readers_match

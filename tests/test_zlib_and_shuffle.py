@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hdmf_zarr_parallel.gpu import framing
 from hdmf_zarr_parallel.gpu.framing import adler32_rows
 from hdmf_zarr_parallel.gpu.framing import zlib_frame as frame
-from hdmf_zarr_parallel.gpu.rows import shuffle_rows
+from hdmf_zarr_parallel.rows import shuffle_rows
 
 
 @settings(max_examples=60, deadline=None)

@@ -10,7 +10,7 @@ objects zarr's inner codecs call (``ZstdCodec._zstd_codec``, ``GzipCodec._gzip_c
 ``numcodecs.*`` wrappers' ``_codec``), which release the GIL while they compress; a chain of
 zstd alone is compressed by numcodecs' own libzstd straight into one buffer per shard
 (:mod:`.zstd_frames`), followed by the index. The shard is cut into its inner chunks with one
-numpy copy (:func:`inner_rows`, as ``gpu.rows.chunk_matrix`` carves tiles) and the
+numpy copy (:func:`..rows.chunk_matrix`, as the GPU lanes carve tiles) and the
 empty-chunk rule is zarr's ``chunk_is_empty`` without its buffer wrappers, for all inner
 chunks at once (:meth:`FillCheck.empty_rows`). The shard is laid out as
 :mod:`~hdmf_zarr_parallel.shard_layout` describes (the layout the GPU path uses too), with
@@ -24,7 +24,6 @@ serializers, index codecs other than ``bytes`` + optional ``crc32c``) make
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,19 +33,12 @@ from zarr.core.array_spec import ArraySpec
 
 from .._zarr import numcodecs_encoder
 from ..chain import Sharding, parse_codecs, storage_dtype
+from ..rows import chunk_matrix
 from ..shard_layout import build_shard, shard_index, shard_index_nbytes
 from .zstd_frames import ZstdFrames, frames_for
 
 Encode = Callable[[Any], Any]
 _BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-def inner_rows(shard: np.ndarray, chunks_per_shard: tuple[int, ...], inner: tuple[int, ...]) -> np.ndarray:
-    """A full shard's inner chunks as the rows of one C-contiguous array, in C order of their
-    coordinates: one reshape/transpose copy (numpy releases the GIL while it copies)."""
-    split = shard.reshape(tuple(x for nc in zip(chunks_per_shard, inner, strict=True) for x in nc))
-    order = [*range(0, 2 * shard.ndim, 2), *range(1, 2 * shard.ndim, 2)]
-    return np.ascontiguousarray(split.transpose(order)).reshape(math.prod(chunks_per_shard), math.prod(inner))
 
 
 class FillCheck:
@@ -159,7 +151,15 @@ class CpuShardEncoder:
         ``extent``: the shape of the shard's data before it was padded (an edge shard). As zarr
         does, inner chunks wholly in the padding are not stored, even with ``write_empty_chunks``.
         """
-        rows = inner_rows(shard, self._chunks_per_shard, self._inner_shape)
+        return self.encode_rows(self.block_rows(shard, (1,) * shard.ndim)[0], extent)
+
+    def block_rows(self, block: np.ndarray, units: tuple[int, ...]) -> np.ndarray:
+        """A block of ``units`` whole shards (per axis) as one ``(shards, inner chunks, inner chunk)``
+        array, each shard's inner chunks in C order of their coordinates: one numpy copy."""
+        return chunk_matrix(np, block, units, self._chunks_per_shard, self._inner_shape, None)
+
+    def encode_rows(self, rows: np.ndarray, extent: tuple[int, ...] | None = None) -> Any:
+        """The bytes of one shard whose inner chunks are the rows of ``rows`` (see :meth:`encode`)."""
         stored = self._stored(rows, extent)
         if not stored:
             return None

@@ -17,6 +17,7 @@ numcodecs objects.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from zarr.core.sync import sync
 
 from .._zarr import numcodecs_encoder
 from ..chain import parse_codecs, storage_dtype
+from ..rows import chunk_matrix
 from .shard import CpuShardEncoder, Encode, FillCheck
 
 #: what ``encode`` returns: bytes-like (``bytes``, a contiguous numpy array), a zarr Buffer, or None
@@ -67,9 +69,9 @@ class DirectChunkEncoder:
     def encode_rows(self, rows: np.ndarray, skip: np.ndarray | None) -> list[Encoded]:
         """Each row of a C-contiguous matrix of whole chunks encoded, ``None`` where ``skip`` says.
 
-        One tight loop with nothing between one codec call and the next but the loop itself
-        (a stage chain of one codec is called directly): the Python a worker runs per chunk is
-        what it holds the GIL for. A failure is :class:`RowEncodeError` naming the row.
+        One tight loop with nothing between one codec call and the next but the loop itself: the
+        Python a worker runs per chunk is what it holds the GIL for. A failure is
+        :class:`RowEncodeError` naming the row.
         """
         matrix = rows.astype(self._stored, copy=False).view(np.uint8)
         stages = self._stages
@@ -77,16 +79,11 @@ class DirectChunkEncoder:
         todo = range(len(matrix)) if skip is None else np.flatnonzero(~skip).tolist()
         i = 0
         try:
-            if len(stages) == 1:
-                (compress,) = stages
-                for i in todo:
-                    out[i] = compress(matrix[i])
-            else:
-                for i in todo:
-                    data: Any = matrix[i]
-                    for stage in stages:
-                        data = stage(data)
-                    out[i] = data
+            for i in todo:
+                data: Any = matrix[i]
+                for stage in stages:
+                    data = stage(data)
+                out[i] = data
         except Exception as exc:
             raise RowEncodeError(i) from exc
         return out
@@ -138,20 +135,29 @@ class ZarrUnitEncoder:
         full[tuple(slice(0, n) for n in data.shape)] = data
         return full
 
+    def block_rows(self, block: np.ndarray, units: tuple[int, ...]) -> np.ndarray:
+        """A block of ``units`` whole units (per axis) laid out as :meth:`encode_rows` takes it, in
+        one numpy copy: one row per unit, in C order of their coordinates (a shard encoder's
+        layout: one matrix of inner chunks per shard)."""
+        if self._shards is not None:
+            return self._shards.block_rows(block, units)
+        ones = (1,) * block.ndim
+        return chunk_matrix(np, block, units, ones, self.unit_shape, None).reshape(math.prod(units), -1)
+
     def encode_rows(self, rows: np.ndarray) -> list[Encoded]:
-        """The encoded bytes of whole units laid out as the rows of one C-contiguous matrix (what
-        :func:`.shard.inner_rows` makes), ``None`` for those zarr would not store; what
-        :meth:`encode` gives each, with one fill check for all of them. A failure is
-        :class:`RowEncodeError` naming the row."""
-        if self._direct is None or self._empty is None:
-            out: list[Encoded] = []
-            for i, row in enumerate(rows):
-                try:
-                    out.append(self.encode(row.reshape(self.unit_shape)))
-                except Exception as exc:
-                    raise RowEncodeError(i) from exc
-            return out
-        return self._direct.encode_rows(rows, self._empty.empty_rows(rows))
+        """The encoded bytes of the whole units of :meth:`block_rows`, ``None`` for those zarr
+        would not store; what :meth:`encode` gives each (unsharded: one fill check for all of
+        them). A failure is :class:`RowEncodeError` naming the unit."""
+        if self._direct is not None and self._empty is not None:
+            return self._direct.encode_rows(rows, self._empty.empty_rows(rows))
+        shards = self._shards if self._empty is not None else None
+        out: list[Encoded] = []
+        for i, row in enumerate(rows):
+            try:
+                out.append(shards.encode_rows(row) if shards is not None else self.encode(row.reshape(self.unit_shape)))
+            except Exception as exc:
+                raise RowEncodeError(i) from exc
+        return out
 
     def encode(self, data: np.ndarray) -> Encoded:
         """Encoded bytes of one unit, or ``None`` when zarr would not store it (all fill value)."""

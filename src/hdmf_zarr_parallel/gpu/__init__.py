@@ -10,7 +10,8 @@ in the order data flows through them:
   or LZ4 blocks): its nvCOMP name, size cap, framing and CPU reference codec; :mod:`.framing` holds
   the byte helpers they use, :mod:`.blosc_frame` Blosc's block layout, per-block shuffles and
   framing, :mod:`.inputs` what framing may read back of a batch's uncompressed bytes;
-* :mod:`.rows`: the array operations on chunk rows (carving, fill check, byte shuffle), numpy or cupy;
+* :mod:`..rows` (shared with the CPU path): the array operations on chunk rows (carving, fill
+  check, byte shuffle), numpy or cupy;
 * :mod:`.encoder`: :class:`~.encoder.NvcompBatchEncoder`, one batched nvCOMP call per batch;
 * :mod:`.lanes`: one CUDA stream's worth of work (``NvcompLane``), or the same steps on the
   host (``HostLane``, for machines without a GPU);

@@ -24,13 +24,13 @@ import numpy as np
 
 from .._zarr import write_empty_chunks
 from ..errors import ChunkWriteError
+from ..rows import chunk_matrix, fill_rows, shuffle_rows
 from ..shard_layout import build_shard
 from ..write.dataset import DatasetWrite
 from ..write.plan import Coords, Region
 from ..write.target import DatasetTarget
 from .lanes import Lane
 from .plan import GpuCodecPlan
-from .rows import chunk_matrix, fill_rows, shuffle_rows
 
 logger = logging.getLogger(__name__)
 

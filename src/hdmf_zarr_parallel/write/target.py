@@ -18,7 +18,6 @@ from functools import cached_property
 import numpy as np
 import zarr
 
-from ..cpu.shard import inner_rows
 from ..cpu.unit import RowEncodeError, ZarrUnitEncoder
 from ..errors import ChunkWriteError
 from .assemble import UnitAssembler
@@ -103,7 +102,7 @@ class DatasetTarget:
         """Encode the units of a unit-aligned region (its ``data``), then store them in one batch.
 
         Whole units are taken a block at a time: one numpy copy (which releases the GIL) lays up
-        to ``BLOCK_BYTES`` of them out as the rows of one matrix (:func:`..cpu.shard.inner_rows`)
+        to ``BLOCK_BYTES`` of them out as the encoder takes them (``ZarrUnitEncoder.block_rows``)
         and the encoder runs through the rows in one loop; units cut by the array's edge are
         encoded one by one (padded as zarr pads them). One copy per block and no per-unit
         slicing keep what a worker runs per unit, and so holds the GIL for, small.
@@ -122,7 +121,7 @@ class DatasetTarget:
             whole = tuple(k * u for k, u in zip(sizes, unit_shape, strict=True))
             slab = data[tuple(slice(a, a + w) for a, w in zip(at, whole, strict=True))]
             if slab.shape == whole and slab.ndim:
-                blobs.extend(zip(coords, self.encode_block(coords, inner_rows(slab, sizes, unit_shape)), strict=True))
+                blobs.extend(zip(coords, self.encode_block(coords, self.encoder.block_rows(slab, sizes)), strict=True))
                 continue
             for c in coords:  # a block at the array's edge
                 cut = tuple(slice((i - f) * u, (i - f + 1) * u) for i, f, u in zip(c, first, unit_shape, strict=True))
