@@ -32,6 +32,7 @@ from .._zarr import numcodecs_encoder
 from ..chain import parse_codecs, storage_dtype
 from ..rows import chunk_matrix
 from .shard import CpuShardEncoder, Encode, FillCheck
+from .zstd_frames import ZstdFrames, frames_for
 
 #: what ``encode`` returns: bytes-like (``bytes``, a contiguous numpy array), a zarr Buffer, or None
 Encoded = Any
@@ -40,9 +41,10 @@ Encoded = Any
 class DirectChunkEncoder:
     """``bytes`` serializer + numcodecs-backed compressors of an unsharded array, called directly."""
 
-    def __init__(self, stored: np.dtype, stages: list[Encode]) -> None:
+    def __init__(self, stored: np.dtype, stages: list[Encode], frames: ZstdFrames | None = None) -> None:
         self._stored = stored
         self._stages = stages
+        self.frames = frames  # zstd alone: numcodecs' libzstd called directly (cpu/native.py uses it)
 
     @classmethod
     def for_array(cls, array: zarr.Array) -> DirectChunkEncoder | None:
@@ -58,13 +60,17 @@ class DirectChunkEncoder:
         stages = [numcodecs_encoder(c) for c in chain.bytes_bytes]
         if any(stage is None for stage in stages):
             return None
-        return cls(storage_dtype(dtype, chain.endian), stages)
+        return cls(storage_dtype(dtype, chain.endian), stages, frames_for(chain.bytes_bytes))
 
     def encode(self, unit: np.ndarray) -> Encoded:
         data: Any = unit.astype(self._stored, copy=False).reshape(-1).view(np.uint8)
         for stage in self._stages:
             data = stage(data)
         return data
+
+    def stored_bytes(self, rows: np.ndarray) -> np.ndarray:
+        """A matrix of chunks (one per row) as the bytes the chain stores, one ``uint8`` row each."""
+        return rows.astype(self._stored, copy=False).view(np.uint8)
 
     def encode_rows(self, rows: np.ndarray, skip: np.ndarray | None) -> list[Encoded]:
         """Each row of a C-contiguous matrix of whole chunks encoded, ``None`` where ``skip`` says.
@@ -73,7 +79,7 @@ class DirectChunkEncoder:
         Python a worker runs per chunk is what it holds the GIL for. A failure is
         :class:`RowEncodeError` naming the row.
         """
-        matrix = rows.astype(self._stored, copy=False).view(np.uint8)
+        matrix = self.stored_bytes(rows)
         stages = self._stages
         out: list[Encoded] = [None] * len(matrix)
         todo = range(len(matrix)) if skip is None else np.flatnonzero(~skip).tolist()
@@ -143,6 +149,16 @@ class ZarrUnitEncoder:
             return self._shards.block_rows(block, units)
         ones = (1,) * block.ndim
         return chunk_matrix(np, block, units, ones, self.unit_shape, None).reshape(math.prod(units), -1)
+
+    @property
+    def zstd_frames(self) -> ZstdFrames | None:
+        """The compressor of an unsharded chain of zstd alone encoded here directly, else ``None``."""
+        return self._direct.frames if self._direct is not None and self._empty is not None else None
+
+    def stored_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """For a chain with :attr:`zstd_frames`: the rows of :meth:`block_rows` as the bytes stored,
+        and which of them zarr would not store (all fill value; ``None``: none)."""
+        return self._direct.stored_bytes(rows), self._empty.empty_rows(rows)
 
     def encode_rows(self, rows: np.ndarray) -> list[Encoded]:
         """The encoded bytes of the whole units of :meth:`block_rows`, ``None`` for those zarr

@@ -30,7 +30,7 @@ _C_CHECKSUM = 201  # ZSTD_c_checksumFlag
 
 
 @functools.cache
-def _library() -> ctypes.CDLL | None:
+def library() -> ctypes.CDLL | None:
     """numcodecs' zstd extension as a C library, when it exports libzstd's API and is the one numcodecs uses."""
     try:
         import numcodecs.zstd as numcodecs_zstd
@@ -90,7 +90,8 @@ class ZstdFrames:
         self._compress2 = lib.ZSTD_compress2
         self._bounds: dict[int, int] = {}
 
-    def _context(self) -> int:
+    def context(self) -> int:
+        """This thread's compression context (made on first use, set to this level and checksum)."""
         context = getattr(self._local, "context", None)
         if context is None:
             context = self._local.context = _Context(self._lib, self.level, self.checksum)
@@ -111,7 +112,7 @@ class ZstdFrames:
         if rows.ndim != 2 or not rows.flags.c_contiguous:
             raise ValueError("pack_rows needs the rows of a C-contiguous 2-D array")
         row_nbytes = rows.shape[1] * rows.itemsize  # not strides[0]: numpy may set any stride for one row
-        context, compress2 = self._context(), self._compress2
+        context, compress2 = self.context(), self._compress2
         source, target, end = rows.ctypes.data, out.ctypes.data, out.nbytes
         offset = start
         for i in order:  # the loop a writer thread runs per inner chunk: kept to the call itself
@@ -129,7 +130,7 @@ class ZstdFrames:
 
 def zstd_frames(level: int, checksum: bool = False) -> ZstdFrames | None:
     """A compressor with numcodecs' libzstd, or ``None`` where that library cannot be called directly."""
-    lib = _library()
+    lib = library()
     return None if lib is None else ZstdFrames(lib, level, checksum)
 
 

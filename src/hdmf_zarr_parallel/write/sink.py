@@ -114,13 +114,33 @@ class LocalFileSink(ChunkSink):
             except Exception as exc:
                 raise self._failed(coords, exc) from exc
 
-    def _write(self, path: str, blob: Blob) -> None:
+    def files(self, units: Sequence[Coords]) -> tuple[list[str], list[str]]:
+        """The files of ``units`` and the temporary names to write them under first (this thread's),
+        their parent directories made: for a caller that writes the files itself (``cpu/native.py``)."""
+        paths = []
+        for coords in units:
+            try:
+                path = self.path(coords)
+                self._make_parent(path)
+            except Exception as exc:
+                raise self._failed(coords, exc) from exc
+            paths.append(path)
+        return paths, [self._temporary(path) for path in paths]
+
+    def _make_parent(self, path: str) -> None:
         parent = os.path.dirname(path)
         if parent not in self._made:
             os.makedirs(parent, exist_ok=True)
             self._made.add(parent)
+
+    def _temporary(self, path: str) -> str:
+        """The name a file is written under before it is renamed to ``path``: unique to this write and thread."""
+        return f"{path}{self._tag}.{threading.get_ident()}.partial"
+
+    def _write(self, path: str, blob: Blob) -> None:
+        self._make_parent(path)
         data = blob if type(blob) is bytes else blob.as_buffer_like() if isinstance(blob, Buffer) else blob
-        tmp = f"{path}{self._tag}.{threading.get_ident()}.partial"
+        tmp = self._temporary(path)
         try:
             fd = os.open(tmp, _CREATE, 0o666)
             try:

@@ -18,17 +18,18 @@ from functools import cached_property
 import numpy as np
 import zarr
 
+from ..cpu.native import NativeChunkFiles
 from ..cpu.unit import RowEncodeError, ZarrUnitEncoder
 from ..errors import ChunkWriteError
 from .assemble import UnitAssembler
 from .budget import WriteCancelled
 from .plan import Coords, Region, UnitGrid, fit_units, region_size
-from .sink import Blob, ChunkSink, make_sink
+from .sink import Blob, ChunkSink, LocalFileSink, make_sink
 
 Units = Sequence[tuple[Coords, np.ndarray]]
 
 #: at most this many bytes of a tile's whole units are copied out together (:meth:`DatasetTarget.store_region`)
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 16 << 20
 
 
 class DatasetTarget:
@@ -110,23 +111,54 @@ class DatasetTarget:
         self.check_stop()
         unit_shape = self.unit_shape
         first = tuple(r.start // u for r, u in zip(region, unit_shape, strict=True))
-        counts = tuple(-(-(r.stop - r.start) // u) for r, u in zip(region, unit_shape, strict=True))
-        block = fit_units(counts, self.unit_nbytes, BLOCK_BYTES)
+        extents = tuple(r.stop - r.start for r in region)
+        whole_units = tuple(e // u for e, u in zip(extents, unit_shape, strict=True))
+        block = fit_units([max(1, n) for n in whole_units], self.unit_nbytes, BLOCK_BYTES)
+        segments = []  # per axis: (first unit, units) of each block, the unit cut by the edge alone
+        for n, b, e, u in zip(whole_units, block, extents, unit_shape, strict=True):
+            segments.append([(o, min(b, n - o)) for o in range(0, n, b)] + ([(n, 1)] if n * u < e else []))
         blobs: list[tuple[Coords, Blob]] = []
-        for origin in itertools.product(*(range(0, n, b) for n, b in zip(counts, block, strict=True))):
-            sizes = tuple(min(b, n - o) for b, n, o in zip(block, counts, origin, strict=True))
+        for segment in itertools.product(*segments):
+            origin, sizes = tuple(o for o, _ in segment), tuple(k for _, k in segment)
             ranges = (range(f + o, f + o + k) for f, o, k in zip(first, origin, sizes, strict=True))
             coords = list(itertools.product(*ranges))
             at = tuple(o * u for o, u in zip(origin, unit_shape, strict=True))
             whole = tuple(k * u for k, u in zip(sizes, unit_shape, strict=True))
             slab = data[tuple(slice(a, a + w) for a, w in zip(at, whole, strict=True))]
             if slab.shape == whole and slab.ndim:
-                blobs.extend(zip(coords, self.encode_block(coords, self.encoder.block_rows(slab, sizes)), strict=True))
+                rows = self.encoder.block_rows(slab, sizes)
+                if self.native is not None:
+                    blobs.extend(self._store_natively(coords, rows))
+                else:
+                    blobs.extend(zip(coords, self.encode_block(coords, rows), strict=True))
                 continue
             for c in coords:  # a block at the array's edge
                 cut = tuple(slice((i - f) * u, (i - f + 1) * u) for i, f, u in zip(c, first, unit_shape, strict=True))
                 blobs.append((c, self.encode_unit(c, data[cut])))
         self.sink.put_many(blobs)
+
+    @cached_property
+    def native(self) -> NativeChunkFiles | None:
+        """Unsharded zstd chunks of a large dataset in a plain local store, with numba installed:
+        a block's chunks compressed and written in one call that releases the GIL (``cpu/native.py``)."""
+        if not isinstance(self.sink, LocalFileSink):
+            return None
+        return NativeChunkFiles.make(self.encoder.zstd_frames, self.nbytes)
+
+    def _store_natively(self, coords: Sequence[Coords], rows: np.ndarray) -> list[tuple[Coords, Blob]]:
+        """Write a block's chunks through :attr:`native`; returns what is left for the sink's batch:
+        the keys of all-fill chunks to delete and, after a failure, that chunk and the rest, encoded
+        here (the sink then raises what the OS says, naming the key)."""
+        matrix, skip = self.encoder.stored_rows(rows)
+        todo = list(range(len(coords))) if skip is None else np.flatnonzero(~skip).tolist()
+        left: list[tuple[Coords, Blob]] = [] if skip is None else [(coords[i], None) for i in np.flatnonzero(skip)]
+        paths, tmps = self.sink.files([coords[i] for i in todo])
+        done = self.native.write(matrix, todo, tmps, paths)
+        if done < len(todo):
+            rest = todo[done:]
+            again = [coords[i] for i in rest]
+            left.extend(zip(again, self.encode_block(again, rows[rest]), strict=True))
+        return left
 
     def check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -157,7 +189,7 @@ class DatasetTarget:
     # -- pickling ---------------------------------------------------------------------------
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for derived in ("encoder", "sink", "grid", "stop"):
+        for derived in ("encoder", "sink", "native", "grid", "stop"):
             state.pop(derived, None)
         return state
 

@@ -1,0 +1,116 @@
+"""The GIL-free block writer (``cpu/native.py``, numba): zarr's files, byte for byte, and failures
+that fall back to the Python path, which names the key."""
+
+import functools
+import os
+import pickle
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import GzipCodec, ZstdCodec
+
+from conftest import NumpyIterator, make_array, pipeline_write, realistic
+from hdmf_zarr_parallel import ChunkWriteError
+from hdmf_zarr_parallel.cpu import native
+from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from test_direct_store import KEY_ENCODINGS, files
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def compiled_here_only():
+    """The loop compiled for this module alone: once compiled, a process uses it for every dataset it
+    suits, and the other modules' tests (which patch the Python path's file calls) must not see it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(native, "_compiled", functools.cache(native._compiled.__wrapped__))
+        yield
+
+
+@pytest.fixture
+def blocks_written(monkeypatch):
+    """Every dataset takes the native path; counts the blocks it wrote that way."""
+    monkeypatch.setattr(native, "NATIVE_MIN_BYTES", 0)
+    real = native.NativeChunkFiles.write
+    counts = {"blocks": 0, "chunks": 0}
+
+    def counting(self, matrix, todo, tmps, paths):
+        done = real(self, matrix, todo, tmps, paths)
+        counts["blocks"] += 1
+        counts["chunks"] += done
+        return done
+
+    monkeypatch.setattr(native.NativeChunkFiles, "write", counting)
+    return counts
+
+
+def write_both(tmp_path, data, chunks, buffer, before=None, **kwargs):
+    roots = tmp_path / "ours.zarr", tmp_path / "zarr.zarr"
+    ours, reference = (make_array(zarr.storage.LocalStore(r), data.shape, data.dtype, chunks, **kwargs) for r in roots)
+    if before is not None:
+        ours[...] = before
+        reference[...] = before
+    pipeline_write([(ours, NumpyIterator(data, buffer_shape=buffer))])
+    reference[...] = data
+    return roots
+
+
+@pytest.mark.parametrize("keys", sorted(KEY_ENCODINGS))
+@pytest.mark.parametrize("empty", [False, True])
+@pytest.mark.parametrize("codec", [ZstdCodec(level=0), ZstdCodec(level=7, checksum=True)], ids=["zstd", "zstd-7-crc"])
+def test_the_same_files_as_zarr(tmp_path, blocks_written, keys, empty, codec):
+    data = realistic((3000, 45))  # edge chunks on both axes
+    data[400:800] = 0  # all-fill chunks: their keys (which held data before) are deleted
+    kwargs = {"compressors": codec, "chunk_key_encoding": KEY_ENCODINGS[keys], "config": {"write_empty_chunks": empty}}
+    ours, reference = write_both(tmp_path, data, (200, 16), (1000, 45), realistic(data.shape, seed=3), **kwargs)
+    assert files(ours) == files(reference)
+    assert not [name for name in files(ours) if name.endswith(".partial")]
+    whole = (3000 // 200) * (45 // 16)  # every chunk not cut by the edge
+    assert blocks_written["chunks"] == whole - (0 if empty else 2 * (45 // 16))
+    np.testing.assert_array_equal(zarr.open_array(zarr.storage.LocalStore(ours, read_only=True))[...], data)
+
+
+def test_only_zstd_alone_in_a_local_store_of_a_large_dataset(tmp_path, monkeypatch):
+    data = realistic((400, 8))
+
+    def target(store, **kwargs):
+        array = make_array(store, data.shape, data.dtype, (100, 8), **kwargs)
+        return DatasetWrite(array, NumpyIterator(data)).target
+
+    monkeypatch.setattr(native, "NATIVE_MIN_BYTES", 0)
+    assert target(zarr.storage.LocalStore(tmp_path / "a.zarr")).native is not None
+    assert target(zarr.storage.LocalStore(tmp_path / "b.zarr"), compressors=GzipCodec()).native is None
+    assert target(zarr.storage.LocalStore(tmp_path / "c.zarr"), shards=(200, 8)).native is None
+    assert target(zarr.storage.MemoryStore()).native is None
+    monkeypatch.setattr(native, "NATIVE_MIN_BYTES", data.nbytes + 1)
+    monkeypatch.setattr(native, "_compiled", functools.cache(native._compiled.__wrapped__))  # a new process
+    small = target(zarr.storage.LocalStore(tmp_path / "d.zarr"))
+    assert small.native is None  # not worth numba's start-up
+    assert native.prepare()  # compiled now (a program's start): every dataset it suits uses it
+    assert small.native is None  # decided once per target
+    assert target(zarr.storage.LocalStore(tmp_path / "e.zarr")).native is not None
+    copy = pickle.loads(pickle.dumps(target(zarr.storage.LocalStore(tmp_path / "f.zarr"))))
+    assert "native" not in vars(copy)  # made again where it is unpickled
+
+
+def test_a_failing_file_falls_back_and_names_the_key(tmp_path, blocks_written):
+    """A chunk whose key is a directory cannot be renamed into place: the loop stops there and
+    removes its temporary file, the chunks before it are written, and the Python path raises
+    the OS's error naming that key; no temporary file is left."""
+    data = realistic((1000, 16))
+    root = tmp_path / "a.zarr"
+    array = make_array(zarr.storage.LocalStore(root), data.shape, data.dtype, (100, 16))
+    blocker = root / "c" / "3" / "0"
+    blocker.mkdir(parents=True)
+    (blocker / "keep").write_bytes(b"x")
+    with pytest.raises(
+        ChunkWriteError, match=r"chunk \(3, 0\).*storing key 'c/3/0'.*(IsADirectory|Directory not empty)"
+    ):
+        pipeline_write([(array, NumpyIterator(data, buffer_shape=(1000, 16)))], max_workers=1)
+    assert blocks_written["blocks"] >= 1 and blocks_written["chunks"] == 3
+    names = [os.path.relpath(os.path.join(d, n), root) for d, _, ns in os.walk(root) for n in ns]
+    assert not [n for n in names if n.endswith(".partial")], names
+    for row in range(3):
+        stored = zarr.open_array(zarr.storage.LocalStore(root, read_only=True))[row * 100 : (row + 1) * 100]
+        np.testing.assert_array_equal(stored, data[row * 100 : (row + 1) * 100])
