@@ -1,7 +1,7 @@
 """Array operations on chunk rows, the same code on the device (cupy) and on the host (numpy).
 
-A GPU lane works on one matrix per task, a CPU worker on one per block of a task's units: one row per chunk, in the order the units and the
-shard index use (:func:`chunk_matrix`). The all-fill check (:func:`fill_rows`) and
+A GPU lane works on one matrix per task, a CPU worker on one per block of a task's units: one
+row per chunk, in the order the units and the shard index use (:func:`chunk_matrix`). The all-fill check (:func:`fill_rows`) and
 numcodecs' byte shuffle (:func:`shuffle_rows`) are single array operations over it, so a
 batch costs no Python work per chunk.
 """

@@ -9,8 +9,9 @@ parameters numcodecs sets (compression level and checksum flag) and reused, writ
 straight into a buffer the caller owns: a whole shard's frames one after another into one
 buffer (:meth:`ZstdFrames.pack_rows`). Same library, same parameters: the same bytes as
 numcodecs (``tests/test_zstd_frames.py`` compares them; zstd's output does not depend on a
-context's history). Unsharded chunks (one ~1 MiB frame each) keep numcodecs' ``compress``:
-its per-call cost is small beside such a frame, and the direct call measured no better there.
+context's history). Unsharded chunks (one ~1 MiB frame each) keep numcodecs' ``compress`` in
+the Python path (the direct call per chunk measured no better there); with numba,
+:mod:`.native` calls this library's ``ZSTD_compress2`` with these contexts for a whole block.
 
 :func:`zstd_frames` returns ``None`` where the library's symbols cannot be found (another build of
 numcodecs); callers then keep numcodecs' ``compress``.
