@@ -14,6 +14,7 @@ from conftest import NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError
 from hdmf_zarr_parallel.cpu import native
 from hdmf_zarr_parallel.write.dataset import DatasetWrite
+from readers import assert_independent_readers_match
 from test_direct_store import KEY_ENCODINGS, files
 
 pytest.importorskip("numba")
@@ -59,7 +60,7 @@ def write_both(tmp_path, data, chunks, buffer, before=None, **kwargs):
 @pytest.mark.parametrize("keys", sorted(KEY_ENCODINGS))
 @pytest.mark.parametrize("empty", [False, True])
 @pytest.mark.parametrize("codec", [ZstdCodec(level=0), ZstdCodec(level=7, checksum=True)], ids=["zstd", "zstd-7-crc"])
-def test_the_same_files_as_zarr(tmp_path, blocks_written, keys, empty, codec):
+def test_the_same_files_as_zarr(tmp_path, subtests, blocks_written, keys, empty, codec):
     data = realistic((3000, 45))  # edge chunks on both axes
     data[400:800] = 0  # all-fill chunks: their keys (which held data before) are deleted
     kwargs = {"compressors": codec, "chunk_key_encoding": KEY_ENCODINGS[keys], "config": {"write_empty_chunks": empty}}
@@ -69,6 +70,7 @@ def test_the_same_files_as_zarr(tmp_path, blocks_written, keys, empty, codec):
     whole = (3000 // 200) * (45 // 16)  # every chunk not cut by the edge
     assert blocks_written["chunks"] == whole - (0 if empty else 2 * (45 // 16))
     np.testing.assert_array_equal(zarr.open_array(zarr.storage.LocalStore(ours, read_only=True))[...], data)
+    assert_independent_readers_match(ours, data, subtests)  # tensorstore and zarrs
 
 
 def test_only_zstd_alone_in_a_local_store_of_a_large_dataset(tmp_path, monkeypatch):
