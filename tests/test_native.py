@@ -1,5 +1,5 @@
-"""The GIL-free block writer (``cpu/native.py``, numba): zarr's files, byte for byte, and failures
-that fall back to the Python path, which names the key."""
+"""The GIL-free block writer (``cpu/native.py``, numba): zarr's files, byte for byte, for chunks
+and shards, and failures that fall back to the Python path, which names the key."""
 
 import functools
 import os
@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import GzipCodec, ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec
 
 from conftest import NumpyIterator, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError
@@ -33,16 +33,16 @@ def compiled_here_only():
 def blocks_written(monkeypatch):
     """Every dataset takes the native path; counts the blocks it wrote that way."""
     monkeypatch.setattr(native, "NATIVE_MIN_BYTES", 0)
-    real = native.NativeChunkFiles.write
+    real = native.NativeUnitFiles.write
     counts = {"blocks": 0, "chunks": 0}
 
-    def counting(self, matrix, todo, tmps, paths):
-        done = real(self, matrix, todo, tmps, paths)
+    def counting(self, matrix, skip, todo, tmps, paths):
+        done = real(self, matrix, skip, todo, tmps, paths)
         counts["blocks"] += 1
         counts["chunks"] += done
         return done
 
-    monkeypatch.setattr(native.NativeChunkFiles, "write", counting)
+    monkeypatch.setattr(native.NativeUnitFiles, "write", counting)
     return counts
 
 
@@ -73,6 +73,49 @@ def test_the_same_files_as_zarr(tmp_path, subtests, blocks_written, keys, empty,
     assert_independent_readers_match(ours, data, subtests)  # tensorstore and zarrs
 
 
+def sharded_zstd(index_location, crc, order="morton"):
+    """zstd inner chunks in shards, with the index where ``index_location`` says (and its crc32c)."""
+    return ShardingCodec(
+        chunk_shape=(50, 16),
+        codecs=[BytesCodec(), ZstdCodec(level=3, checksum=crc)],
+        index_codecs=[BytesCodec(), Crc32cCodec()] if crc else [BytesCodec()],
+        index_location=index_location,
+        subchunk_write_order=order,
+    )
+
+
+@pytest.mark.parametrize("keys", ["slash", "v2"])
+@pytest.mark.parametrize("empty", [False, True])
+@pytest.mark.parametrize("index_location", ["start", "end"])
+@pytest.mark.parametrize("crc", [True, False], ids=["crc32c", "no-crc"])
+def test_the_same_shard_files_as_zarr(tmp_path, subtests, blocks_written, keys, empty, index_location, crc):
+    data = realistic((3000, 45))  # edge shards on both axes
+    data[400:800] = 0  # two all-fill shards per column: their keys (which held data before) are deleted
+    data[1000:1050, :16] = 0  # one all-fill inner chunk: left out of its shard
+    kwargs = {
+        "chunk_key_encoding": KEY_ENCODINGS[keys],
+        "config": {"write_empty_chunks": empty},
+        "serializer": sharded_zstd(index_location, crc),
+        "compressors": None,
+    }
+    ours, reference = write_both(tmp_path, data, (200, 32), (1000, 45), realistic(data.shape, seed=3), **kwargs)
+    assert files(ours) == files(reference)
+    assert not [name for name in files(ours) if name.endswith(".partial")]
+    whole = 3000 // 200  # the shards of the first column: the second is cut by the edge
+    assert blocks_written["chunks"] == whole - (0 if empty else 2)
+    np.testing.assert_array_equal(zarr.open_array(zarr.storage.LocalStore(ours, read_only=True))[...], data)
+    assert_independent_readers_match(ours, data, subtests)  # tensorstore and zarrs
+
+
+@pytest.mark.parametrize("order", ["morton", "lexicographic", "colexicographic", "unordered"])
+def test_shards_keep_zarrs_write_order(tmp_path, blocks_written, order):
+    data = realistic((800, 64))
+    kwargs = {"serializer": sharded_zstd("end", True, order), "compressors": None}
+    ours, reference = write_both(tmp_path, data, (400, 64), (800, 64), **kwargs)
+    assert blocks_written["chunks"] == 2
+    assert files(ours) == files(reference)
+
+
 def test_only_zstd_alone_in_a_local_store_of_a_large_dataset(tmp_path, monkeypatch):
     data = realistic((400, 8))
 
@@ -83,7 +126,8 @@ def test_only_zstd_alone_in_a_local_store_of_a_large_dataset(tmp_path, monkeypat
     monkeypatch.setattr(native, "NATIVE_MIN_BYTES", 0)
     assert target(zarr.storage.LocalStore(tmp_path / "a.zarr")).native is not None
     assert target(zarr.storage.LocalStore(tmp_path / "b.zarr"), compressors=GzipCodec()).native is None
-    assert target(zarr.storage.LocalStore(tmp_path / "c.zarr"), shards=(200, 8)).native is None
+    assert target(zarr.storage.LocalStore(tmp_path / "c.zarr"), shards=(200, 8)).native is not None
+    assert target(zarr.storage.LocalStore(tmp_path / "g.zarr"), shards=(200, 8), compressors=GzipCodec()).native is None
     assert target(zarr.storage.MemoryStore()).native is None
     monkeypatch.setattr(native, "NATIVE_MIN_BYTES", data.nbytes + 1)
     monkeypatch.setattr(native, "_compiled", functools.cache(native._compiled.__wrapped__))  # a new process
@@ -96,17 +140,19 @@ def test_only_zstd_alone_in_a_local_store_of_a_large_dataset(tmp_path, monkeypat
     assert "native" not in vars(copy)  # made again where it is unpickled
 
 
-def test_a_failing_file_falls_back_and_names_the_key(tmp_path, blocks_written):
-    """A chunk whose key is a directory cannot be renamed into place: the loop stops there and
-    removes its temporary file, the chunks before it are written, and the Python path raises
+@pytest.mark.parametrize("shards", [None, (100, 16)], ids=["chunks", "shards"])
+def test_a_failing_file_falls_back_and_names_the_key(tmp_path, blocks_written, shards):
+    """A unit whose key is a directory cannot be renamed into place: the loop stops there and
+    removes its temporary file, the units before it are written, and the Python path raises
     the OS's error naming that key; no temporary file is left."""
     data = realistic((1000, 16))
     root = tmp_path / "a.zarr"
-    array = make_array(zarr.storage.LocalStore(root), data.shape, data.dtype, (100, 16))
+    chunks = (100, 16) if shards is None else (50, 16)
+    array = make_array(zarr.storage.LocalStore(root), data.shape, data.dtype, chunks, shards)
     blocker = root / "c" / "3" / "0"
     blocker.mkdir(parents=True)
     (blocker / "keep").write_bytes(b"x")
-    with pytest.raises(
+    with pytest.raises(  # errors say "chunk" for a shard too (a write unit's coordinates)
         ChunkWriteError, match=r"chunk \(3, 0\).*storing key 'c/3/0'.*(IsADirectory|Directory not empty)"
     ):
         pipeline_write([(array, NumpyIterator(data, buffer_shape=(1000, 16)))], max_workers=1)

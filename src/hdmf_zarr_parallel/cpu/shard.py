@@ -35,6 +35,7 @@ from .._zarr import numcodecs_encoder
 from ..chain import Sharding, parse_codecs, storage_dtype
 from ..rows import chunk_matrix
 from ..shard_layout import build_shard, shard_index, shard_index_nbytes
+from .native import UnitLayout
 from .zstd_frames import ZstdFrames, frames_for
 
 Encode = Callable[[Any], Any]
@@ -157,6 +158,21 @@ class CpuShardEncoder:
         """A block of ``units`` whole shards (per axis) as one ``(shards, inner chunks, inner chunk)``
         array, each shard's inner chunks in C order of their coordinates: one numpy copy."""
         return chunk_matrix(np, block, units, self._chunks_per_shard, self._inner_shape, None)
+
+    @property
+    def native_layout(self) -> tuple[ZstdFrames, UnitLayout] | None:
+        """A chain of zstd alone: its compressor and the layout of a shard's file (``cpu/native.py``)."""
+        if self._frames is None:
+            return None
+        sharding = self._sharding
+        order = np.asarray(self._order, np.int64)
+        return self._frames, UnitLayout(len(order), order, sharding.index_location, bool(sharding.index_crc32c))
+
+    def stored_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """A block of whole shards (:meth:`block_rows`) as one ``uint8`` row per inner chunk (the
+        bytes stored: the array's own), and which of those rows zarr would not store (``None``: none)."""
+        inner = rows.reshape(-1, rows.shape[-1])
+        return inner.view(np.uint8), self._empty.empty_rows(inner)
 
     def encode_rows(self, rows: np.ndarray, extent: tuple[int, ...] | None = None) -> Any:
         """The bytes of one shard whose inner chunks are the rows of ``rows`` (see :meth:`encode`)."""

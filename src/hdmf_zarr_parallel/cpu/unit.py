@@ -31,6 +31,7 @@ from zarr.core.sync import sync
 from .._zarr import numcodecs_encoder
 from ..chain import parse_codecs, storage_dtype
 from ..rows import chunk_matrix
+from .native import UnitLayout
 from .shard import CpuShardEncoder, Encode, FillCheck
 from .zstd_frames import ZstdFrames, frames_for
 
@@ -151,13 +152,22 @@ class ZarrUnitEncoder:
         return chunk_matrix(np, block, units, ones, self.unit_shape, None).reshape(math.prod(units), -1)
 
     @property
-    def zstd_frames(self) -> ZstdFrames | None:
-        """The compressor of an unsharded chain of zstd alone encoded here directly, else ``None``."""
-        return self._direct.frames if self._direct is not None and self._empty is not None else None
+    def native_layout(self) -> tuple[ZstdFrames, UnitLayout] | None:
+        """For a chain of zstd alone encoded here directly: its compressor and the layout of a unit's
+        file (``cpu/native.py``); else ``None``."""
+        if self._empty is None:
+            return None
+        if self._shards is not None:
+            return self._shards.native_layout
+        frames = self._direct.frames if self._direct is not None else None
+        return None if frames is None else (frames, UnitLayout.chunk())
 
     def stored_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """For a chain with :attr:`zstd_frames`: the rows of :meth:`block_rows` as the bytes stored,
-        and which of them zarr would not store (all fill value; ``None``: none)."""
+        """For a chain with :attr:`native_layout`: the units of :meth:`block_rows` as the bytes
+        stored, one ``uint8`` row per chunk (per inner chunk of a shard), and which of those rows
+        zarr would not store (all fill value; ``None``: none)."""
+        if self._shards is not None:
+            return self._shards.stored_rows(rows)
         return self._direct.stored_bytes(rows), self._empty.empty_rows(rows)
 
     def encode_rows(self, rows: np.ndarray) -> list[Encoded]:

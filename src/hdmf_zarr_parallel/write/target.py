@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 import zarr
 
-from ..cpu.native import NativeChunkFiles
+from ..cpu.native import NativeUnitFiles
 from ..cpu.unit import RowEncodeError, ZarrUnitEncoder
 from ..errors import ChunkWriteError
 from .assemble import UnitAssembler
@@ -138,22 +138,24 @@ class DatasetTarget:
         self.sink.put_many(blobs)
 
     @cached_property
-    def native(self) -> NativeChunkFiles | None:
-        """Unsharded zstd chunks of a large dataset in a plain local store, with numba installed:
-        a block's chunks compressed and written in one call that releases the GIL (``cpu/native.py``)."""
-        if not isinstance(self.sink, LocalFileSink):
+    def native(self) -> NativeUnitFiles | None:
+        """zstd chunks or shards of a large dataset in a plain local store, with numba installed:
+        a block's units compressed and written in one call that releases the GIL (``cpu/native.py``)."""
+        layout = self.encoder.native_layout
+        if layout is None or not isinstance(self.sink, LocalFileSink):
             return None
-        return NativeChunkFiles.make(self.encoder.zstd_frames, self.nbytes)
+        return NativeUnitFiles.make(*layout, self.nbytes)
 
     def _store_natively(self, coords: Sequence[Coords], rows: np.ndarray) -> list[tuple[Coords, Blob]]:
-        """Write a block's chunks through :attr:`native`; returns what is left for the sink's batch:
-        the keys of all-fill chunks to delete and, after a failure, that chunk and the rest, encoded
-        here (the sink then raises what the OS says, naming the key)."""
+        """Write a block's units through :attr:`native`; returns what is left for the sink's batch:
+        the keys of units zarr would not store (all fill value) to delete and, after a failure,
+        that unit and the rest, encoded here (the sink then raises what the OS says, naming the key)."""
         matrix, skip = self.encoder.stored_rows(rows)
-        todo = list(range(len(coords))) if skip is None else np.flatnonzero(~skip).tolist()
-        left: list[tuple[Coords, Blob]] = [] if skip is None else [(coords[i], None) for i in np.flatnonzero(skip)]
+        empty = None if skip is None else skip.reshape(len(coords), -1).all(axis=1)
+        todo = list(range(len(coords))) if empty is None else np.flatnonzero(~empty).tolist()
+        left: list[tuple[Coords, Blob]] = [] if empty is None else [(coords[i], None) for i in np.flatnonzero(empty)]
         paths, tmps = self.sink.files([coords[i] for i in todo])
-        done = self.native.write(matrix, todo, tmps, paths)
+        done = self.native.write(matrix, skip, todo, tmps, paths)
         if done < len(todo):
             rest = todo[done:]
             again = [coords[i] for i in rest]
