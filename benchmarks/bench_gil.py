@@ -55,6 +55,16 @@ OURS = "hdmf_zarr_parallel/"
 
 
 # -- The child: one write between "ready" and "done" ---------------------------------------------------------------
+def prepare_native() -> None:
+    """numba's import and compilation (a once-per-process cost, like the imports) before the window,
+    in checkouts that have the native block writer (``cpu/native.py``; without numba, nothing)."""
+    try:
+        from hdmf_zarr_parallel.cpu.native import prepare
+    except ImportError:
+        return
+    prepare()
+
+
 def host_lane_gpu_write(array, iterator, workers: int, tune_malloc: bool = True) -> None:
     """engine="gpu" on the host lane: the only use of package internals (the imports of
     tests/test_gpu_engine_cpu.py). Repoint here when those modules move."""
@@ -143,6 +153,7 @@ def child_main(cfg: dict) -> None:
     warm, _ = prepare_write(cfg, cfg["warm_npy"], workdir / "warm.zarr", client)
     warm()  # imports, namespaces and caches are not part of the budget
     shutil.rmtree(workdir / "warm.zarr")
+    prepare_native()
     write, array_path = prepare_write(cfg, cfg["npy"], workdir / "out.zarr", client)
     names = record_thread_names()
     print("@@ready", flush=True)

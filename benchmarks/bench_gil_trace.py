@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_gil import LAYOUTS, REPO, ROLES, WORKER_ROLE, _role, prepare_write
+from bench_gil import LAYOUTS, REPO, ROLES, WORKER_ROLE, _role, prepare_native, prepare_write
 from bench_write import ephys_case, machine_facts, save_json
 
 GROUP = "hzp_gil"
@@ -123,16 +123,6 @@ def self_test(workdir: Path) -> None:
     print(f"self-test: spin {by_name.get('spin', 0):.3f} s (expected ~0.30), nap {by_name.get('nap', 0):.4f} s (~0)")
     assert 0.25 < by_name.get("spin", 0) < 0.36 and by_name.get("nap", 0) < 0.03, by_name
     print("self-test passed")
-
-
-def prepare_native() -> None:
-    """numba's import and compilation (a once-per-process cost, like the imports) before the window,
-    in checkouts that have the native block writer."""
-    try:
-        from hdmf_zarr_parallel.cpu.native import prepare
-    except ImportError:
-        return
-    prepare()
 
 
 # -- The parent: perf around the child, its trace summed per role ---------------------------------------------------

@@ -12,6 +12,9 @@ Prints, per configuration: MB/s at each size, the ratio of each size's throughpu
 smallest size's (1.00 = no slow-down), and peak anonymous RSS in MiB at each size.
 
     python benchmarks/bench_scale.py --gb 1,5 --configs stock-serial,threads --workdir /tmp/scale
+
+``threads-native`` is ``threads`` with the ``native`` extra's block writer compiled in the
+child before its write (as :func:`hdmf_zarr_parallel.cpu.native.prepare` does at a program's start).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-CONFIGS = ("stock-serial", "serial", "threads", "processes")
+CONFIGS = ("stock-serial", "serial", "threads", "threads-native", "processes")
 
 
 def child(npy: str, gb: float, config: str, out: str, workers: int, buffer_mb: int) -> dict:
@@ -44,6 +47,12 @@ def child(npy: str, gb: float, config: str, out: str, workers: int, buffer_mb: i
 
     case = ephys_case(Path(npy), gb * 1e9, buffer_mb, 0, lambda text: None)
     _warm(Path(npy))
+    if config.endswith("-native"):  # the native block writer, compiled before the clock starts (cpu/native.py)
+        from hdmf_zarr_parallel.cpu.native import prepare
+
+        if not prepare():
+            raise SystemExit("threads-native needs the native extra (numba)")
+        config = config.removesuffix("-native")
     nwb = case.build(case.iterator())
     peak = AnonPeak()
     start = time.perf_counter()

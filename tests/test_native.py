@@ -162,3 +162,20 @@ def test_a_failing_file_falls_back_and_names_the_key(tmp_path, blocks_written, s
     for row in range(3):
         stored = zarr.open_array(zarr.storage.LocalStore(root, read_only=True))[row * 100 : (row + 1) * 100]
         np.testing.assert_array_equal(stored, data[row * 100 : (row + 1) * 100])
+
+
+def test_a_second_process_loads_the_loop_from_numbas_cache(tmp_path):
+    """The C functions are bound by name, so numba keeps the compiled loop on disk: the first
+    process compiles it, the next loads it (and its files are still zarr's: the other tests)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "from hdmf_zarr_parallel.cpu import native, native_kernel; assert native.prepare(); "
+        "print(sum(native_kernel.write_units.stats.cache_hits.values()))"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    hits = [
+        subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True) for _ in "ab"
+    ]
+    assert [int(run.stdout.split()[-1]) for run in hits] == [0, 1]

@@ -16,16 +16,15 @@ On the first failure the loop stops and removes that unit's temporary file; the 
 that unit and the rest through the Python path, which raises what the OS says (a full disk
 keeps its errno) and names the key.
 
-numba's import and the loop's compilation cost each process 3–4 s, once, with the GIL held:
-more GIL time than the loop saves on a write of less than ~20 GB. So a process compiles it
-only for a dataset of at least :data:`NATIVE_MIN_BYTES`, or when :func:`prepare` is called (a
-notebook or a conversion of many files may call it once, at its start); once compiled, every
-dataset it suits uses it.
+numba's import and the loop's start-up (loaded from numba's on-disk cache; compiled, once per
+machine, by the first process: :mod:`.native_kernel`) hold the GIL for a while once per process,
+which only a large write earns back. So a process starts it only for a dataset of at least
+:data:`NATIVE_MIN_BYTES`, or when :func:`prepare` is called (a notebook or a conversion of many
+files may call it once, at its start); once started, every dataset it suits uses it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import sys
@@ -36,13 +35,11 @@ from typing import Literal
 
 import numpy as np
 
-from ..shard_layout import EMPTY
 from .zstd_frames import ZstdFrames, library
 
-#: the smallest dataset that compiles the loop in a process that has not compiled it yet
-NATIVE_MIN_BYTES = 16 << 30
+#: the smallest dataset that starts the loop in a process that has not started it yet
+NATIVE_MIN_BYTES = 4 << 30
 
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 _INDEX_MODES = {None: 0, "start": 1, "end": 2}  # the kernel's codes for UnitLayout.index
 
 
@@ -67,113 +64,25 @@ class UnitLayout:
         return 0 if self.index is None else 16 * self.rows + (4 if self.crc32c else 0)
 
 
-def _crc32c_library() -> ctypes.CDLL | None:
-    """``google_crc32c``'s C library (loaded by its extension module), whose ``crc32c_extend`` zarr's codec calls."""
-    try:
-        import google_crc32c._crc32c as extension
-
-        lib = ctypes.CDLL(extension.__file__)
-        extend = lib.crc32c_extend
-    except (ImportError, OSError, AttributeError):
-        return None
-    extend.argtypes, extend.restype = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t], ctypes.c_uint32
-    return lib
-
-
 _compile_lock = threading.Lock()
 
 
 def _kernel() -> Callable | None:
-    """The compiled loop (compiled once per process), or ``None`` without numba, the two C
-    libraries or a little-endian POSIX libc."""
+    """The compiled loop (compiled, or loaded from numba's cache, once per process), or ``None``
+    without numba, the two C libraries or a little-endian POSIX libc."""
     with _compile_lock:
         return _compiled()
 
 
 @functools.cache
 def _compiled() -> Callable | None:
-    lib, crc = library(), _crc32c_library()
-    if lib is None or crc is None or os.name != "posix" or sys.byteorder != "little":
+    if os.name != "posix" or sys.byteorder != "little" or library() is None:
         return None
     try:
-        from numba import njit
-    except ImportError:
+        from . import native_kernel
+    except ImportError:  # no numba, or a C library without the symbols
         return None
-    libc = ctypes.CDLL(None)
-    pointer, size = ctypes.c_void_p, ctypes.c_size_t
-    compress2, crc_extend = lib.ZSTD_compress2, crc.crc32c_extend
-    c_open, c_write, c_close = libc.open, libc.write, libc.close
-    c_rename, c_unlink = libc.rename, libc.unlink
-    c_open.argtypes, c_open.restype = [pointer, ctypes.c_int, ctypes.c_int], ctypes.c_int
-    c_write.argtypes, c_write.restype = [ctypes.c_int, pointer, size], ctypes.c_ssize_t
-    c_close.argtypes, c_close.restype = [ctypes.c_int], ctypes.c_int
-    c_rename.argtypes, c_rename.restype = [pointer, pointer], ctypes.c_int
-    c_unlink.argtypes, c_unlink.restype = [pointer], ctypes.c_int
-    flags, empty = _CREATE, np.uint64(EMPTY)
-
-    @njit("boolean(intc, uintp, intp)", nogil=True)
-    def write_all(fd, data, nbytes):  # pragma: no cover - compiled
-        written = 0
-        while written < nbytes:
-            step = c_write(fd, data + written, nbytes - written)
-            if step <= 0:
-                return False
-            written += step
-        return True
-
-    signature = (
-        "intp(uintp, uint8[:, ::1], uint8[::1], intp, int64[::1], intp, int64[::1], uint8[::1], uint8[::1],"
-        " uint8[::1], int64[::1])"
-    )
-
-    @njit(signature, nogil=True)  # compiled here, once: one signature, no compile in a worker's call
-    def write_units(context, matrix, keep, per_unit, order, at, todo, out, index, names, offsets):  # pragma: no cover
-        """Units ``todo`` (rows ``u * per_unit`` on) of ``matrix``: their kept rows compressed into
-        ``out`` in ``order``, the shard ``index`` (``at`` 1: the file's start, 2: its end; its last
-        4 bytes the CRC32C of the entries when it has room for them) filled, and the whole written
-        to each unit's temporary name (``offsets[k]`` into ``names``), renamed to its key
-        (``offsets[len(todo) + k]``). Returns how many were written; the one that failed (if
-        any) leaves no temporary file."""
-        row_bytes, capacity = matrix.shape[1], out.shape[0]
-        source, target, text = matrix.ctypes.data, out.ctypes.data, names.ctypes.data
-        entries_bytes = 16 * per_unit if at else 0
-        entries = index[:entries_bytes].view(np.uint64)
-        head = index.shape[0] if at == 1 else 0
-        count = todo.shape[0]
-        for k in range(count):
-            first = todo[k] * per_unit
-            body = 0
-            for j in range(per_unit):
-                i = order[j]
-                if at:
-                    entries[2 * i] = empty
-                    entries[2 * i + 1] = empty
-                if not keep[first + i]:
-                    continue
-                frame = compress2(context, target + body, capacity - body, source + (first + i) * row_bytes, row_bytes)
-                if frame > capacity - body:  # one of libzstd's error codes
-                    return k
-                if at:
-                    entries[2 * i] = head + body
-                    entries[2 * i + 1] = frame
-                body += frame
-            if index.shape[0] > entries_bytes:
-                value = crc_extend(0, index.ctypes.data, entries_bytes)
-                for b in range(4):
-                    index[entries_bytes + b] = (value >> (8 * b)) & 0xFF
-            tmp = text + offsets[k]
-            fd = c_open(tmp, flags, 0o666)
-            if fd < 0:
-                return k
-            ok = at != 1 or write_all(fd, index.ctypes.data, index.shape[0])
-            ok = ok and write_all(fd, target, body)
-            ok = ok and (at != 2 or write_all(fd, index.ctypes.data, index.shape[0]))
-            if c_close(fd) != 0 or not ok or c_rename(tmp, text + offsets[count + k]) != 0:
-                c_unlink(tmp)
-                return k
-        return count
-
-    return write_units
+    return native_kernel.write_units
 
 
 def prepare() -> bool:
