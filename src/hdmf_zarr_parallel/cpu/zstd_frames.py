@@ -10,8 +10,9 @@ straight into a buffer the caller owns: a whole shard's frames one after another
 buffer (:meth:`ZstdFrames.pack_rows`). Same library, same parameters: the same bytes as
 numcodecs (``tests/test_zstd_frames.py`` compares them; zstd's output does not depend on a
 context's history). Unsharded chunks (one ~1 MiB frame each) keep numcodecs' ``compress`` in
-the Python path (the direct call per chunk measured no better there); with numba,
-:mod:`.native` calls this library's ``ZSTD_compress2`` with these contexts for a whole block.
+the Python path (the direct call per chunk measured no better there). With numba,
+:mod:`.native` calls this library's ``ZSTD_compress2`` with these contexts for a whole block
+of chunks or shards in one GIL-free loop; this module's loop is then only the fallback's.
 
 :func:`zstd_frames` returns ``None`` where the library's symbols cannot be found (another build of
 numcodecs); callers then keep numcodecs' ``compress``.
