@@ -59,7 +59,7 @@ class WriteOptions:
       buffer of a sequential iterator) may take; a longer one fails the write with a
       ``ChunkWriteError`` and is abandoned, so the write returns at once.
     - ``tune_malloc``: on Linux with glibc, keep freed chunk-sized buffers in the process for
-      reuse (glibc's mmap and trim thresholds, set once per process and in the ``processes``
+      reuse (glibc's mmap and trim thresholds and top pad, set once per process and in the ``processes``
       engine's workers; see :mod:`hdmf_zarr_parallel.write.allocator`), so that workers do not
       return every chunk's memory to the kernel while holding the GIL. ``False``: leave the
       allocator alone.

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["EMPTY", "build_shard", "crc32c", "parse_shard_index", "shard_index", "shard_index_nbytes"]
+__all__ = ["EMPTY", "build_shard", "build_shards", "crc32c", "parse_shard_index", "shard_index", "shard_index_nbytes"]
 
 EMPTY = 2**64 - 1
 _CRC_NBYTES = 4
@@ -77,30 +77,65 @@ def build_shard(
             f"build_shard: got {len(encoded_inner_chunks)} inner chunks for chunks_per_shard "
             f"{tuple(chunks_per_shard)} (expected {n})"
         )
+    return build_shards(encoded_inner_chunks, chunks_per_shard, index_location, crc32c, order)[0]
+
+
+def build_shards(
+    encoded_inner_chunks: Sequence[Chunk],
+    chunks_per_shard: tuple[int, ...],
+    index_location: Literal["start", "end"] = "end",
+    crc32c: bool = True,
+    order: Sequence[int] | None = None,
+) -> list[bytes | None]:
+    """Assemble consecutive shards: :func:`build_shard` for each ``prod(chunks_per_shard)`` entries
+    of ``encoded_inner_chunks``, with every shard's index computed in one set of array operations."""
+    per_shard = int(math.prod(chunks_per_shard))
     if index_location not in ("start", "end"):
         raise ValueError(f"build_shard: index_location must be 'start' or 'end', got {index_location!r}")
-
-    sizes = [_nbytes(c) for c in encoded_inner_chunks]
-    stored = [i for i in (range(n) if order is None else order) if sizes[i]]
-    if not stored:
-        return None
+    if per_shard == 0 or len(encoded_inner_chunks) % per_shard:
+        raise ValueError(
+            f"build_shards: {len(encoded_inner_chunks)} inner chunks do not make whole shards of {per_shard}"
+        )
+    sizes = np.fromiter(map(_nbytes, encoded_inner_chunks), np.uint64, len(encoded_inner_chunks))
+    sizes = sizes.reshape(-1, per_shard)
+    positions = np.arange(per_shard) if order is None else np.asarray(order, dtype=np.intp)
     start = shard_index_nbytes(chunks_per_shard, crc32c) if index_location == "start" else 0
-    index = shard_index(sizes, stored, start, crc32c)
-    parts = [encoded_inner_chunks[i] for i in stored]
-    if index_location == "start":
-        return b"".join([index, *parts])  # type: ignore[list-item]
-    return b"".join([*parts, index])  # type: ignore[list-item]
+    indexes = shard_indexes(sizes, positions, start)
+    out: list[bytes | None] = []
+    for shard, (index, shard_sizes) in enumerate(zip(indexes, sizes, strict=True)):
+        first = shard * per_shard
+        parts = [encoded_inner_chunks[first + i] for i in positions.tolist() if shard_sizes[i]]
+        if not parts:
+            out.append(None)
+            continue
+        index_bytes = encoded_index(index, crc32c)
+        out.append(b"".join([index_bytes, *parts] if index_location == "start" else [*parts, index_bytes]))
+    return out
+
+
+def shard_indexes(sizes: np.ndarray, order: np.ndarray, start: int) -> np.ndarray:
+    """The ``(offset, nbytes)`` index rows (``<u8``, no crc) of shards whose inner chunks have ``sizes``
+    (one row per shard, C order; 0: not stored), their bytes following each other in ``order`` from
+    byte ``start`` (``order`` may leave out chunks of size 0): shape ``(shards, inner chunks, 2)``."""
+    in_order = sizes[:, order]
+    index = np.empty((*sizes.shape, 2), dtype="<u8")
+    index[:, order, 0] = np.cumsum(in_order, axis=1) - in_order + np.uint64(start)
+    index[:, :, 1] = sizes
+    index[sizes == 0] = EMPTY
+    return index
 
 
 def shard_index(sizes: Sequence[int], stored: Sequence[int], start: int, crc32c: bool = True) -> bytes:
     """The encoded index of a shard: ``sizes`` per inner chunk in C order; ``stored``, the C-order
     positions of the stored chunks in the order their bytes follow each other from byte ``start``."""
-    index = np.full((len(sizes), 2), EMPTY, dtype="<u8")
-    if stored:
-        positions = np.asarray(stored, dtype=np.intp)
-        nbytes = np.asarray(sizes, dtype="<u8")[positions]
-        index[positions, 1] = nbytes
-        index[positions, 0] = np.cumsum(nbytes) - nbytes + np.uint64(start)
+    positions = np.asarray(stored, dtype=np.intp)
+    kept = np.zeros((1, len(sizes)), np.uint64)
+    kept[0, positions] = np.asarray(sizes, np.uint64)[positions]
+    return encoded_index(shard_indexes(kept, positions, start)[0], crc32c)
+
+
+def encoded_index(index: np.ndarray, crc32c: bool) -> bytes:
+    """One shard's index rows as stored: little-endian uint64 pairs, then their CRC32C when the chain has one."""
     index_bytes = index.tobytes()
     if crc32c:
         index_bytes += _crc32c(index_bytes).to_bytes(_CRC_NBYTES, "little")

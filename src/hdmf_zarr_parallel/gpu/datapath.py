@@ -25,7 +25,7 @@ import numpy as np
 from .._zarr import write_empty_chunks
 from ..errors import ChunkWriteError
 from ..rows import chunk_matrix, fill_rows, shuffle_rows
-from ..shard_layout import build_shard
+from ..shard_layout import build_shards
 from ..write.dataset import DatasetWrite
 from ..write.plan import Coords, Region
 from ..write.target import DatasetTarget
@@ -85,15 +85,10 @@ def _encode_matrix(
         encoded = iter(encode_batched(lane, plan, rows, np.flatnonzero(~empty)))
     except Exception as exc:
         raise ChunkWriteError(target.name, coords[0] if coords else None, "encoding on the GPU", repr(exc)) from exc
-    blobs = [None if e else next(encoded) for e in empty]
-    out: list[Encoded] = []
-    for i, unit in enumerate(coords):
-        parts = blobs[i * per_unit : (i + 1) * per_unit]
-        if plan.sharded:
-            out.append((unit, build_shard(parts, plan.chunks_per_shard, plan.index_location, plan.index_crc32c)))
-        else:
-            out.append((unit, parts[0]))
-    return out
+    blobs = [None if e else next(encoded) for e in empty.tolist()]
+    if plan.sharded:
+        blobs = build_shards(blobs, plan.chunks_per_shard, plan.index_location, plan.index_crc32c)
+    return list(zip(coords, blobs, strict=True))
 
 
 def encode_batched(lane: Lane, plan: GpuCodecPlan, rows, indices: np.ndarray) -> list:

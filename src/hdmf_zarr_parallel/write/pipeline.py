@@ -19,7 +19,7 @@ from concurrent.futures import Future, wait
 
 from ..engines.base import CANCEL_GRACE_S, Engine
 from ..options import WriteOptions
-from .allocator import retain_freed_memory
+from .allocator import release_freed_memory, retain_freed_memory
 from .budget import ByteBudget, WriteCancelled
 from .dataset import DatasetWrite
 from .dispatch import Dispatcher
@@ -230,6 +230,8 @@ class PipelineRun:
             self._dispatcher.join(threading.Event(), deadline)
         for feeder in self._feeders:
             feeder.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self.options.tune_malloc:
+            release_freed_memory()  # what the write kept for reuse goes back to the kernel
         self.progress.close()
 
 
