@@ -1,5 +1,6 @@
 """How GPU lanes and CPU helpers split queued tasks: lanes take whole tasks oldest first,
-helpers shave one unit-row at a time off the newest, never the last row."""
+helpers shave unit-rows off the newest, up to a block at a time (at least one row), never
+the first row. Most tests shave one row at a time (``shave_bytes=0``)."""
 
 from concurrent.futures import CancelledError
 
@@ -20,7 +21,7 @@ def writer():
 
 
 def test_shaving_takes_unit_rows_from_the_end_and_leaves_the_first(writer):
-    task = SharedTask(writer, region=(slice(256, 301), slice(0, 24)))
+    task = SharedTask(writer, region=(slice(256, 301), slice(0, 24)), shave_bytes=0)
     tails = []
     while task.shave() is not None:
         tails.append(task.region)
@@ -30,7 +31,7 @@ def test_shaving_takes_unit_rows_from_the_end_and_leaves_the_first(writer):
 
 
 def test_shaved_rows_are_written_by_the_work_they_return(writer):
-    task = SharedTask(writer, region=(slice(0, 64), slice(0, 24)))
+    task = SharedTask(writer, region=(slice(0, 64), slice(0, 24)), shave_bytes=0)
     work = task.shave()
     assert task.region == (slice(0, 48), slice(0, 24))
     work()
@@ -41,9 +42,30 @@ def test_shaved_rows_are_written_by_the_work_they_return(writer):
 
 def test_units_are_shaved_one_at_a_time_keeping_one(writer):
     units = [((i, 0), np.zeros((16, 8), "int16")) for i in range(3)]
-    task = SharedTask(writer, units=list(units))
+    task = SharedTask(writer, units=list(units), shave_bytes=0)
     assert task.shave() is not None and task.shave() is not None
     assert task.shave() is None and len(task.units) == 1
+
+
+def test_a_shave_takes_up_to_shave_bytes_of_rows_and_never_the_first(writer):
+    row = 16 * 24 * 2  # one unit-row of the fixture's (16, 8) chunks across 24 columns, int16
+    task = SharedTask(writer, region=(slice(0, 160), slice(0, 24)), shave_bytes=3 * row + 1)
+    work = task.shave()
+    assert task.region == (slice(0, 112), slice(0, 24)), "three rows at once"
+    work()
+    back = zarr.open_array(writer.target.array.store, mode="r")[...]
+    np.testing.assert_array_equal(back[112:160], writer.source.iterator.array[112:160])
+    assert not back[:112].any()
+    tails = []
+    while task.shave() is not None:
+        tails.append(task.region)
+    assert tails == [(slice(0, 64), slice(0, 24)), (slice(0, 16), slice(0, 24))]
+
+    units = [((i, 0), np.zeros((16, 8), "int16")) for i in range(5)]
+    task = SharedTask(writer, units=list(units), shave_bytes=2 * 16 * 8 * 2)
+    assert task.shave() is not None and [c for c, _ in task.units] == [(0, 0), (1, 0), (2, 0)]
+    assert task.shave() is not None and [c for c, _ in task.units] == [(0, 0)]
+    assert task.shave() is None
 
 
 def test_the_future_ends_after_every_part_and_with_the_first_error(writer):

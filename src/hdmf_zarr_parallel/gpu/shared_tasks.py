@@ -26,6 +26,7 @@ import numpy as np
 
 from ..write.dataset import DatasetWrite
 from ..write.plan import Coords, Region
+from ..write.target import BLOCK_BYTES
 from .plan import GpuCodecPlan
 
 Units = list[tuple[Coords, np.ndarray]]
@@ -53,8 +54,9 @@ class SharedTask:
     """One region of a random-access dataset, or one batch of assembled units, and its future.
 
     ``cpu_only`` tasks belong to CPU-routed datasets: no lane takes them. ``done`` ends when
-    every part has been stored: the part taken whole and each row shaved off. The first error
-    of any part ends it with that error.
+    every part has been stored: the part taken whole and each piece shaved off. The first error
+    of any part ends it with that error. A piece shaved off is at most ``shave_bytes`` (at
+    least one unit-row, or one unit).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class SharedTask:
         plan: GpuCodecPlan | None = None,
         cpu_only: bool = False,
         tally: UnitTally | None = None,
+        shave_bytes: int = BLOCK_BYTES,
     ) -> None:
         if (region is None) == (units is None):
             raise ValueError("a task is either a region or a list of units")
@@ -72,6 +75,7 @@ class SharedTask:
         self.plan = plan  # what a lane encodes it with
         self.cpu_only = cpu_only
         self.tally = tally
+        self.shave_bytes = shave_bytes
         self.region = region
         self.units = units
         self.nbytes = dataset.target.region_nbytes(region) if region is not None else sum(d.nbytes for _, d in units)
@@ -87,14 +91,24 @@ class SharedTask:
         return math.ceil((first.stop - first.start) / self.dataset.target.unit_shape[0])
 
     def shave(self) -> Work | None:
-        """Cut off the last unit-row (or, for units, the last unit) as CPU work; ``None`` when one is left."""
-        if self.rows() < 2:
+        """Cut off the last unit-rows (for units, the last units), up to :attr:`shave_bytes` and
+        never the first, as CPU work; ``None`` when one is left."""
+        rows = self.rows()
+        if rows < 2:
             return None
         self._add_part()
         if self.units is not None:
-            return self._cpu_work(units=[self.units.pop()])
+            taken = [self.units.pop()]
+            while (
+                len(self.units) > 1 and sum(d.nbytes for _, d in taken) + self.units[-1][1].nbytes <= self.shave_bytes
+            ):
+                taken.append(self.units.pop())
+            return self._cpu_work(units=taken[::-1])
         first, rest = self.region[0], self.region[1:]
-        cut = first.start + (self.rows() - 1) * self.dataset.target.unit_shape[0]
+        unit_rows = self.dataset.target.unit_shape[0]
+        row_nbytes = max(1, self.dataset.target.region_nbytes((slice(first.start, first.start + unit_rows), *rest)))
+        count = min(rows - 1, max(1, self.shave_bytes // row_nbytes))
+        cut = first.start + (rows - count) * unit_rows
         tail = (slice(cut, first.stop), *rest)
         self.region = (slice(first.start, cut), *rest)
         return self._cpu_work(region=tail)

@@ -128,9 +128,16 @@ class LocalFileSink(ChunkSink):
         return paths, [self._temporary(path) for path in paths]
 
     def _make_parent(self, path: str) -> None:
+        """Make the file's directory once per write: one ``mkdir`` where its parent exists (the usual
+        case: zarr's keys add one level per row of units), ``os.makedirs`` where it does not."""
         parent = os.path.dirname(path)
         if parent not in self._made:
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.mkdir(parent)
+            except FileExistsError:
+                pass  # a file there makes the write under it fail, naming the key
+            except FileNotFoundError:
+                os.makedirs(parent, exist_ok=True)
             self._made.add(parent)
 
     def _temporary(self, path: str) -> str:
