@@ -179,3 +179,78 @@ def test_a_second_process_loads_the_loop_from_numbas_cache(tmp_path):
         subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True) for _ in "ab"
     ]
     assert [int(run.stdout.split()[-1]) for run in hits] == [0, 1]
+
+
+@pytest.fixture
+def batches_written(monkeypatch):
+    """Every local sink writes its batches natively; counts the files it wrote that way."""
+    monkeypatch.setattr(native, "NATIVE_MIN_BYTES", 0)
+    real = native.NativeFiles.write
+    counts = {"batches": 0, "files": 0}
+
+    def counting(self, blobs, tmps, paths):
+        done = real(self, blobs, tmps, paths)
+        counts["batches"] += 1
+        counts["files"] += done
+        return done
+
+    monkeypatch.setattr(native.NativeFiles, "write", counting)
+    return counts
+
+
+@pytest.mark.parametrize("layout", ["gzip chunks", "zstd shards"])
+def test_gpu_engine_batches_are_written_natively_as_zarrs_files(tmp_path, subtests, batches_written, layout):
+    """The GPU engine's store threads (host lane here) hand a task's encoded units to the sink, which
+    writes them in one native call, whatever their codec: the files are zarr's, byte for byte (shards
+    hold the same inner chunks and index, in C order where zarr uses its write order: same keys)."""
+    from test_gpu_engine_cpu import gpu_write
+
+    data = realistic((2000, 32))
+    data[200:400] = 0  # all-fill units: deleted, not written
+    if layout == "gzip chunks":
+        kwargs = {"chunks": (100, 16), "compressors": GzipCodec(level=5)}
+    else:
+        kwargs = {"chunks": (50, 16), "shards": (200, 32), "compressors": ZstdCodec(level=3)}
+    roots = tmp_path / "ours.zarr", tmp_path / "zarr.zarr"
+    ours, reference = (
+        zarr.create_array(zarr.storage.LocalStore(r), shape=data.shape, dtype=data.dtype, **kwargs) for r in roots
+    )
+    ours[...] = reference[...] = realistic(data.shape, seed=5)
+    from conftest import gzip_clock_frozen
+
+    with gzip_clock_frozen():
+        gpu_write([(ours, NumpyIterator(data, buffer_shape=(400, 32)))], batch_bytes=128 << 10)
+        reference[...] = data
+    if layout == "gzip chunks":
+        assert files(roots[0]) == files(roots[1])
+    assert sorted(files(roots[0])) == sorted(files(roots[1]))
+    np.testing.assert_array_equal(zarr.open_array(zarr.storage.LocalStore(roots[0], read_only=True))[...], data)
+    assert batches_written["batches"] >= 2
+    units = 2000 // 100 * 2 if layout == "gzip chunks" else 2000 // 200
+    assert batches_written["files"] == units - (4 if layout == "gzip chunks" else 1)
+    assert not [name for name in files(roots[0]) if name.endswith(".partial")]
+    assert_independent_readers_match(roots[0], data, subtests)
+
+
+def test_a_failing_file_in_a_native_batch_names_its_key(tmp_path, batches_written):
+    """The batch's files before the failing one are written, that one raises the OS's error naming
+    its key through the Python path, the rest are not written, and no temporary file is left."""
+    from hdmf_zarr_parallel.write.sink import LocalFileSink, make_sink
+
+    root = tmp_path / "a.zarr"
+    array = zarr.create_array(zarr.storage.LocalStore(root), shape=(800, 16), dtype="uint8", chunks=(100, 16))
+    blocker = root / "c" / "2" / "0"
+    blocker.mkdir(parents=True)
+    (blocker / "keep").write_bytes(b"x")
+    sink = make_sink(array, "a", nbytes=array.nbytes)
+    assert isinstance(sink, LocalFileSink)
+    blobs = [((row, 0), bytes([row]) * (1000 + row)) for row in range(5)]
+    with pytest.raises(
+        ChunkWriteError, match=r"chunk \(2, 0\).*storing key 'c/2/0'.*(IsADirectory|Directory not empty)"
+    ):
+        sink.put_many([*blobs, ((6, 0), None)])
+    assert batches_written == {"batches": 1, "files": 2}  # what was left went through the Python path
+    names = [os.path.relpath(os.path.join(d, n), root) for d, _, ns in os.walk(root) for n in ns]
+    assert not [n for n in names if n.endswith(".partial")], names
+    assert [(root / "c" / str(row) / "0").read_bytes() for row in range(2)] == [b for _, b in blobs[:2]]
+    assert not (root / "c" / "3" / "0").exists()

@@ -16,6 +16,11 @@ On the first failure the loop stops and removes that unit's temporary file; the 
 that unit and the rest through the Python path, which raises what the OS says (a full disk
 keeps its errno) and names the key.
 
+Units already encoded (by the GPU engine's lanes, or by codecs the loop does not run) go the
+same way once the loop runs in the process: :class:`NativeFiles` writes a sink's batch of files
+(``write/sink.py``, ``LocalFileSink.put_many``) in one GIL-free call, with the same temporary
+names, renames and fallback.
+
 numba's import and the loop's start-up (loaded from numba's on-disk cache; compiled, once per
 machine, by the first process: :mod:`.native_kernel`) hold the GIL for a while once per process,
 which only a large write earns back. So a process starts it only for a dataset of at least
@@ -31,6 +36,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -67,22 +73,61 @@ class UnitLayout:
 _compile_lock = threading.Lock()
 
 
-def _kernel() -> Callable | None:
-    """The compiled loop (compiled, or loaded from numba's cache, once per process), or ``None``
+def _kernel() -> ModuleType | None:
+    """The compiled loops (compiled, or loaded from numba's cache, once per process), or ``None``
     without numba, the two C libraries or a little-endian POSIX libc."""
     with _compile_lock:
         return _compiled()
 
 
 @functools.cache
-def _compiled() -> Callable | None:
+def _compiled() -> ModuleType | None:
     if os.name != "posix" or sys.byteorder != "little" or library() is None:
         return None
     try:
         from . import native_kernel
     except ImportError:  # no numba, or a C library without the symbols
         return None
-    return native_kernel.write_units
+    return native_kernel
+
+
+def _started(nbytes: int) -> ModuleType | None:
+    """The loops for a dataset of ``nbytes``: started for a large one, or already started in this process."""
+    if nbytes < NATIVE_MIN_BYTES and _compiled.cache_info().currsize == 0:
+        return None
+    return _kernel()
+
+
+def _names(tmps: Sequence[str], paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The temporary names, then the keys' paths, as one buffer of NUL-terminated file names and their offsets."""
+    encoded = [os.fsencode(name) for name in (*tmps, *paths)]
+    offsets = np.zeros(len(encoded), np.int64)
+    np.cumsum([len(name) + 1 for name in encoded[:-1]], out=offsets[1:])
+    names = np.frombuffer(bytearray(b"\0".join(encoded) + b"\0"), np.uint8)  # writable: the signature's type
+    return names, offsets
+
+
+class NativeFiles:
+    """Writes a batch of encoded units (whole files) to their keys in one GIL-free call."""
+
+    def __init__(self, kernel: ModuleType) -> None:
+        self._write_files = kernel.write_files
+
+    @classmethod
+    def make(cls, nbytes: int) -> NativeFiles | None:
+        """The writer for a dataset of ``nbytes``, or ``None`` (see :data:`NATIVE_MIN_BYTES`)."""
+        kernel = _started(nbytes)
+        return None if kernel is None else cls(kernel)
+
+    def write(self, blobs: Sequence, tmps: list[str], paths: list[str]) -> int:
+        """Each blob (any contiguous buffer) written to ``tmps[k]``, then renamed to ``paths[k]``;
+        returns how many were written (all, or those before the first that failed)."""
+        if not blobs:
+            return 0
+        views = [np.frombuffer(blob, np.uint8) for blob in blobs]  # kept alive through the call
+        data = np.fromiter((view.ctypes.data for view in views), np.uintp, len(views))
+        sizes = np.fromiter((view.nbytes for view in views), np.int64, len(views))
+        return int(self._write_files(data, sizes, *_names(tmps, paths)))
 
 
 def prepare() -> bool:
@@ -102,10 +147,8 @@ class NativeUnitFiles:
     @classmethod
     def make(cls, frames: ZstdFrames | None, layout: UnitLayout, nbytes: int) -> NativeUnitFiles | None:
         """The writer for a dataset of ``nbytes`` whose units' rows are compressed by zstd alone, or ``None``."""
-        if frames is None or (nbytes < NATIVE_MIN_BYTES and _compiled.cache_info().currsize == 0):
-            return None
-        kernel = _kernel()
-        return None if kernel is None else cls(frames, layout, kernel)
+        kernel = None if frames is None else _started(nbytes)
+        return None if kernel is None else cls(frames, layout, kernel.write_units)
 
     def write(
         self, matrix: np.ndarray, skip: np.ndarray | None, todo: Sequence[int], tmps: list[str], paths: list[str]
@@ -117,10 +160,7 @@ class NativeUnitFiles:
         if not len(todo):
             return 0
         layout = self._layout
-        encoded = [os.fsencode(name) for name in (*tmps, *paths)]
-        offsets = np.zeros(len(encoded), np.int64)
-        np.cumsum([len(name) + 1 for name in encoded[:-1]], out=offsets[1:])
-        names = np.frombuffer(bytearray(b"\0".join(encoded) + b"\0"), np.uint8)  # writable: the signature's type
+        names, offsets = _names(tmps, paths)
         keep = np.ones(len(matrix), np.uint8) if skip is None else np.logical_not(skip).view(np.uint8)
         out = np.empty(layout.rows * self._frames.bound(matrix.shape[1]), np.uint8)
         index = np.empty(layout.index_nbytes, np.uint8)

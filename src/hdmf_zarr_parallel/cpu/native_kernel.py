@@ -121,3 +121,21 @@ def write_units(context, matrix, keep, per_unit, order, at, todo, out, index, na
             c_unlink(tmp)
             return k
     return count
+
+
+@njit("intp(uintp[::1], int64[::1], uint8[::1], int64[::1])", nogil=True, cache=True)
+def write_files(data, sizes, names, offsets):  # pragma: no cover - compiled
+    """Files already encoded: ``sizes[k]`` bytes at address ``data[k]`` written to the temporary name
+    ``offsets[k]`` into ``names``, renamed to the key at ``offsets[len(data) + k]``. Returns how many
+    were written; the one that failed (if any) leaves no temporary file."""
+    text, count = names.ctypes.data, data.shape[0]
+    for k in range(count):
+        tmp = text + offsets[k]
+        fd = c_open(tmp, CREATE, 0o666)
+        if fd < 0:
+            return k
+        ok = write_all(fd, data[k], sizes[k])
+        if c_close(fd) != 0 or not ok or c_rename(tmp, text + offsets[count + k]) != 0:
+            c_unlink(tmp)
+            return k
+    return count
