@@ -73,6 +73,36 @@ def test_the_same_files_as_zarr(tmp_path, subtests, blocks_written, keys, empty,
     assert_independent_readers_match(ours, data, subtests)  # tensorstore and zarrs
 
 
+class ReadOnlyIterator(NumpyIterator):
+    """Hands out read-only buffers, as a read-only memory map does."""
+
+    def _get_data(self, selection):
+        data = np.ascontiguousarray(super()._get_data(selection))
+        data.setflags(write=False)
+        return data
+
+
+def test_read_only_buffers_are_written_natively(tmp_path, blocks_written):
+    data = realistic((800, 16))
+    root = tmp_path / "a.zarr"
+    array = make_array(zarr.storage.LocalStore(root), data.shape, data.dtype, (100, 16))
+    pipeline_write([(array, ReadOnlyIterator(data, buffer_shape=(800, 16)))])
+    assert blocks_written["chunks"] == 8
+    np.testing.assert_array_equal(zarr.open_array(zarr.storage.LocalStore(root, read_only=True))[...], data)
+
+
+def test_a_sink_never_starts_the_loop(tmp_path, monkeypatch):
+    """A huge array written in a few places must not pay for numba's start-up: only a process that
+    runs the loop already (a large dataset's encoder started it, or prepare()) writes batches natively."""
+    from hdmf_zarr_parallel.write.sink import make_sink
+
+    monkeypatch.setattr(native, "_compiled", functools.cache(native._compiled.__wrapped__))  # a new process
+    array = zarr.create_array(zarr.storage.LocalStore(tmp_path / "a.zarr"), shape=(1 << 40,), dtype="uint8")
+    assert make_sink(array)._native is None and not native.running()
+    assert native.prepare() and native.running()
+    assert make_sink(array)._native is not None
+
+
 def sharded_zstd(index_location, crc, order="morton"):
     """zstd inner chunks in shards, with the index where ``index_location`` says (and its crc32c)."""
     return ShardingCodec(
@@ -183,8 +213,9 @@ def test_a_second_process_loads_the_loop_from_numbas_cache(tmp_path):
 
 @pytest.fixture
 def batches_written(monkeypatch):
-    """Every local sink writes its batches natively; counts the files it wrote that way."""
-    monkeypatch.setattr(native, "NATIVE_MIN_BYTES", 0)
+    """Every local sink writes its batches natively (the loop runs in the process); counts the files
+    it wrote that way."""
+    assert native.prepare()
     real = native.NativeFiles.write
     counts = {"batches": 0, "files": 0}
 
@@ -242,7 +273,7 @@ def test_a_failing_file_in_a_native_batch_names_its_key(tmp_path, batches_writte
     blocker = root / "c" / "2" / "0"
     blocker.mkdir(parents=True)
     (blocker / "keep").write_bytes(b"x")
-    sink = make_sink(array, "a", nbytes=array.nbytes)
+    sink = make_sink(array, "a")
     assert isinstance(sink, LocalFileSink)
     blobs = [((row, 0), bytes([row]) * (1000 + row)) for row in range(5)]
     with pytest.raises(

@@ -93,9 +93,14 @@ def _compiled() -> ModuleType | None:
 
 def _started(nbytes: int) -> ModuleType | None:
     """The loops for a dataset of ``nbytes``: started for a large one, or already started in this process."""
-    if nbytes < NATIVE_MIN_BYTES and _compiled.cache_info().currsize == 0:
+    if nbytes < NATIVE_MIN_BYTES and not running():
         return None
     return _kernel()
+
+
+def running() -> bool:
+    """Whether this process has started the loops (without starting them)."""
+    return _compiled.cache_info().currsize > 0 and _compiled() is not None
 
 
 def _names(tmps: Sequence[str], paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -114,10 +119,10 @@ class NativeFiles:
         self._write_files = kernel.write_files
 
     @classmethod
-    def make(cls, nbytes: int) -> NativeFiles | None:
-        """The writer for a dataset of ``nbytes``, or ``None`` (see :data:`NATIVE_MIN_BYTES`)."""
-        kernel = _started(nbytes)
-        return None if kernel is None else cls(kernel)
+    def make(cls) -> NativeFiles | None:
+        """The writer, where this process runs the loops already (a sink never starts them: a large
+        array written in a few places must not pay for numba's start-up); else ``None``."""
+        return cls(_kernel()) if running() else None
 
     def write(self, blobs: Sequence, tmps: list[str], paths: list[str]) -> int:
         """Each blob (any contiguous buffer) written to ``tmps[k]``, then renamed to ``paths[k]``;

@@ -70,9 +70,12 @@ def write_all(fd, data, nbytes):  # pragma: no cover - compiled
     return True
 
 
+_rows = types.Array(types.uint8, 2, "C", readonly=True)  # an iterator's buffer may be read-only: never written
+_bytes, _int64s = types.Array(types.uint8, 1, "C"), types.Array(types.int64, 1, "C")
+
+
 @njit(
-    "intp(uintp, uint8[:, ::1], uint8[::1], intp, int64[::1], intp, int64[::1], uint8[::1], uint8[::1],"
-    " uint8[::1], int64[::1])",
+    types.intp(_pointer, _rows, _bytes, types.intp, _int64s, types.intp, _int64s, _bytes, _bytes, _bytes, _int64s),
     nogil=True,
     cache=True,
 )

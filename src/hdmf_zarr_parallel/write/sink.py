@@ -49,17 +49,15 @@ __all__ = ["ChunkSink", "LocalFileSink", "ZarrStoreSink", "make_sink"]
 Blob = Any
 
 
-def make_sink(
-    array: zarr.Array, name: str | None = None, stop: threading.Event | None = None, nbytes: int = 0
-) -> ChunkSink:
-    """The sink for ``array`` (a dataset of ``nbytes``): direct file writes for a plain local store,
-    zarr's store API otherwise.
+def make_sink(array: zarr.Array, name: str | None = None, stop: threading.Event | None = None) -> ChunkSink:
+    """The sink for ``array``: direct file writes for a plain local store (a batch at a time in one
+    native call once this process runs the native loop), zarr's store API otherwise.
 
     Once ``stop`` is set, the sink raises ``WriteCancelled`` instead of storing: a worker that
     comes back late (from a read that took too long) stores nothing after its write has ended."""
     store = array._async_array.store_path.store
     if type(store) is LocalStore and not store.read_only:
-        return LocalFileSink(array, name, stop, NativeFiles.make(nbytes))
+        return LocalFileSink(array, name, stop, NativeFiles.make())
     return ZarrStoreSink(array, name, stop)
 
 

@@ -82,7 +82,7 @@ class DatasetTarget:
 
     @cached_property
     def sink(self) -> ChunkSink:
-        return make_sink(self.array, self.name, self.stop, self.nbytes)
+        return make_sink(self.array, self.name, self.stop)
 
     def encode_unit(self, coords: Coords, data: np.ndarray) -> Blob:
         """One whole unit's encoded bytes (``None``: all fill value, its key is deleted)."""
