@@ -102,9 +102,10 @@ def build_shards(
     start = shard_index_nbytes(chunks_per_shard, crc32c) if index_location == "start" else 0
     indexes = shard_indexes(sizes, positions, start)
     out: list[bytes | None] = []
-    for shard, (index, shard_sizes) in enumerate(zip(indexes, sizes, strict=True)):
+    in_order = positions.tolist()
+    for shard, (index, shard_sizes) in enumerate(zip(indexes, sizes.tolist(), strict=True)):
         first = shard * per_shard
-        parts = [encoded_inner_chunks[first + i] for i in positions.tolist() if shard_sizes[i]]
+        parts = [encoded_inner_chunks[first + i] for i in in_order if shard_sizes[i]]
         if not parts:
             out.append(None)
             continue

@@ -99,10 +99,10 @@ class SharedTask:
         self._add_part()
         if self.units is not None:
             taken = [self.units.pop()]
-            while (
-                len(self.units) > 1 and sum(d.nbytes for _, d in taken) + self.units[-1][1].nbytes <= self.shave_bytes
-            ):
+            nbytes = taken[0][1].nbytes
+            while len(self.units) > 1 and nbytes + self.units[-1][1].nbytes <= self.shave_bytes:
                 taken.append(self.units.pop())
+                nbytes += taken[-1][1].nbytes
             return self._cpu_work(units=taken[::-1])
         first, rest = self.region[0], self.region[1:]
         unit_rows = self.dataset.target.unit_shape[0]
