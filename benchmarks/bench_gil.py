@@ -276,14 +276,16 @@ class Profile:
 def host_lane_codec_lines() -> tuple[str, str, range]:
     """(function, file suffix, lines) of the host lane's per-chunk loop over its CPU reference codec:
     what nvCOMP's one batched call replaces on a GPU, so what "excluding the codec" leaves out of
-    the gpu-host figure (the statement ``raw = [... reference.encode(...) ...]``)."""
+    the gpu-host figure (the statement ``raw = ...`` that calls ``reference.encode``, from its first
+    line to the line that closes it)."""
     import inspect
 
     from hdmf_zarr_parallel.gpu.lanes import HostLane
 
     lines, first = inspect.getsourcelines(HostLane.encode)
-    start = next(i for i, text in enumerate(lines) if text.strip().startswith("raw = ["))
-    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "]")
+    start = next(i for i, text in enumerate(lines) if text.strip().startswith("raw = "))
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    end = next(i for i in range(start + 1, len(lines)) if len(lines[i]) - len(lines[i].lstrip()) == indent)
     assert any("reference.encode(" in text for text in lines[start:end]), "the codec loop moved: update this"
     return "HostLane.encode", "hdmf_zarr_parallel/gpu/lanes.py", range(first + start, first + end + 1)
 

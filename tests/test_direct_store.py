@@ -16,6 +16,7 @@ from zarr.codecs.numcodecs import LZ4, Shuffle
 
 from conftest import NumpyIterator, gzip_clock_frozen, make_array, pipeline_write, realistic
 from hdmf_zarr_parallel import ChunkWriteError
+from hdmf_zarr_parallel.parts import Parts
 from hdmf_zarr_parallel.write import sink, target
 from hdmf_zarr_parallel.write.dataset import DatasetWrite
 
@@ -190,6 +191,19 @@ def test_other_stores_keep_zarrs_api(tmp_path):
     assert isinstance(sink.make_sink(read_only), sink.ZarrStoreSink)
 
 
+def _written(tmp_path, monkeypatch, call: str, replacement, write, data) -> bytes:
+    """What ``write(fd, data)`` puts in a new file while the sink's ``os.<call>`` is ``replacement``."""
+    path = tmp_path / "file"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    monkeypatch.setattr(sink.os, call, replacement)
+    try:
+        write(fd, data)
+    finally:
+        monkeypatch.undo()
+        os.close(fd)
+    return path.read_bytes()
+
+
 @pytest.mark.parametrize("data", [b"x" * 100, np.arange(50, dtype="<i2"), memoryview(b"abc" * 33)])
 def test_every_byte_is_written_when_the_os_writes_fewer(tmp_path, monkeypatch, data):
     """``os.write`` may write fewer bytes than asked (signals, pipes, quotas): the rest follows."""
@@ -200,14 +214,48 @@ def test_every_byte_is_written_when_the_os_writes_fewer(tmp_path, monkeypatch, d
         calls.append(len(buffer))
         return real_write(fd, bytes(memoryview(buffer)[:7]))
 
-    path = tmp_path / "chunk"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    monkeypatch.setattr(sink.os, "write", short_write)
-    try:
-        sink._write_all(fd, data)
-    finally:
-        monkeypatch.undo()
-        os.close(fd)
     expected = bytes(memoryview(data).cast("B"))
-    assert path.read_bytes() == expected
+    assert _written(tmp_path, monkeypatch, "write", short_write, sink._write_all, data) == expected
     assert len(calls) == -(-len(expected) // 7)
+
+
+def _pieces(count: int, seed: int = 0) -> list:
+    """Bytes, memoryviews and numpy arrays of different sizes: what a shard's parts may be."""
+    rng = np.random.default_rng(seed)
+    kinds = (bytes, memoryview, lambda b: np.frombuffer(b, np.uint8))
+    return [kinds[i % 3](rng.bytes(int(rng.integers(0, 40)))) for i in range(count)]
+
+
+@pytest.mark.parametrize("short", [False, True])
+@pytest.mark.parametrize("count", [3, 2500])  # more pieces than one writev takes (IOV_MAX, 1024 on Linux)
+def test_parts_are_written_whole_in_order(tmp_path, monkeypatch, short, count):
+    """A shard's pieces go to the file with os.writev, as few calls as IOV_MAX allows; when the OS writes
+    fewer bytes than asked, the rest follows; the file holds the pieces joined, in order."""
+    pieces = _pieces(count)
+    parts = Parts(pieces, sum(memoryview(p).nbytes for p in pieces))
+    real_writev = os.writev
+    calls = []
+
+    def writev(fd, group):
+        calls.append(len(group))
+        if short:  # only the first 5 bytes of the group
+            return real_writev(fd, [bytes(memoryview(b"".join(group))[:5])])
+        return real_writev(fd, group)
+
+    assert _written(tmp_path, monkeypatch, "writev", writev, sink._write_parts, parts) == b"".join(pieces)
+    assert bytes(parts) == b"".join(pieces)
+    assert calls == [min(sink._IOV_MAX, count - i) for i in range(0, count, sink._IOV_MAX)]
+
+
+def test_parts_read_as_one_buffer_where_a_store_needs_one():
+    """zarr's store API (here a MemoryStore) gets the pieces joined; the joined buffer lives as long as
+    the Parts, so a numpy view of it stays valid."""
+    array = make_array(zarr.storage.MemoryStore(), (8,), "uint8", (8,), compressors=None)
+    pieces = [b"\x01\x02", memoryview(b"\x03\x04\x05"), np.arange(6, 9, dtype=np.uint8)]
+    parts = Parts(pieces, 8)
+    sink.make_sink(array).put((0,), parts)
+    np.testing.assert_array_equal(array[...], np.arange(1, 9))
+    view = np.frombuffer(parts, np.uint8)
+    del pieces
+    np.testing.assert_array_equal(view, np.arange(1, 9))
+    assert len(parts) == 8 and memoryview(parts).tobytes() == bytes(range(1, 9))

@@ -32,7 +32,14 @@ from conftest import walk
 from hdmf_zarr_parallel.gpu import framing
 from hdmf_zarr_parallel.gpu.plan import GpuCodecPlan, Unsupported, classify
 from hdmf_zarr_parallel.gpu.status import GpuStatus, gpu_status
-from hdmf_zarr_parallel.shard_layout import EMPTY, build_shard, crc32c, parse_shard_index, shard_index_nbytes
+from hdmf_zarr_parallel.shard_layout import (
+    EMPTY,
+    build_shard,
+    build_shards,
+    crc32c,
+    parse_shard_index,
+    shard_index_nbytes,
+)
 from readers import assert_independent_readers_match
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -91,6 +98,19 @@ def test_build_shard_layout_and_parse():
         assert index[1, 0].tolist() == [EMPTY, EMPTY]
         assert index[1, 1].tolist() == [base + 3, 5]
         assert shard[base : base + 8] == b"aaabbbbb"
+
+
+def test_build_shards_hands_on_the_chunks_themselves():
+    """Each shard of build_shards is its stored chunks (the very objects given, no copy) and its index,
+    in file order; joined, it is build_shard's bytes; a shard of empty chunks only is None."""
+    chunks = [memoryview(b"aaa"), None, b"", memoryview(b"bbbbb"), None, None, None, None]
+    for loc, crc in itertools.product(("start", "end"), (True, False)):
+        first, empty = build_shards(chunks, (2, 2), loc, crc, order=[3, 0, 1, 2])
+        assert empty is None
+        body = first.pieces[1:] if loc == "start" else first.pieces[:-1]
+        assert [id(p) for p in body] == [id(chunks[3]), id(chunks[0])]
+        assert bytes(first) == build_shard(chunks[:4], (2, 2), loc, crc, order=[3, 0, 1, 2])
+        assert first.nbytes == len(bytes(first)) == 8 + shard_index_nbytes((2, 2), crc)
 
 
 def test_build_shard_all_empty_and_errors():

@@ -230,11 +230,16 @@ def batches_written(monkeypatch):
 
 
 @pytest.mark.parametrize("layout", ["gzip chunks", "zstd shards"])
-def test_gpu_engine_batches_are_written_natively_as_zarrs_files(tmp_path, subtests, batches_written, layout):
-    """The GPU engine's store threads (host lane here) hand a task's encoded units to the sink, which
-    writes them in one native call, whatever their codec: the files are zarr's, byte for byte (shards
-    hold the same inner chunks and index, in C order where zarr uses its write order: same keys)."""
+def test_gpu_engine_stores_write_zarrs_files(tmp_path, subtests, monkeypatch, batches_written, layout):
+    """The GPU engine's store threads (host lane here) hand a task's encoded units to the sink: chunks,
+    whatever their codec, go in one native call per batch; shards go as their pieces (inner chunks,
+    index), one ``os.writev`` each, never joined. The files are zarr's, byte for byte (shards hold the
+    same inner chunks and index, in C order where zarr uses its write order: same keys)."""
     from test_gpu_engine_cpu import gpu_write
+
+    gathered = []
+    real_writev = os.writev
+    monkeypatch.setattr(os, "writev", lambda fd, pieces: gathered.append(len(pieces)) or real_writev(fd, pieces))
 
     data = realistic((2000, 32))
     data[200:400] = 0  # all-fill units: deleted, not written
@@ -256,9 +261,11 @@ def test_gpu_engine_batches_are_written_natively_as_zarrs_files(tmp_path, subtes
         assert files(roots[0]) == files(roots[1])
     assert sorted(files(roots[0])) == sorted(files(roots[1]))
     np.testing.assert_array_equal(zarr.open_array(zarr.storage.LocalStore(roots[0], read_only=True))[...], data)
-    assert batches_written["batches"] >= 2
-    units = 2000 // 100 * 2 if layout == "gzip chunks" else 2000 // 200
-    assert batches_written["files"] == units - (4 if layout == "gzip chunks" else 1)
+    if layout == "gzip chunks":
+        assert batches_written["batches"] >= 2
+        assert batches_written["files"] == 2000 // 100 * 2 - 4 and not gathered
+    else:  # each stored shard: its 8 inner chunks and its index in one call
+        assert batches_written["files"] == 0 and gathered == [8 + 1] * (2000 // 200 - 1)
     assert not [name for name in files(roots[0]) if name.endswith(".partial")]
     assert_independent_readers_match(roots[0], data, subtests)
 

@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from .parts import Parts
+
 __all__ = ["EMPTY", "build_shard", "build_shards", "crc32c", "parse_shard_index", "shard_index", "shard_index_nbytes"]
 
 EMPTY = 2**64 - 1
@@ -77,7 +79,8 @@ def build_shard(
             f"build_shard: got {len(encoded_inner_chunks)} inner chunks for chunks_per_shard "
             f"{tuple(chunks_per_shard)} (expected {n})"
         )
-    return build_shards(encoded_inner_chunks, chunks_per_shard, index_location, crc32c, order)[0]
+    shard = build_shards(encoded_inner_chunks, chunks_per_shard, index_location, crc32c, order)[0]
+    return None if shard is None else shard.joined()
 
 
 def build_shards(
@@ -86,9 +89,12 @@ def build_shards(
     index_location: Literal["start", "end"] = "end",
     crc32c: bool = True,
     order: Sequence[int] | None = None,
-) -> list[bytes | None]:
+) -> list[Parts | None]:
     """Assemble consecutive shards: :func:`build_shard` for each ``prod(chunks_per_shard)`` entries
-    of ``encoded_inner_chunks``, with every shard's index computed in one set of array operations."""
+    of ``encoded_inner_chunks``, with every shard's index computed in one set of array operations.
+
+    Each shard comes as :class:`~.parts.Parts` (its stored chunks and its index, not joined: a
+    file sink writes them with one ``os.writev``), ``None`` where all its chunks are empty."""
     per_shard = int(math.prod(chunks_per_shard))
     if index_location not in ("start", "end"):
         raise ValueError(f"build_shard: index_location must be 'start' or 'end', got {index_location!r}")
@@ -101,8 +107,9 @@ def build_shards(
     positions = np.arange(per_shard) if order is None else np.asarray(order, dtype=np.intp)
     start = shard_index_nbytes(chunks_per_shard, crc32c) if index_location == "start" else 0
     indexes = shard_indexes(sizes, positions, start)
-    out: list[bytes | None] = []
+    out: list[Parts | None] = []
     in_order = positions.tolist()
+    shard_nbytes = (sizes.sum(axis=1) + np.uint64(shard_index_nbytes(chunks_per_shard, crc32c))).tolist()
     for shard, (index, shard_sizes) in enumerate(zip(indexes, sizes.tolist(), strict=True)):
         first = shard * per_shard
         parts = [encoded_inner_chunks[first + i] for i in in_order if shard_sizes[i]]
@@ -110,7 +117,8 @@ def build_shards(
             out.append(None)
             continue
         index_bytes = encoded_index(index, crc32c)
-        out.append(b"".join([index_bytes, *parts] if index_location == "start" else [*parts, index_bytes]))
+        pieces = [index_bytes, *parts] if index_location == "start" else [*parts, index_bytes]
+        out.append(Parts(pieces, shard_nbytes[shard]))
     return out
 
 

@@ -10,7 +10,9 @@ error handling are tested on machines without a GPU (CI), against stock zarr rea
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -124,15 +126,39 @@ class HostLane(Lane):
         offsets, sizes = algorithm.streams(plan)
         reference = algorithm.reference(plan.level)
         # what nvCOMP's RAW output holds for each stream (each chunk, or each of its Blosc blocks)
-        raw = [
-            algorithm.raw(reference.encode(row[o : o + n]))
-            for row in inputs
-            for o, n in zip(offsets, sizes, strict=True)
-        ]
+        # ... back on the host as views into one buffer, as nvCOMP's batch comes back from the device
+        raw = _downloaded(
+            [
+                algorithm.raw(reference.encode(row[o : o + n]))
+                for row in inputs
+                for o, n in zip(offsets, sizes, strict=True)
+            ]
+        )
         prepared = algorithm.prepare(np, lambda: matrix)
         original = None if transformed is None else matrix
         source = BatchInput(np, inputs, range(len(chunks)), plan.chunk_nbytes, offsets, sizes, original)
         return algorithm.frame(raw, plan, prepared, source)
+
+
+#: the host buffers the host lane's outputs are packed into: small enough for malloc to reuse them
+#: (below its mmap threshold), as the device lane reuses its pinned buffers from cupy's pool
+DOWNLOAD_BLOCK = 4 << 20
+
+
+def _downloaded(raw: list) -> list[memoryview]:
+    """The RAW outputs as the device lane hands them on: views into a few host buffers (the device's
+    download of a batch), not one object per chunk."""
+    sizes = [memoryview(r).nbytes for r in raw]
+    ends = list(itertools.accumulate(sizes))
+    views: list[memoryview] = []
+    first = 0
+    while first < len(raw):
+        base = ends[first] - sizes[first]
+        last = max(bisect.bisect_right(ends, base + DOWNLOAD_BLOCK, lo=first), first + 1)
+        host = memoryview(b"".join(raw[first:last]))
+        views += [host[end - n - base : end - base] for n, end in zip(sizes[first:last], ends[first:last], strict=True)]
+        first = last
+    return views
 
 
 def _rows_bytes(rows: np.ndarray, indices: np.ndarray, plan: GpuCodecPlan) -> np.ndarray:

@@ -16,8 +16,10 @@
 
 Keys come from the array metadata's ``encode_chunk_key`` (``/`` or ``.`` separators, ``v2``
 encoding). Both sinks take bytes-like objects (``bytes``, ``memoryview``, contiguous numpy
-arrays) or zarr ``Buffer``\\ s, and raise :class:`~.errors.ChunkWriteError` naming dataset,
-chunk and key, with the store's exception as its cause.
+arrays), zarr ``Buffer``\\ s, or :class:`~..parts.Parts` (a shard's pieces: the file sink
+writes them with ``os.writev``, zarr's API gets them joined), and raise
+:class:`~.errors.ChunkWriteError` naming dataset, chunk and key, with the store's exception
+as its cause.
 
 Private zarr touch points: ``Array._async_array.store_path``,
 ``zarr.abc.store._store_supports_sync_io``, ``zarr.core.sync.sync``.
@@ -40,6 +42,7 @@ from zarr.storage import LocalStore
 
 from ..cpu.native import NativeFiles
 from ..errors import ChunkWriteError
+from ..parts import Parts
 from .budget import WriteCancelled
 from .plan import Coords
 
@@ -130,8 +133,8 @@ class LocalFileSink(ChunkSink):
     def _put_natively(self, items: Sequence[tuple[Coords, Blob]]) -> list[tuple[Coords, Blob]]:
         """Write the batch's files in one native call; returns what is left for the Python path: the
         keys to delete and, after a failure, that file and the rest (which then raise, naming the key)."""
-        writes = [(coords, _buffer(blob)) for coords, blob in items if blob is not None]
-        left = [(coords, blob) for coords, blob in items if blob is None]
+        writes = [(coords, _buffer(blob)) for coords, blob in items if blob is not None and type(blob) is not Parts]
+        left = [(coords, blob) for coords, blob in items if blob is None or type(blob) is Parts]  # writev: no copy
         paths, tmps = self.files([coords for coords, _ in writes])
         done = self._native.write([blob for _, blob in writes], tmps, paths)
         return left + writes[done:]
@@ -192,6 +195,9 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 
 def _write_all(fd: int, data: Blob) -> None:
     """Write every byte (``os.write`` may write fewer than asked; it releases the GIL)."""
+    if type(data) is Parts:
+        _write_parts(fd, data)
+        return
     view = memoryview(data)
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
@@ -199,6 +205,30 @@ def _write_all(fd: int, data: Blob) -> None:
     while written < len(view):
         view = view[written:]
         written = os.write(fd, view)
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") and "SC_IOV_MAX" in os.sysconf_names else 16
+
+
+def _write_parts(fd: int, parts: Parts) -> None:
+    """The pieces in order, in as few ``os.writev`` calls as the OS allows (each releases the GIL
+    and copies nothing in this process); a short write is continued piece by piece."""
+    pieces = parts.pieces
+    if not hasattr(os, "writev"):  # Windows
+        for piece in pieces:
+            _write_all(fd, piece)
+        return
+    for first in range(0, len(pieces), _IOV_MAX):
+        group = pieces[first : first + _IOV_MAX]
+        expected = parts.nbytes if len(group) == len(pieces) else sum(memoryview(p).nbytes for p in group)
+        written = os.writev(fd, group)
+        for piece in group if written < expected else ():
+            view = memoryview(piece).cast("B")
+            if written >= view.nbytes:
+                written -= view.nbytes
+                continue
+            _write_all(fd, view[written:])
+            written = 0
 
 
 def _replace(tmp: str, path: str) -> None:
