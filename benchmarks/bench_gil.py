@@ -274,20 +274,16 @@ class Profile:
 
 
 def host_lane_codec_lines() -> tuple[str, str, range]:
-    """(function, file suffix, lines) of the host lane's per-chunk loop over its CPU reference codec:
-    what nvCOMP's one batched call replaces on a GPU, so what "excluding the codec" leaves out of
-    the gpu-host figure (the statement ``raw = ...`` that calls ``reference.encode``, from its first
-    line to the line that closes it)."""
+    """(function, file suffix, lines) of the host lane's stand-in for nvCOMP's one batched call
+    (``HostLane._compress``: numcodecs per stream, or zstd in one GIL-free native call): what
+    "excluding the codec" leaves out of the gpu-host figure."""
     import inspect
 
     from hdmf_zarr_parallel.gpu.lanes import HostLane
 
-    lines, first = inspect.getsourcelines(HostLane.encode)
-    start = next(i for i, text in enumerate(lines) if text.strip().startswith("raw = "))
-    indent = len(lines[start]) - len(lines[start].lstrip())
-    end = next(i for i in range(start + 1, len(lines)) if len(lines[i]) - len(lines[i].lstrip()) == indent)
-    assert any("reference.encode(" in text for text in lines[start:end]), "the codec loop moved: update this"
-    return "HostLane.encode", "hdmf_zarr_parallel/gpu/lanes.py", range(first + start, first + end + 1)
+    lines, first = inspect.getsourcelines(HostLane._compress)
+    assert any("reference.encode(" in text for text in lines), "the codec moved: update this"
+    return "HostLane._compress", "hdmf_zarr_parallel/gpu/lanes.py", range(first, first + len(lines))
 
 
 def _in_codec(frames: list[str], codec: tuple[str, str, range] | None) -> bool:

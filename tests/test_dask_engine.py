@@ -188,6 +188,7 @@ class RecordingLane(HostLane):
     ID is ``<worker pid>-<random>``."""
 
     def __init__(self, log_dir):
+        super().__init__()
         self.log_dir = Path(log_dir)
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         (self.log_dir / f"lane-{self.id}").touch()

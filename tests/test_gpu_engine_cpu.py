@@ -36,6 +36,7 @@ class CountingLane(HostLane):
     instances: list["CountingLane"] = []
 
     def __init__(self):
+        super().__init__()
         self.calls = []
         self.closed = False
         CountingLane.instances.append(self)

@@ -292,3 +292,26 @@ def test_a_failing_file_in_a_native_batch_names_its_key(tmp_path, batches_writte
     assert not [n for n in names if n.endswith(".partial")], names
     assert [(root / "c" / str(row) / "0").read_bytes() for row in range(2)] == [b for _, b in blobs[:2]]
     assert not (root / "c" / "3" / "0").exists()
+
+
+@pytest.mark.parametrize("level", [0, 7])
+def test_host_lanes_batched_zstd_is_numcodecs_zstd(level):
+    """Where the native loop runs, the host lane compresses a batch's zstd chunks in one GIL-free call
+    (nvCOMP's stand-in), into one buffer of fixed slots as nvCOMP does: the frames are numcodecs'."""
+    import numcodecs
+
+    from hdmf_zarr_parallel.gpu.lanes import HostLane
+    from hdmf_zarr_parallel.gpu.plan import classify
+
+    assert native.prepare()
+    array = make_array(zarr.storage.MemoryStore(), (64, 40), "int16", (8, 40), compressors=ZstdCodec(level=level))
+    plan = classify(array)
+    rows = realistic((8, 8 * 40)).astype("<i2")
+    rows[3] = 0
+    picked = [0, 2, 3, 7]
+    lane = HostLane()
+    encoded = lane.encode(plan, rows, picked)
+    assert lane._native[plan.level or 0] is not None
+    assert len({id(view.obj) for view in encoded}) == 1  # one buffer for the batch
+    reference = numcodecs.Zstd(level=level)
+    assert [bytes(view) for view in encoded] == [reference.encode(rows[i].tobytes()) for i in picked]

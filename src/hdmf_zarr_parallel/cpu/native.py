@@ -41,7 +41,7 @@ from typing import Literal
 
 import numpy as np
 
-from .zstd_frames import ZstdFrames, library
+from .zstd_frames import ZstdFrames, library, zstd_frames
 
 #: the smallest dataset that starts the loop in a process that has not started it yet
 NATIVE_MIN_BYTES = 4 << 30
@@ -133,6 +133,36 @@ class NativeFiles:
         data = np.fromiter((view.ctypes.data for view in views), np.uintp, len(views))
         sizes = np.fromiter((view.nbytes for view in views), np.int64, len(views))
         return int(self._write_files(data, sizes, *_names(tmps, paths)))
+
+
+class NativeRows:
+    """Compresses a batch of rows with zstd in one GIL-free call, each frame in a fixed-size slot of
+    one buffer: what nvCOMP's batched encode does on the device (the GPU engine's host lane uses it
+    as that one call's stand-in)."""
+
+    def __init__(self, frames: ZstdFrames, kernel: ModuleType) -> None:
+        self._frames = frames
+        self._compress_rows = kernel.compress_rows
+
+    @classmethod
+    def make(cls, level: int) -> NativeRows | None:
+        """The compressor for numcodecs' ``Zstd(level)``, where this process runs the loops already."""
+        if not running():
+            return None
+        frames = zstd_frames(level)
+        return None if frames is None else cls(frames, _kernel())
+
+    def compress(self, matrix: np.ndarray, picked: np.ndarray) -> list[memoryview]:
+        """Rows ``picked`` of a C-contiguous ``uint8`` matrix as zstd frames (numcodecs' bytes), views
+        into one buffer."""
+        slot = self._frames.bound(matrix.shape[1])
+        out = np.empty(len(picked) * slot, np.uint8)
+        sizes = np.zeros(len(picked), np.int64)
+        done = self._compress_rows(self._frames.context(), matrix, np.asarray(picked, np.int64), out, slot, sizes)
+        if done < len(picked):
+            raise RuntimeError(f"Zstd compression error on row {int(picked[done])} of the batch")
+        view = memoryview(out)
+        return [view[k * slot : k * slot + n] for k, n in enumerate(sizes.tolist())]
 
 
 def prepare() -> bool:

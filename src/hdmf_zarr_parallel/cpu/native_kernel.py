@@ -142,3 +142,19 @@ def write_files(data, sizes, names, offsets):  # pragma: no cover - compiled
             c_unlink(tmp)
             return k
     return count
+
+
+@njit(types.intp(_pointer, _rows, _int64s, _bytes, types.intp, _int64s), nogil=True, cache=True)
+def compress_rows(context, matrix, picked, out, slot, sizes):  # pragma: no cover - compiled
+    """Rows ``picked`` of ``matrix`` compressed, the ``k``-th into ``out`` at byte ``k * slot`` (a
+    frame's bound: nvCOMP's batch layout), its size in ``sizes[k]``. Returns how many were
+    compressed (fewer: libzstd failed on the next)."""
+    row_bytes = matrix.shape[1]
+    source, target = matrix.ctypes.data, out.ctypes.data
+    count = picked.shape[0]
+    for k in range(count):
+        frame = compress2(context, target + k * slot, slot, source + picked[k] * row_bytes, row_bytes)
+        if frame > slot:  # one of libzstd's error codes
+            return k
+        sizes[k] = frame
+    return count

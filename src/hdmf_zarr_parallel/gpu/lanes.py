@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cpu.native import NativeRows
 from . import algorithms
 from .inputs import BatchInput
 from .plan import GpuCodecPlan
@@ -112,6 +113,9 @@ class NvcompLane(Lane):
 class HostLane(Lane):
     """The lane's steps on the host with numpy and the algorithms' CPU reference codecs: same bytes format, no device."""
 
+    def __init__(self) -> None:
+        self._native: dict[int, NativeRows | None] = {}  # zstd level -> its batched compressor
+
     def upload(self, host: np.ndarray) -> np.ndarray:
         return host
 
@@ -124,20 +128,35 @@ class HostLane(Lane):
         transformed = algorithm.transform(np, plan, lambda: matrix)  # e.g. Blosc's shuffled blocks
         inputs = matrix if transformed is None else transformed
         offsets, sizes = algorithm.streams(plan)
+        raw = self._compress(algorithm, plan, inputs, offsets, sizes)
+        prepared = algorithm.prepare(np, lambda: matrix)
+        original = None if transformed is None else matrix
+        source = BatchInput(np, inputs, range(len(chunks)), plan.chunk_nbytes, offsets, sizes, original)
+        return algorithm.frame(raw, plan, prepared, source)
+
+    def _compress(self, algorithm, plan: GpuCodecPlan, inputs: np.ndarray, offsets, sizes) -> list[memoryview]:
+        """The stand-in for nvCOMP's one batched call: what its RAW output holds for each stream (each
+        chunk, or each of its Blosc blocks), as views into host buffers, as the batch comes back from
+        the device. Whole-chunk zstd goes in one GIL-free call where this process runs the native
+        loop (as nvCOMP's call holds no GIL); else the algorithm's numcodecs reference, stream by stream."""
+        if algorithm.name == "zstd" and len(offsets) == 1:
+            native = self._native_zstd(plan.level or 0)
+            if native is not None:
+                return native.compress(inputs, np.arange(len(inputs)))
         reference = algorithm.reference(plan.level)
-        # what nvCOMP's RAW output holds for each stream (each chunk, or each of its Blosc blocks)
-        # ... back on the host as views into one buffer, as nvCOMP's batch comes back from the device
-        raw = _downloaded(
+        return _downloaded(
             [
                 algorithm.raw(reference.encode(row[o : o + n]))
                 for row in inputs
                 for o, n in zip(offsets, sizes, strict=True)
             ]
         )
-        prepared = algorithm.prepare(np, lambda: matrix)
-        original = None if transformed is None else matrix
-        source = BatchInput(np, inputs, range(len(chunks)), plan.chunk_nbytes, offsets, sizes, original)
-        return algorithm.frame(raw, plan, prepared, source)
+
+    def _native_zstd(self, level: int) -> NativeRows | None:
+        """This lane's batched zstd compressor for ``level`` (a lane is one thread's), made once."""
+        if level not in self._native:
+            self._native[level] = NativeRows.make(level)
+        return self._native[level]
 
 
 #: the host buffers the host lane's outputs are packed into: small enough for malloc to reuse them
