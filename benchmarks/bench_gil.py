@@ -65,9 +65,12 @@ def prepare_native() -> None:
     prepare()
 
 
-def host_lane_gpu_write(array, iterator, workers: int, tune_malloc: bool = True) -> None:
-    """engine="gpu" on the host lane: the only use of package internals (the imports of
-    tests/test_gpu_engine_cpu.py). Repoint here when those modules move."""
+def host_lane_gpu_write(
+    array, iterator, workers: int, tune_malloc: bool = True, lanes: int | None = None, cpu_helpers: int | None = None
+) -> None:
+    """engine="gpu" on the host lane (``lanes`` and ``cpu_helpers``: the engine's defaults where None): the
+    only use of package internals (the imports of tests/test_gpu_engine_cpu.py). Repoint here when those
+    modules move."""
     from hdmf_zarr_parallel import WriteOptions
     from hdmf_zarr_parallel.gpu.engine import GpuEngine
     from hdmf_zarr_parallel.gpu.lanes import HostLane
@@ -75,7 +78,8 @@ def host_lane_gpu_write(array, iterator, workers: int, tune_malloc: bool = True)
     from hdmf_zarr_parallel.write.pipeline import write_datasets
 
     options = WriteOptions(engine="gpu", max_workers=workers, tune_malloc=tune_malloc)
-    engine = GpuEngine(workers, options.gpu_batch_bytes, lanes=options.gpu_streams, lane_factory=HostLane)
+    lanes = options.gpu_streams if lanes is None else lanes
+    engine = GpuEngine(workers, options.gpu_batch_bytes, lanes=lanes, lane_factory=HostLane, cpu_helpers=cpu_helpers)
     write_datasets([DatasetWrite(array, iterator)], engine, options)
 
 
@@ -95,7 +99,8 @@ def prepare_write(cfg: dict, npy: str, out: Path, client=None) -> tuple[Callable
     if engine == "gpu-host":
         store = zarr.storage.LocalStore(out)
         array = zarr.create_array(store, shape=case.shape, dtype="int16", chunks=chunks, shards=shards)
-        return (lambda: host_lane_gpu_write(array, iterator, workers, cfg["tune_malloc"])), out
+        lanes, helpers = cfg.get("lanes"), cfg.get("cpu_helpers")
+        return (lambda: host_lane_gpu_write(array, iterator, workers, cfg["tune_malloc"], lanes, helpers)), out
     if cfg["layout"] == "1MiB":
         nwbfile = case.build(case.iterator())  # bench_write.py's ephys write, exactly
     else:
@@ -342,6 +347,7 @@ def parse_raw(
 def run_config(layout: str, engine: str, args: argparse.Namespace, data: dict, workdir: Path) -> dict:
     cfg = {"layout": layout, "engine": engine, "workers": args.workers, "buffer_mb": args.buffer_mb}
     cfg["tune_malloc"] = not args.no_tune_malloc
+    cfg["lanes"], cfg["cpu_helpers"] = args.lanes, args.cpu_helpers
     cfg.update(verify=not args.no_verify, workdir=str(workdir), **data)
     raw = workdir / f"gil-{layout.replace('/', '_')}-{engine}.txt"
     cfg_file = raw.with_suffix(".json")
@@ -481,6 +487,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-tune-malloc", action="store_true", help="leave glibc's malloc thresholds as they are "
                    "(WriteOptions.tune_malloc=False), for an A/B of the tuning")  # fmt: skip
     p.add_argument("--self-test", action="store_true", help="only check the method on known loads")
+    p.add_argument("--lanes", type=int, default=None, help="gpu-host: lanes (default: gpu_streams' default)")
+    p.add_argument("--cpu-helpers", type=int, default=None,
+                   help="gpu-host: CPU workers sharing the lanes' tasks (default: the engine's; 0: none)")  # fmt: skip
     p.add_argument("--output", type=Path, help="JSON (default: benchmarks/results/gil-<cores>c[-quick]-<date>.json)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

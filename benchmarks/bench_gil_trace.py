@@ -26,6 +26,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -92,9 +93,18 @@ def child_main(cfg: dict) -> None:
     print("@@window " + json.dumps({"t0": t0, "t1": t1, "pid": os.getpid(), "names": names}), flush=True)
 
 
-def self_test_child() -> None:
+def self_test_child(contended: bool) -> None:
     """Known loads: one thread runs Python for 0.3 s (holds the GIL throughout), one sleeps 1 ms
-    200 times (holds it for microseconds each time)."""
+    200 times (holds it for microseconds each time). ``contended``: on one CPU beside a busy process,
+    so the scheduler takes the spinning holder off its CPU about half of the time."""
+    hog = None
+    if contended:
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        hog = subprocess.Popen(
+            [sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"]
+        )
+        time.sleep(0.3)  # the hog runs
 
     def spin() -> None:
         end = time.perf_counter() + 0.3
@@ -112,51 +122,106 @@ def self_test_child() -> None:
     for thread in threads:
         thread.join()
     t1 = time.clock_gettime(time.CLOCK_MONOTONIC)
+    if hog is not None:
+        hog.kill()
+        hog.wait()
     names = {t.native_id: t.name for t in threads}
     print("@@window " + json.dumps({"t0": t0, "t1": t1, "pid": os.getpid(), "names": names}), flush=True)
 
 
 def self_test(workdir: Path) -> None:
-    """The method on the known loads: the spinning thread must read ~0.3 s, the napping one ~0."""
-    window, held = trace([sys.executable, __file__, "--self-test-child"], os.environ.copy(), workdir)
-    by_name = {window["names"].get(str(tid), "?"): seconds for (_, tid), (seconds, _) in held.items()}
-    print(f"self-test: spin {by_name.get('spin', 0):.3f} s (expected ~0.30), nap {by_name.get('nap', 0):.4f} s (~0)")
-    assert 0.25 < by_name.get("spin", 0) < 0.36 and by_name.get("nap", 0) < 0.03, by_name
+    """The method on the known loads: the spinning thread must read ~0.3 s held, the napping one ~0; on one
+    CPU shared with a busy process, the spinner's hold is still ~0.3 s of wall time but about half on CPU."""
+    for contended in (False, True):
+        argv = [sys.executable, __file__, "--self-test-child", *(["--contended"] if contended else [])]
+        window, held = trace(argv, os.environ.copy(), workdir)
+        wall = {window["names"].get(str(tid), "?"): sum(w for w, _ in h) for (_, tid), h in held.items()}
+        cpu = {window["names"].get(str(tid), "?"): sum(c for _, c in h) for (_, tid), h in held.items()}
+        spin, spin_cpu, nap = wall.get("spin", 0), cpu.get("spin", 0), wall.get("nap", 0)
+        print(f"self-test{' (one CPU, beside a busy process)' if contended else ''}: spin {spin:.3f} s held "
+              f"({spin_cpu:.3f} on CPU), nap {nap:.4f} s")  # fmt: skip
+        assert 0.25 < spin < 0.36 and nap < 0.03, wall
+        assert (0.05 < spin_cpu < 0.25) if contended else (spin_cpu > 0.8 * spin), cpu
     print("self-test passed")
 
 
 # -- The parent: perf around the child, its trace summed per role ---------------------------------------------------
-def held_per_thread(script: str, t0: float, t1: float) -> dict[tuple[int, int], list[float]]:
-    """``perf script -F pid,tid,time,event`` lines -> {(pid, tid): [GIL-held seconds in [t0, t1], holds]}."""
-    held: dict[tuple[int, int], list[float]] = collections.defaultdict(lambda: [0.0, 0])
+SWITCH = "sched:sched_switch"
+
+
+def held_per_thread(script: str, t0: float, t1: float) -> dict[tuple[int, int], list[tuple[float, float]]]:
+    """``perf script -F pid,tid,time,event,trace`` lines -> {(pid, tid): [(wall, on-CPU) seconds of each
+    GIL hold in [t0, t1]]}. On-CPU leaves out the time the holder was switched out by the scheduler
+    (``sched_switch``): on a machine with more cores than busy threads that time is not spent."""
+    held: dict[tuple[int, int], list[tuple[float, float]]] = collections.defaultdict(list)
     since: dict[tuple[int, int], float] = {}
+    key_of: dict[int, tuple[int, int]] = {}  # tid -> (pid, tid), for the scheduler's events
+    switched_out: dict[int, float] = {}  # tid of a holder the scheduler took off its CPU -> when
+    off_cpu: dict[int, float] = collections.defaultdict(float)  # tid -> off-CPU seconds in this hold
     for line in script.splitlines():
-        parts = line.split()  # "PID/TID TIME: EVENT:"
+        parts = line.split()  # "PID/TID TIME: EVENT: [TRACE]"
         if len(parts) < 3 or "/" not in parts[0]:
             continue
+        at, event = float(parts[1].rstrip(":")), parts[2].rstrip(":")
+        if event == SWITCH:  # "prev_pid=A ... ==> next_comm=... next_pid=B ..."
+            fields = dict(f.split("=", 1) for f in parts[3:] if "=" in f)
+            prev, nxt = int(fields.get("prev_pid", -1)), int(fields.get("next_pid", -1))
+            if prev in key_of and key_of[prev] in since:
+                switched_out[prev] = at
+            if nxt in switched_out:
+                off_cpu[nxt] += at - max(switched_out.pop(nxt), t0)
+            continue
         pid, tid = parts[0].split("/")
-        key, at, event = (int(pid), int(tid)), float(parts[1].rstrip(":")), parts[2].rstrip(":")
+        key = (int(pid), int(tid))
+        key_of[key[1]] = key
         if event == TAKE:
             since[key] = at
+            off_cpu[key[1]] = 0.0
         elif event == DROP and key in since:
             start, end = max(since.pop(key), t0), min(at, t1)
+            off = off_cpu.pop(key[1], 0.0)
             if end > start:
-                held[key][0] += end - start
-                held[key][1] += 1
+                held[key].append((end - start, max(0.0, end - start - off)))
     return held
+
+
+def hold_summary(holds: list[tuple[float, float]], gb: float) -> dict:
+    """GIL-held seconds (wall and on-CPU) and holds per GB of one kind of thread, and how long its holds are."""
+    ordered = sorted(wall for wall, _ in holds)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0  # noqa: E731
+    return {"s_per_gb": sum(ordered) / gb, "on_cpu_s_per_gb": sum(c for _, c in holds) / gb,
+            "holds_per_gb": len(ordered) / gb, "p50_us": pick(0.5) * 1e6, "p99_us": pick(0.99) * 1e6,
+            "max_ms": (ordered[-1] if ordered else 0.0) * 1e3,
+            "over_1ms_s_per_gb": sum(h for h in ordered if h > 1e-3) / gb}  # fmt: skip
 
 
 def trace(argv: list[str], env: dict, workdir: Path) -> tuple[dict, dict[tuple[int, int], list[float]]]:
     """Run ``argv`` (a child that prints ``@@window {t0, t1, pid, names}``) under perf; its window and holds."""
     data = workdir / "trace.data"
-    perf = ["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-e", TAKE, "-e", DROP, "-o", str(data), "--"]
+    perf = [
+        "perf",
+        "record",
+        "-q",
+        "-a",
+        "-k",
+        "CLOCK_MONOTONIC",
+        "-e",
+        TAKE,
+        "-e",
+        DROP,
+        "-e",
+        SWITCH,
+        "-o",
+        str(data),
+    ]
+    perf.append("--")
     done = subprocess.run(perf + argv, capture_output=True, text=True, env=env, timeout=1800)
     lines = [line for line in done.stdout.splitlines() if line.startswith("@@window ")]
     if done.returncode or not lines:
         raise RuntimeError(f"the traced run failed (rc {done.returncode}): {done.stderr[-3000:]}")
     window = json.loads(lines[-1][len("@@window ") :])
-    script = subprocess.run(["perf", "script", "-i", str(data), "-F", "pid,tid,time,event"], capture_output=True,
-                            text=True, check=True).stdout  # fmt: skip
+    script = subprocess.run(["perf", "script", "-i", str(data), "-F", "pid,tid,time,event,trace"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
     data.unlink()
     return window, held_per_thread(script, window["t0"], window["t1"])
 
@@ -173,20 +238,26 @@ def traced_run(cfg: dict, workdir: Path) -> dict:
         env["PYTHONPATH"] = os.pathsep.join([str(repo / "src"), str(repo / "benchmarks"), env["PYTHONPATH"]])
     window, held_by_thread = trace(argv, env, workdir)
     names = {int(k): v for k, v in window["names"].items()}
-    seconds, holds = collections.Counter(), collections.Counter()
-    for (pid, tid), (held, count) in held_by_thread.items():
+    seconds, on_cpu, holds = collections.Counter(), collections.Counter(), collections.Counter()
+    kinds: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)  # thread name without its number
+    for (pid, tid), durations in held_by_thread.items():
         role = _role(pid != window["pid"], names.get(tid))
-        seconds[role] += held
-        holds[role] += count
+        seconds[role] += sum(wall for wall, _ in durations)
+        on_cpu[role] += sum(c for _, c in durations)
+        holds[role] += len(durations)
+        kind = "(child)" if pid != window["pid"] else re.sub(r"[_-]\d+$", "", names.get(tid) or "(unnamed)")
+        kinds[kind] += durations
     gb = cfg["nbytes"] / 1e9
     return {"wall_s": window["t1"] - window["t0"], "per_gb": {r: seconds[r] / gb for r in ROLES},
-            "holds_per_gb": {r: holds[r] / gb for r in ROLES}}  # fmt: skip
+            "on_cpu_per_gb": {r: on_cpu[r] / gb for r in ROLES}, "holds_per_gb": {r: holds[r] / gb for r in ROLES},
+            "by_thread": {kind: hold_summary(d, gb) for kind, d in sorted(kinds.items())}}  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--self-test-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--contended", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--self-test", action="store_true", help="check the method on known loads (a few seconds)")
     p.add_argument("--configs", default="1MiB:threads", help="LAYOUT:ENGINE,... (layouts and engines of bench_gil.py)")
     p.add_argument("--gb", type=float, default=1.0)
@@ -195,12 +266,15 @@ def main() -> None:
     p.add_argument("--repos", default=str(REPO), help="checkouts to compare, interleaved ABBA (default: this one)")
     p.add_argument("--rounds", type=int, default=1, help="ABBA rounds (each runs every checkout twice)")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--lanes", type=int, default=None, help="gpu-host: lanes (default: gpu_streams' default)")
+    p.add_argument("--cpu-helpers", type=int, default=None,
+                   help="gpu-host: CPU workers sharing the lanes' tasks (default: the engine's; 0: none)")  # fmt: skip
     p.add_argument("--output", default=None, help="JSON path (default: results/gil-trace-<host>-<time>.json)")
     args = p.parse_args()
     if args.child:
         return child_main(json.loads(Path(args.child).read_text()))
     if args.self_test_child:
-        return self_test_child()
+        return self_test_child(args.contended)
     ensure_probes(interpreter_binary())
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="gil-trace-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -218,19 +292,28 @@ def main() -> None:
         for repo in order:
             cfg = {"layout": layout, "engine": engine, "workers": args.workers, "buffer_mb": args.buffer_mb,
                    "tune_malloc": True, "workdir": str(workdir), "npy": str(npy), "warm_npy": str(warm),
-                   "nbytes": case.nbytes, "repo": repo}  # fmt: skip
+                   "nbytes": case.nbytes, "repo": repo, "lanes": args.lanes, "cpu_helpers": args.cpu_helpers}  # fmt: skip
             run = {"config": spec, "repo": repo, **traced_run(cfg, workdir)}
             worker = WORKER_ROLE.get(engine, "hzp-*")
-            print(f"{spec:<22} {Path(repo).name:<12} worker ({worker}) {run['per_gb'][worker]:.3f} s/GB, "
+            print(f"{spec:<22} {Path(repo).name:<12} worker ({worker}) {run['per_gb'][worker]:.3f} s/GB "
+                  f"({run['on_cpu_per_gb'][worker]:.3f} on CPU), "
                   f"{run['holds_per_gb'][worker]:.0f} holds/GB; main {run['per_gb']['main']:.3f}, zarr_io "
                   f"{run['per_gb']['zarr_io']:.3f}; wall {run['wall_s']:.2f} s", flush=True)  # fmt: skip
+            for kind, t in run["by_thread"].items():
+                if t["s_per_gb"] >= 0.005:
+                    print(f"    {kind:<18} {t['s_per_gb']:.3f} s/GB ({t['on_cpu_s_per_gb']:.3f} on CPU), "
+                          f"{t['holds_per_gb']:.0f} holds/GB; hold p50 "
+                          f"{t['p50_us']:.0f} us, p99 {t['p99_us']:.0f} us, max {t['max_ms']:.1f} ms; holds over "
+                          f"1 ms {t['over_1ms_s_per_gb']:.3f} s/GB")  # fmt: skip
             runs.append(run)
     print("\nmedians, worker role s/GB (implied cap 1 GB / that):")
     for spec in args.configs.split(","):
         worker = WORKER_ROLE.get(spec.split(":")[1], "hzp-*")
         for repo in repos:
-            values = [r["per_gb"][worker] for r in runs if r["config"] == spec and r["repo"] == repo]
-            print(f"  {spec:<22} {repo}: {statistics.median(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})")
+            for what in ("per_gb", "on_cpu_per_gb"):
+                values = [r[what][worker] for r in runs if r["config"] == spec and r["repo"] == repo]
+                print(f"  {spec:<22} {repo} {'held' if what == 'per_gb' else 'held on CPU'}: "
+                      f"{statistics.median(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})")  # fmt: skip
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.output or REPO / "benchmarks" / "results" / f"gil-trace-{os.uname().nodename}-{stamp}.json")
     save_json(out, {"method": "perf uprobes on take_gil/drop_gil", "machine": machine_facts(args.workers), "gb": args.gb,
