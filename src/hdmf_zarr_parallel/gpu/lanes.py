@@ -21,7 +21,7 @@ import numpy as np
 
 from ..cpu.native import NativeRows
 from . import algorithms
-from .inputs import BatchInput
+from .inputs import BatchInput, once
 from .plan import GpuCodecPlan
 
 
@@ -120,35 +120,39 @@ class HostLane(Lane):
         return host
 
     def encode(self, plan: GpuCodecPlan, rows: np.ndarray, indices: Sequence[int]) -> list[memoryview | bytes]:
+        """The device encoder's steps (``encoder.NvcompBatchEncoder.encode_rows``) on the host: the chosen
+        rows are read where they lie, gathered only for an algorithm that transforms or prepares them."""
         if not len(indices):
             return []
         algorithm = algorithms.get(plan.algorithm)
-        matrix = _rows_bytes(rows, np.asarray(indices, dtype=np.intp), plan)  # one copy, not one per chunk
-        chunks = range(len(matrix))
-        transformed = algorithm.transform(np, plan, lambda: matrix)  # e.g. Blosc's shuffled blocks
-        inputs = matrix if transformed is None else transformed
+        matrix = _rows_bytes(rows, plan)
+        picked = np.asarray(indices, dtype=np.intp)
+        chosen = once(lambda: matrix[picked])
+        transformed = algorithm.transform(np, plan, chosen)  # e.g. Blosc's shuffled blocks
         offsets, sizes = algorithm.streams(plan)
-        raw = self._compress(algorithm, plan, inputs, offsets, sizes)
-        prepared = algorithm.prepare(np, lambda: matrix)
-        original = None if transformed is None else matrix
-        source = BatchInput(np, inputs, range(len(chunks)), plan.chunk_nbytes, offsets, sizes, original)
-        return algorithm.frame(raw, plan, prepared, source)
+        if transformed is None:
+            source = BatchInput(np, matrix, picked, plan.chunk_nbytes, offsets, sizes)
+        else:
+            source = BatchInput(np, transformed, range(len(picked)), plan.chunk_nbytes, offsets, sizes, chosen())
+        raw = self._compress(algorithm, plan, source)
+        return algorithm.frame(raw, plan, algorithm.prepare(np, chosen), source)
 
-    def _compress(self, algorithm, plan: GpuCodecPlan, inputs: np.ndarray, offsets, sizes) -> list[memoryview]:
-        """The stand-in for nvCOMP's one batched call: what its RAW output holds for each stream (each
-        chunk, or each of its Blosc blocks), as views into host buffers, as the batch comes back from
-        the device. Whole-chunk zstd goes in one GIL-free call where this process runs the native
-        loop (as nvCOMP's call holds no GIL); else the algorithm's numcodecs reference, stream by stream."""
-        if algorithm.name == "zstd" and len(offsets) == 1:
+    def _compress(self, algorithm, plan: GpuCodecPlan, source: BatchInput) -> list[memoryview]:
+        """The stand-in for nvCOMP's one batched call: what its RAW output holds for each stream of
+        ``source`` (each chunk, or each of its Blosc blocks), as views into host buffers, as the batch
+        comes back from the device. Whole-chunk zstd goes in one GIL-free call where this process runs
+        the native loop (as nvCOMP's call holds no GIL); else the algorithm's numcodecs reference."""
+        if algorithm.name == "zstd" and len(source.sizes) == 1:
             native = self._native_zstd(plan.level or 0)
             if native is not None:
-                return native.compress(inputs, np.arange(len(inputs)))
+                return native.compress(source.matrix, source.rows)
         reference = algorithm.reference(plan.level)
+        streams = list(zip(source.offsets.tolist(), source.sizes.tolist(), strict=True))
         return _downloaded(
             [
-                algorithm.raw(reference.encode(row[o : o + n]))
-                for row in inputs
-                for o, n in zip(offsets, sizes, strict=True)
+                algorithm.raw(reference.encode(source.matrix[i, o : o + n]))
+                for i in source.rows.tolist()
+                for o, n in streams
             ]
         )
 
@@ -180,9 +184,9 @@ def _downloaded(raw: list) -> list[memoryview]:
     return views
 
 
-def _rows_bytes(rows: np.ndarray, indices: np.ndarray, plan: GpuCodecPlan) -> np.ndarray:
-    """The chosen chunks' bytes as stored, one row each: typed rows in the storage byte order; byte rows as they are."""
-    picked = rows[indices]
-    if picked.dtype != np.uint8:
-        picked = np.ascontiguousarray(picked, dtype=plan.dtype)
-    return np.ascontiguousarray(picked).reshape(len(indices), -1).view(np.uint8)
+def _rows_bytes(rows: np.ndarray, plan: GpuCodecPlan) -> np.ndarray:
+    """The chunks' bytes as stored, one ``uint8`` row each, C-contiguous: typed rows in the storage byte
+    order (a copy only where they are not that already); byte rows as they are."""
+    if rows.dtype != np.uint8:
+        rows = np.ascontiguousarray(rows, dtype=plan.dtype)
+    return np.ascontiguousarray(rows).reshape(len(rows), -1).view(np.uint8)
