@@ -341,3 +341,32 @@ def test_lanes_store_under_the_arrays_chunk_keys(store, subtests, chunk_key_enco
     assert (store.root / array.metadata.encode_chunk_key((0, 0))).is_file()
     assert sum(sum(lane.calls) for lane in CountingLane.instances) > 0, "the chunks went through the lanes"
     assert_independent_readers_match(store, data, subtests)
+
+
+@pytest.mark.parametrize("shards", [None, (40, 16)])
+@pytest.mark.parametrize("codec", ["lz4", "zlib"])
+def test_framed_chunks_are_written_where_they_lie_as_zarrs_files(tmp_path, monkeypatch, codec, shards):
+    """LZ4's header and zlib's header and trailer go around nvCOMP's output without copying it: each file
+    (chunk, or shard of such chunks and its index) is written as its pieces with one os.writev, and the
+    files are zarr's, byte for byte."""
+    import os
+
+    from test_direct_store import files
+
+    data = realistic((200, 32))
+    data[40:80] = 0  # all-fill units: deleted, not written
+    compressor = LZ4() if codec == "lz4" else Zlib(level=6)  # the level whose zlib header (0x789c) we write
+    roots = tmp_path / "ours.zarr", tmp_path / "zarr.zarr"
+    kwargs = {"chunks": (10, 16), "shards": shards, "compressors": compressor}
+    ours, reference = (make_array(zarr.storage.LocalStore(r), data.shape, data.dtype, **kwargs) for r in roots)
+    pieces = []
+    real_writev = os.writev
+    monkeypatch.setattr(os, "writev", lambda fd, parts: pieces.append(len(parts)) or real_writev(fd, parts))
+    gpu_write([(ours, NumpyIterator(data, buffer_shape=(40, 32)))])
+    reference[...] = data
+    assert files(roots[0]) == files(roots[1])
+    per_chunk = 2 if codec == "lz4" else 3
+    if shards is None:
+        assert pieces == [per_chunk] * (20 * 2 - 4 * 2)
+    else:  # a shard: 4 chunks, then its index; 10 shards, 2 of them all fill
+        assert pieces == [per_chunk * 4 + 1] * (10 - 2)

@@ -116,10 +116,18 @@ def build_shards(
         if not parts:
             out.append(None)
             continue
+        parts = _flattened(parts)
         index_bytes = encoded_index(index, crc32c)
         pieces = [index_bytes, *parts] if index_location == "start" else [*parts, index_bytes]
         out.append(Parts(pieces, shard_nbytes[shard]))
     return out
+
+
+def _flattened(chunks: list) -> list:
+    """The chunks' bytes as a flat list of pieces: a framed chunk (:class:`~.parts.Parts`) gives its own."""
+    if not any(type(c) is Parts for c in chunks):
+        return chunks
+    return [piece for c in chunks for piece in (c.pieces if type(c) is Parts else (c,))]
 
 
 def shard_indexes(sizes: np.ndarray, order: np.ndarray, start: int) -> np.ndarray:

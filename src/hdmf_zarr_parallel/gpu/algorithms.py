@@ -45,7 +45,7 @@ from .framing import (
     adler32_rows,
     gzip_member,
     is_gzip_member,
-    lz4_header,
+    lz4_add_header,
     zlib_frame,
 )
 
@@ -221,8 +221,7 @@ class LZ4(Algorithm):
         return memoryview(encoded)[LZ4_HEADER_SIZE:]
 
     def frame(self, raw: Sequence[Blob], plan: GpuCodecPlan, prepared: Any, source: BatchInput) -> list[Blob]:
-        header = lz4_header(plan.chunk_nbytes)
-        return [memoryview(header + bytes(blob)) for blob in raw]
+        return [lz4_add_header(blob, plan.chunk_nbytes) for blob in raw]
 
 
 @register
@@ -246,7 +245,7 @@ class Zlib(Algorithm):
         return adler32_rows(xp, rows())
 
     def frame(self, raw: Sequence[Blob], plan: GpuCodecPlan, prepared: Any, source: BatchInput) -> list[Blob]:
-        return [memoryview(zlib_frame(blob, checksum)) for blob, checksum in zip(raw, prepared, strict=True)]
+        return [zlib_frame(blob, checksum) for blob, checksum in zip(raw, prepared, strict=True)]
 
 
 # -- Blosc ----------------------------------------------------------------------------------------

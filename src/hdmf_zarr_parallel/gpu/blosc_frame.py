@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from ..parts import Parts
+
 __all__ = [
     "HEADER_NBYTES",
     "MAX_BUFFERSIZE",
@@ -224,7 +226,7 @@ def header(flags: int, typesize: int, nbytes: int, blocksize: int, cbytes: int) 
     return struct.pack("<BBBBiii", VERSION_FORMAT, VERSION_LZ, flags, typesize, nbytes, blocksize, cbytes)
 
 
-def frame_chunks(lay: BloscLayout, compressed: Sequence[Any], uncompressed: Any) -> list[bytes]:
+def frame_chunks(lay: BloscLayout, compressed: Sequence[Any], uncompressed: Any) -> list[bytes | Parts]:
     """Blosc chunks from the compressed streams of a batch (``lay.nstreams`` per chunk, in order).
 
     A stream that compression did not shrink is stored as it is (``uncompressed.streams``: the
@@ -246,7 +248,7 @@ def frame_chunks(lay: BloscLayout, compressed: Sequence[Any], uncompressed: Any)
     as_is = dict(zip(wanted.tolist(), uncompressed.streams(wanted), strict=True)) if wanted.size else {}
     ends = data_start + np.cumsum(4 + stored, axis=1)
     starts = ends - (4 + stored)
-    out: list[bytes] = []
+    out: list[bytes | Parts] = []
     for k in range(count):
         if memcpyed[k]:
             head = header(lay.flags | MEMCPYED, lay.typesize, lay.nbytes, lay.blocksize, lay.nbytes + HEADER_NBYTES)
@@ -260,5 +262,5 @@ def frame_chunks(lay: BloscLayout, compressed: Sequence[Any], uncompressed: Any)
         for s in range(per):
             parts.append(prefixes[4 * s : 4 * s + 4])
             parts.append(as_is[k * per + s] if raw[k, s] else compressed[k * per + s])
-        out.append(b"".join(parts))
+        out.append(Parts(parts, int(totals[k])))  # written where they lie, not joined
     return out

@@ -12,7 +12,8 @@ more around it:
 * ``gzip`` reads a gzip member (RFC 1952), which nvCOMP Gzip RAW emits whole; a bare deflate
   stream is completed into one by :func:`gzip_member`.
 
-These are plain byte helpers; :mod:`.algorithms` says which one each output algorithm uses.
+Framed chunks are :class:`~..parts.Parts` (header, nvCOMP's output where it lies, trailer): a
+file sink writes them without joining them. These are plain byte helpers; :mod:`.algorithms` says which one each output algorithm uses.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import zlib
 from typing import Any
 
 import numpy as np
+
+from ..parts import Parts
 
 __all__ = [
     "LZ4_HEADER_SIZE",
@@ -48,9 +51,9 @@ def lz4_header(uncompressed_nbytes: int) -> bytes:
     return n.to_bytes(LZ4_HEADER_SIZE, "little")
 
 
-def lz4_add_header(raw_block: bytes | bytearray | memoryview, uncompressed_nbytes: int) -> bytes:
-    """Frame a raw LZ4 block as numcodecs.LZ4 does."""
-    return lz4_header(uncompressed_nbytes) + bytes(raw_block)
+def lz4_add_header(raw_block: bytes | bytearray | memoryview, uncompressed_nbytes: int) -> Parts:
+    """Frame a raw LZ4 block as numcodecs.LZ4 does: its header, then the block where it lies (not copied)."""
+    return Parts((lz4_header(uncompressed_nbytes), raw_block), LZ4_HEADER_SIZE + memoryview(raw_block).nbytes)
 
 
 def lz4_split_header(framed: bytes | bytearray | memoryview) -> tuple[int, memoryview]:
@@ -105,9 +108,11 @@ def adler32_rows(xp: Any, rows: Any) -> np.ndarray:
     return np.asarray(checksums, dtype=np.uint32)
 
 
-def zlib_frame(deflate: bytes | memoryview, adler32: int) -> bytes:
-    """A zlib stream from a raw deflate stream and the Adler-32 of its uncompressed bytes."""
-    return ZLIB_HEADER + bytes(deflate) + int(adler32).to_bytes(ZLIB_TRAILER_SIZE, "big")
+def zlib_frame(deflate: bytes | memoryview, adler32: int) -> Parts:
+    """A zlib stream from a raw deflate stream and the Adler-32 of its uncompressed bytes: the
+    header, the stream where it lies (not copied) and the trailer."""
+    trailer = int(adler32).to_bytes(ZLIB_TRAILER_SIZE, "big")
+    return Parts((ZLIB_HEADER, deflate, trailer), len(ZLIB_HEADER) + memoryview(deflate).nbytes + len(trailer))
 
 
 # -- gzip -----------------------------------------------------------------------------------------
