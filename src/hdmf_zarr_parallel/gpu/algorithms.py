@@ -233,10 +233,12 @@ class Zlib(Algorithm):
     codec_names = ("numcodecs.zlib",)
     nvcomp_names = ("Deflate", "deflate", "DEFLATE")
 
+    default_level = 1  # numcodecs.Zlib's
+
     def reference(self, level: int | None) -> Any:
         import numcodecs
 
-        return numcodecs.Zlib(level=level if level is not None else 1)
+        return numcodecs.Zlib(level=level if level is not None else self.default_level)
 
     def raw(self, encoded: Blob) -> Blob:
         return memoryview(encoded)[len(ZLIB_HEADER) : -ZLIB_TRAILER_SIZE]
@@ -245,7 +247,8 @@ class Zlib(Algorithm):
         return adler32_rows(xp, rows())
 
     def frame(self, raw: Sequence[Blob], plan: GpuCodecPlan, prepared: Any, source: BatchInput) -> list[Blob]:
-        return [zlib_frame(blob, checksum) for blob, checksum in zip(raw, prepared, strict=True)]
+        level = plan.level if plan.level is not None else self.default_level
+        return [zlib_frame(blob, checksum, level) for blob, checksum in zip(raw, prepared, strict=True)]
 
 
 # -- Blosc ----------------------------------------------------------------------------------------

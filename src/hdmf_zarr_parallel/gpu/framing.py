@@ -36,6 +36,7 @@ __all__ = [
     "lz4_split_header",
     "lz4_strip_header",
     "zlib_frame",
+    "zlib_header",
 ]
 
 # -- numcodecs.lz4 --------------------------------------------------------------------------------
@@ -108,11 +109,21 @@ def adler32_rows(xp: Any, rows: Any) -> np.ndarray:
     return np.asarray(checksums, dtype=np.uint32)
 
 
-def zlib_frame(deflate: bytes | memoryview, adler32: int) -> Parts:
+def zlib_header(level: int | None = None) -> bytes:
+    """The 2-byte header zlib writes at ``level`` (None: its default, 6): deflate with a 32 KiB window,
+    and the level's class in FLEVEL (0-1, 2-5, 6, 7-9), which readers ignore but zlib records."""
+    level = 6 if level is None or level < 0 else level
+    flevel = 0 if level < 2 else 1 if level < 6 else 2 if level == 6 else 3
+    flg = flevel << 6
+    flg += 31 - (0x78 * 256 + flg) % 31
+    return bytes((0x78, flg))
+
+
+def zlib_frame(deflate: bytes | memoryview, adler32: int, level: int | None = None) -> Parts:
     """A zlib stream from a raw deflate stream and the Adler-32 of its uncompressed bytes: the
-    header, the stream where it lies (not copied) and the trailer."""
-    trailer = int(adler32).to_bytes(ZLIB_TRAILER_SIZE, "big")
-    return Parts((ZLIB_HEADER, deflate, trailer), len(ZLIB_HEADER) + memoryview(deflate).nbytes + len(trailer))
+    header zlib writes at ``level``, the stream where it lies (not copied) and the trailer."""
+    header, trailer = zlib_header(level), int(adler32).to_bytes(ZLIB_TRAILER_SIZE, "big")
+    return Parts((header, deflate, trailer), len(header) + memoryview(deflate).nbytes + len(trailer))
 
 
 # -- gzip -----------------------------------------------------------------------------------------
