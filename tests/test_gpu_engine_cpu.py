@@ -370,3 +370,29 @@ def test_framed_chunks_are_written_where_they_lie_as_zarrs_files(tmp_path, monke
         assert pieces == [per_chunk] * (20 * 2 - 4 * 2)
     else:  # a shard: 4 chunks, then its index; 10 shards, 2 of them all fill
         assert pieces == [per_chunk * 4 + 1] * (10 - 2)
+
+
+def test_a_full_disk_while_writing_a_shards_pieces_names_the_key(tmp_path, monkeypatch):
+    """os.writev failing with ENOSPC on a shard: the write raises in the caller naming the dataset and key,
+    the OS's errno kept, no temporary file left, every thread and lane gone (the fixture checks)."""
+    import errno
+    import os
+
+    data = realistic((200, 32))
+    root = tmp_path / "a.zarr"
+    array = make_array(zarr.storage.LocalStore(root), data.shape, data.dtype, (10, 16), (40, 16))
+    calls = [0]
+    real_writev = os.writev
+
+    def writev(fd, pieces):
+        calls[0] += 1
+        if calls[0] == 3:
+            real_writev(fd, pieces[:1])  # a torn temporary file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_writev(fd, pieces)
+
+    monkeypatch.setattr(os, "writev", writev)
+    with pytest.raises(ChunkWriteError, match=r"storing key 'c/\d+/\d+'.*No space left") as err:
+        gpu_write([(array, NumpyIterator(data, buffer_shape=(40, 32)))])
+    assert isinstance(err.value.__cause__, OSError) and err.value.__cause__.errno == errno.ENOSPC
+    assert not [p for p in root.rglob("*") if p.name.endswith(".partial")]
