@@ -5,7 +5,10 @@ copies of one batch overlap the compression of another. ``NvcompLane`` is the re
 device; ``HostLane`` performs the same steps with numpy and each algorithm's CPU
 reference codec (whose output it turns back into nvCOMP's RAW form and frames as the
 device path does), so the engine's scheduling, chunk carving, framing, shard assembly and
-error handling are tested on machines without a GPU (CI), against stock zarr reads.
+error handling are tested on machines without a GPU (CI), against stock zarr reads. Its
+output comes as nvCOMP's does, views into host buffers; where the process runs the native
+loop, its zstd is one GIL-free call per batch, as nvCOMP's is, so the GIL cost of the GPU
+engine's host path can be measured without a GPU (``benchmarks/bench_gil_trace.py``).
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ class HostLane(Lane):
         raw = self._compress(algorithm, plan, source)
         return algorithm.frame(raw, plan, algorithm.prepare(np, chosen), source)
 
-    def _compress(self, algorithm, plan: GpuCodecPlan, source: BatchInput) -> list[memoryview]:
+    def _compress(self, algorithm: algorithms.Algorithm, plan: GpuCodecPlan, source: BatchInput) -> list[memoryview]:
         """The stand-in for nvCOMP's one batched call: what its RAW output holds for each stream of
         ``source`` (each chunk, or each of its Blosc blocks), as views into host buffers, as the batch
         comes back from the device. Whole-chunk zstd goes in one GIL-free call where this process runs
