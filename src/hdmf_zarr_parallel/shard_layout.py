@@ -105,11 +105,11 @@ def build_shards(
     sizes = np.fromiter(map(_nbytes, encoded_inner_chunks), np.uint64, len(encoded_inner_chunks))
     sizes = sizes.reshape(-1, per_shard)
     positions = np.arange(per_shard) if order is None else np.asarray(order, dtype=np.intp)
-    start = shard_index_nbytes(chunks_per_shard, crc32c) if index_location == "start" else 0
-    indexes = shard_indexes(sizes, positions, start)
+    index_nbytes = shard_index_nbytes(chunks_per_shard, crc32c)
+    indexes = shard_indexes(sizes, positions, index_nbytes if index_location == "start" else 0)
     out: list[Parts | None] = []
     in_order = positions.tolist()
-    shard_nbytes = (sizes.sum(axis=1) + np.uint64(shard_index_nbytes(chunks_per_shard, crc32c))).tolist()
+    shard_nbytes = (sizes.sum(axis=1) + np.uint64(index_nbytes)).tolist()
     for shard, (index, shard_sizes) in enumerate(zip(indexes, sizes.tolist(), strict=True)):
         first = shard * per_shard
         parts = [encoded_inner_chunks[first + i] for i in in_order if shard_sizes[i]]

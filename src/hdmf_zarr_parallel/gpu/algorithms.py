@@ -233,12 +233,14 @@ class Zlib(Algorithm):
     codec_names = ("numcodecs.zlib",)
     nvcomp_names = ("Deflate", "deflate", "DEFLATE")
 
-    default_level = 1  # numcodecs.Zlib's
+    @staticmethod
+    def _level(level: int | None) -> int:
+        return 1 if level is None else level  # numcodecs.Zlib's default
 
     def reference(self, level: int | None) -> Any:
         import numcodecs
 
-        return numcodecs.Zlib(level=level if level is not None else self.default_level)
+        return numcodecs.Zlib(level=self._level(level))
 
     def raw(self, encoded: Blob) -> Blob:
         return memoryview(encoded)[len(ZLIB_HEADER) : -ZLIB_TRAILER_SIZE]
@@ -247,7 +249,7 @@ class Zlib(Algorithm):
         return adler32_rows(xp, rows())
 
     def frame(self, raw: Sequence[Blob], plan: GpuCodecPlan, prepared: Any, source: BatchInput) -> list[Blob]:
-        level = plan.level if plan.level is not None else self.default_level
+        level = self._level(plan.level)
         return [zlib_frame(blob, checksum, level) for blob, checksum in zip(raw, prepared, strict=True)]
 
 

@@ -13,7 +13,8 @@ more around it:
   stream is completed into one by :func:`gzip_member`.
 
 Framed chunks are :class:`~..parts.Parts` (header, nvCOMP's output where it lies, trailer): a
-file sink writes them without joining them. These are plain byte helpers; :mod:`.algorithms` says which one each output algorithm uses.
+file sink writes them without joining them. These are plain byte helpers; :mod:`.algorithms`
+says which one each output algorithm uses.
 """
 
 from __future__ import annotations
